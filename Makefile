@@ -1,0 +1,50 @@
+# pg_pulse: the two commands a new user needs are `make demo` and `make test`.
+PG_MAJOR   ?= 15
+PG_CONFIG  ?= /usr/lib/postgresql/$(PG_MAJOR)/bin/pg_config
+DEMO_DIR   ?= /tmp/pg_pulse_demo
+DEMO_PORT  ?= 5433
+TEST_DIR   ?= /tmp/pg_pulse_test
+TEST_PORT  ?= 5434
+BENCH_DIR  ?= /tmp/pg_pulse_bench
+BENCH_PORT ?= 5435
+PSQL        = psql -X -h 127.0.0.1 -U postgres
+
+.PHONY: setup install unit e2e test demo demo-stop bench clean-clusters fmt
+
+setup:
+	@scripts/setup.sh
+
+# Build the extension (release) and install it into the Debian PostgreSQL.
+install: setup
+	cargo pgrx install --release --pg-config $(PG_CONFIG)
+
+# Pure core: schedule math and policies, no PostgreSQL needed.
+unit:
+	cargo test --lib --no-default-features
+
+# End-to-end: a fresh cluster with pg_pulse preloaded, the suites in pgrx-tests/, then stop it.
+e2e: install
+	@scripts/pgctl.sh stop $(TEST_DIR); rm -rf $(TEST_DIR)
+	@scripts/pgctl.sh start $(TEST_DIR) $(TEST_PORT)
+	PULSE_TEST_PORT=$(TEST_PORT) PULSE_TEST_PGDATA=$(TEST_DIR) cargo test -p pulse-e2e -- --test-threads=4; \
+	  rc=$$?; scripts/pgctl.sh stop $(TEST_DIR); exit $$rc
+
+test: setup unit e2e
+
+demo: install
+	@scripts/pgctl.sh start $(DEMO_DIR) $(DEMO_PORT)
+	@$(PSQL) -p $(DEMO_PORT) -d postgres -v ON_ERROR_STOP=1 -f examples/demo.sql
+	@echo
+	@echo "pg_pulse demo server is running. Connect with:"
+	@echo "    psql -h 127.0.0.1 -p $(DEMO_PORT) -U postgres"
+	@echo "then try:  SELECT * FROM pulse.jobs;   SELECT * FROM pulse.job_runs ORDER BY run_id DESC LIMIT 20;"
+	@echo "Stop it with: make demo-stop"
+
+demo-stop:
+	@scripts/pgctl.sh stop $(DEMO_DIR)
+
+bench: install
+	@scripts/bench.sh
+
+fmt:
+	cargo fmt --all

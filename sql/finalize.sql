@@ -1,0 +1,24 @@
+-- Documentation of every SQL function, and a wake-up for the scheduler once the catalog exists.
+COMMENT ON FUNCTION pulse.schedule_job(text, text, text, text, boolean, interval, text, text) IS
+'Creates a recurring job, or updates your job of that name in place (same id, history kept): schedule_job(job_name, schedule, command, timezone, enabled, timeout, overlap, comment). Returns the job id. Safe to repeat in migrations.';
+COMMENT ON FUNCTION pulse.schedule_once(text, timestamptz, text, boolean, interval, text) IS
+'Creates or updates a one-shot job that runs once at run_at (at once if run_at has passed). Returns the job id.';
+COMMENT ON FUNCTION pulse.unschedule_job(text) IS
+'Removes a job; its run history stays in pulse.job_runs. Returns false (with a NOTICE) if there was no such job.';
+COMMENT ON FUNCTION pulse.toggle_job(text, boolean) IS
+'Pauses (false) or resumes (true) a job, keeping its definition and history. Returns the new state.';
+COMMENT ON FUNCTION pulse.alter_job(text, text, text, text, boolean, interval, text, text, text, timestamptz) IS
+'Changes any field of a job; NULL leaves a field unchanged. new_name renames, timeout => ''0'' removes the timeout, comment => '''' clears the comment. Returns the job id.';
+COMMENT ON FUNCTION pulse.run_job(text) IS
+'Runs a job now, out of schedule (paused jobs too), and returns the run id: the replacement for hand-written trigger_*() helpers.';
+COMMENT ON FUNCTION pulse.cancel_run(bigint) IS
+'Cancels a queued run, or stops a running one (status cancelled). Returns true if the run was queued or running.';
+COMMENT ON FUNCTION pulse.next_runs(text, text, integer, timestamptz) IS
+'The next count instants (default 5) of a schedule strictly after after (default now()), in a time zone (default pulse.timezone): a preview and a validator.';
+COMMENT ON FUNCTION pulse.current_run() IS
+'Inside a job''s command: the run being executed (run_id, job_id, job_name, scheduled_for, attempt, trigger). No row elsewhere.';
+COMMENT ON FUNCTION pulse._wake_scheduler() IS
+'Internal: wakes the pg_pulse scheduler when the calling transaction commits.';
+
+REVOKE ALL ON FUNCTION pulse._wake_scheduler() FROM PUBLIC;
+SELECT pulse._wake_scheduler();

@@ -1,0 +1,113 @@
+-- pg_pulse catalog: jobs and their runs.
+-- Rows are written only by pg_pulse's functions and its background workers (which run as the
+-- extension owner); every role can read its own rows through row-level security.
+
+CREATE TABLE pulse.job (
+    job_id       bigserial PRIMARY KEY,
+    job_name     text        NOT NULL CHECK (job_name <> '' AND length(job_name) <= 200),
+    owner        oid         NOT NULL,
+    schedule     text,                       -- NULL for a one-shot job
+    run_at       timestamptz,                -- the instant of a one-shot job
+    timezone     text        NOT NULL DEFAULT 'UTC',
+    command      text        NOT NULL,
+    enabled      boolean     NOT NULL DEFAULT true,
+    timeout      interval,
+    overlap      text        NOT NULL DEFAULT 'skip' CHECK (overlap IN ('skip', 'allow')),
+    comment      text,
+    next_run_at  timestamptz,                -- NULL: paused, or a one-shot that has run
+    created_at   timestamptz NOT NULL DEFAULT now(),
+    updated_at   timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT job_schedule_or_run_at CHECK ((schedule IS NULL) <> (run_at IS NULL)),
+    CONSTRAINT job_name_per_owner UNIQUE (owner, job_name)
+);
+-- the scheduler's "what is due" and "when is the next one" lookups
+CREATE INDEX job_due_idx ON pulse.job (next_run_at) WHERE enabled;
+
+CREATE TABLE pulse.job_run (
+    run_id        bigserial   PRIMARY KEY,
+    job_id        bigint      NOT NULL,
+    job_name      text        NOT NULL,      -- the job's name when the run was created
+    owner         oid         NOT NULL,
+    scheduled_for timestamptz NOT NULL,
+    created_at    timestamptz NOT NULL DEFAULT clock_timestamp(),
+    started_at    timestamptz,
+    finished_at   timestamptz,
+    status        text        NOT NULL DEFAULT 'queued' CHECK (status IN
+                  ('queued', 'running', 'succeeded', 'failed', 'timed_out', 'skipped', 'cancelled')),
+    trigger       text        NOT NULL DEFAULT 'schedule' CHECK (trigger IN ('schedule', 'manual', 'retry')),
+    attempt       integer     NOT NULL DEFAULT 1,
+    message       text,
+    executor_pid  integer
+);
+-- "latest runs of job X"
+CREATE INDEX job_run_job_idx ON pulse.job_run (job_id, run_id DESC);
+-- "failures in the last hour"
+CREATE INDEX job_run_failures_idx ON pulse.job_run (finished_at) WHERE status IN ('failed', 'timed_out');
+-- work for the executors, and "is a run of this job still going" (overlap = 'skip')
+CREATE INDEX job_run_queued_idx ON pulse.job_run (run_id) WHERE status = 'queued';
+CREATE INDEX job_run_active_idx ON pulse.job_run (job_id) WHERE status IN ('queued', 'running');
+
+ALTER TABLE pulse.job ENABLE ROW LEVEL SECURITY;
+ALTER TABLE pulse.job_run ENABLE ROW LEVEL SECURITY;
+CREATE POLICY job_owner ON pulse.job
+    USING (owner = (SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname = current_user));
+CREATE POLICY job_run_owner ON pulse.job_run
+    USING (owner = (SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname = current_user));
+
+REVOKE ALL ON pulse.job, pulse.job_run FROM PUBLIC;
+GRANT SELECT ON pulse.job, pulse.job_run TO PUBLIC;
+
+CREATE VIEW pulse.jobs WITH (security_invoker = true) AS
+SELECT j.job_id,
+       j.job_name,
+       pg_catalog.pg_get_userbyid(j.owner)::text AS owner,
+       j.schedule,
+       j.run_at,
+       j.timezone,
+       j.command,
+       j.enabled,
+       j.timeout,
+       j.overlap,
+       j.comment,
+       j.next_run_at,
+       lr.run_id      AS last_run_id,
+       lr.started_at  AS last_run_at,
+       lr.status      AS last_status,
+       lr.message     AS last_message,
+       j.created_at,
+       j.updated_at
+  FROM pulse.job j
+  LEFT JOIN LATERAL (
+        SELECT r.run_id, r.started_at, r.status, r.message
+          FROM pulse.job_run r
+         WHERE r.job_id = j.job_id
+         ORDER BY r.run_id DESC
+         LIMIT 1) lr ON true;
+
+CREATE VIEW pulse.job_runs WITH (security_invoker = true) AS
+SELECT r.run_id,
+       r.job_id,
+       r.job_name,
+       pg_catalog.pg_get_userbyid(r.owner)::text AS owner,
+       r.scheduled_for,
+       r.started_at,
+       r.finished_at,
+       r.status,
+       r.trigger,
+       r.attempt,
+       r.message,
+       r.finished_at - r.started_at AS duration,
+       r.created_at,
+       r.executor_pid
+  FROM pulse.job_run r;
+
+GRANT SELECT ON pulse.jobs, pulse.job_runs TO PUBLIC;
+
+COMMENT ON TABLE pulse.job IS 'pg_pulse jobs (read pulse.jobs; change them with pulse.schedule_job, pulse.alter_job, pulse.toggle_job, pulse.unschedule_job)';
+COMMENT ON TABLE pulse.job_run IS 'pg_pulse run history, one row per run (read pulse.job_runs)';
+COMMENT ON VIEW pulse.jobs IS 'Jobs you own (all jobs for superusers), with the next run and the last run''s status';
+COMMENT ON VIEW pulse.job_runs IS 'Runs of the jobs you own (all for superusers): queued, running, succeeded, failed, timed_out, skipped, cancelled';
+
+-- jobs are part of a pg_dump of the database; run history is not
+SELECT pg_catalog.pg_extension_config_dump('pulse.job', '');
+SELECT pg_catalog.pg_extension_config_dump('pulse.job_job_id_seq', '');

@@ -1,0 +1,748 @@
+//! The SQL API for jobs: thin pgrx functions that validate with the pure core and write the
+//! catalog as its owner. Every call is idempotent: repeating it with the same arguments changes
+//! nothing, so migrations can run them again.
+
+use crate::pgutil::{self, from_pg_ts, interval_micros, invalid, privileged, raise, to_pg_ts};
+use crate::schedule::{self, Schedule};
+use chrono::Utc;
+use pgrx::prelude::*;
+use pgrx::{pg_sys, PgSqlErrorCode};
+
+const JOB_HINT: &str = "See the jobs you can manage with SELECT job_name, owner FROM pulse.jobs;";
+const OVERLAP_HINT: &str = "Use overlap => 'skip' (a slot that comes while the previous run is still going is recorded as skipped) or overlap => 'allow'.";
+
+fn required<T>(v: Option<T>, name: &str) -> T {
+    v.unwrap_or_else(|| {
+        raise(
+            PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
+            format!("{name} must not be NULL"),
+            "",
+        )
+    })
+}
+
+fn check_name(name: &str) {
+    if name.trim().is_empty() || name.len() > 200 {
+        invalid(
+            format!("invalid job_name \"{name}\": it must be 1 to 200 characters and not blank"),
+            "Use a short unique name such as 'nightly_ingest'.",
+        );
+    }
+}
+
+fn check_command(command: &str) {
+    if command.trim().is_empty() {
+        invalid(
+            "command must not be empty",
+            "Pass the SQL to run, such as 'CALL refresh_stats()' or 'SELECT process_queue()'.",
+        );
+    }
+    // a syntax error is reported now, when the job is created, not at 3 a.m.
+    let c = std::ffi::CString::new(command).unwrap_or_else(|_| {
+        invalid(
+            "command contains a zero byte",
+            "Remove the NUL character from the command.",
+        )
+    });
+    unsafe {
+        pg_sys::raw_parser(c.as_ptr(), pg_sys::RawParseMode::RAW_PARSE_DEFAULT);
+    }
+}
+
+fn resolve_timezone(tz: Option<&str>) -> chrono_tz::Tz {
+    match tz {
+        Some(t) => schedule::parse_timezone(t)
+            .unwrap_or_else(|e| invalid(e.to_string(), schedule::TIMEZONE_HINT)),
+        None => {
+            let d = crate::default_timezone();
+            schedule::parse_timezone(&d).unwrap_or_else(|e| {
+                invalid(
+                    format!("pulse.timezone: {e}"),
+                    format!(
+                        "SET pulse.timezone to a valid zone, or pass timezone =>. {}",
+                        schedule::TIMEZONE_HINT
+                    ),
+                )
+            })
+        }
+    }
+}
+
+fn parse_schedule(text: &str, tz: chrono_tz::Tz) -> Schedule {
+    Schedule::parse_firing(text, tz, Utc::now())
+        .unwrap_or_else(|e| invalid(e.to_string(), schedule::SCHEDULE_HINT))
+}
+
+fn check_timeout(t: &Option<Interval>) {
+    if let Some(i) = t {
+        if interval_micros(i) <= 0 {
+            invalid(
+                format!("invalid timeout \"{i}\": it must be positive"),
+                "Pass an interval such as timeout => '5 minutes', or NULL for no timeout.",
+            );
+        }
+    }
+}
+
+fn check_overlap(o: &str) {
+    if o != "skip" && o != "allow" {
+        invalid(format!("invalid overlap \"{o}\""), OVERLAP_HINT);
+    }
+}
+
+/// A job row as the API reads it.
+struct Job {
+    job_id: i64,
+    schedule: Option<String>,
+    run_at: Option<TimestampWithTimeZone>,
+    timezone: String,
+    command: String,
+    enabled: bool,
+    timeout: Option<Interval>,
+    overlap: String,
+    comment: Option<String>,
+    next_run_at: Option<TimestampWithTimeZone>,
+}
+
+const JOB_COLUMNS: &str =
+    "job_id, schedule, run_at, timezone, command, enabled, timeout, overlap, comment, next_run_at";
+
+fn job_from_row(row: &pgrx::spi::SpiHeapTupleData) -> Job {
+    let g =
+        |e: pgrx::spi::SpiError| -> ! { invalid(format!("pg_pulse catalog read failed: {e}"), "") };
+    Job {
+        job_id: row
+            .get::<i64>(1)
+            .unwrap_or_else(|e| g(e))
+            .unwrap_or_default(),
+        schedule: row.get::<String>(2).unwrap_or_else(|e| g(e)),
+        run_at: row.get::<TimestampWithTimeZone>(3).unwrap_or_else(|e| g(e)),
+        timezone: row
+            .get::<String>(4)
+            .unwrap_or_else(|e| g(e))
+            .unwrap_or_default(),
+        command: row
+            .get::<String>(5)
+            .unwrap_or_else(|e| g(e))
+            .unwrap_or_default(),
+        enabled: row
+            .get::<bool>(6)
+            .unwrap_or_else(|e| g(e))
+            .unwrap_or_default(),
+        timeout: row.get::<Interval>(7).unwrap_or_else(|e| g(e)),
+        overlap: row
+            .get::<String>(8)
+            .unwrap_or_else(|e| g(e))
+            .unwrap_or_default(),
+        comment: row.get::<String>(9).unwrap_or_else(|e| g(e)),
+        next_run_at: row
+            .get::<TimestampWithTimeZone>(10)
+            .unwrap_or_else(|e| g(e)),
+    }
+}
+
+/// Finds (and row-locks) the job of that name the caller may manage: its own, or for a superuser
+/// any job of that name (its own first). Must run inside `privileged`.
+fn find_job(name: &str) -> Option<Job> {
+    let me = pgutil::current_user_oid_outer();
+    let superuser = pgutil::outer_is_superuser();
+    let q = format!(
+        "SELECT {JOB_COLUMNS}, owner = $2 AS mine FROM pulse.job
+          WHERE job_name = $1 AND (owner = $2 OR $3)
+          ORDER BY owner = $2 DESC, job_id LIMIT 2 FOR UPDATE"
+    );
+    let rows: Vec<(Job, bool)> = Spi::connect(|c| {
+        let t = c
+            .select(&q, None, &[name.into(), me.into(), superuser.into()])
+            .unwrap_or_else(|e| invalid(format!("pg_pulse catalog read failed: {e}"), ""));
+        t.map(|row| {
+            let mine = row.get::<bool>(11).ok().flatten().unwrap_or(false);
+            (job_from_row(&row), mine)
+        })
+        .collect()
+    });
+    match rows.len() {
+        0 => None,
+        1 => rows.into_iter().next().map(|(j, _)| j),
+        _ => {
+            let (first, mine) = rows.into_iter().next().expect("two rows");
+            if mine {
+                Some(first)
+            } else {
+                raise(
+                    PgSqlErrorCode::ERRCODE_AMBIGUOUS_PARAMETER,
+                    format!("several roles own a job named \"{name}\""),
+                    "SET ROLE to the job's owner and repeat the call; SELECT job_name, owner FROM pulse.jobs shows the owners.",
+                )
+            }
+        }
+    }
+}
+
+fn must_find_job(name: &str) -> Job {
+    find_job(name).unwrap_or_else(|| {
+        raise(
+            PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
+            format!("job \"{name}\" does not exist"),
+            JOB_HINT,
+        )
+    })
+}
+
+/// The next run instant of a recurring schedule from now, as stored in `next_run_at`.
+fn next_from_now(sched: &Schedule, tz: chrono_tz::Tz) -> Option<TimestampWithTimeZone> {
+    sched.next_after(tz, Utc::now()).map(to_pg_ts)
+}
+
+fn wake() {
+    crate::worker::wake_scheduler_at_commit();
+}
+
+/// Everything a job definition holds; `None` in `schedule` means a one-shot at `run_at`.
+struct Def<'a> {
+    name: &'a str,
+    schedule: Option<(&'a str, Schedule)>,
+    run_at: Option<TimestampWithTimeZone>,
+    tz: chrono_tz::Tz,
+    command: &'a str,
+    enabled: bool,
+    timeout: Option<Interval>,
+    overlap: &'a str,
+    comment: Option<&'a str>,
+}
+
+/// Creates the job, or brings the caller's job of that name to this definition (same id, history
+/// kept). Writes nothing when the job already matches.
+fn upsert(def: Def) -> i64 {
+    pgutil::require_scheduler_database();
+    privileged(|| {
+        if let Some(job) = find_job_owned(def.name) {
+            let schedule_text = def.schedule.as_ref().map(|(t, _)| t.to_string());
+            let timing_changed = job.schedule != schedule_text
+                || job.timezone != def.tz.name()
+                || job.run_at.map(from_pg_ts) != def.run_at.map(from_pg_ts);
+            let same = !timing_changed
+                && job.command == def.command
+                && job.enabled == def.enabled
+                && job.timeout.map(|i| interval_micros(&i))
+                    == def.timeout.map(|i| interval_micros(&i))
+                && job.overlap == def.overlap
+                && job.comment.as_deref() == def.comment;
+            if same {
+                return job.job_id;
+            }
+            let next = if !def.enabled {
+                None
+            } else if timing_changed || !job.enabled {
+                initial_next(&def)
+            } else {
+                job.next_run_at
+            };
+            Spi::run_with_args(
+                "UPDATE pulse.job SET schedule = $2, run_at = $3, timezone = $4, command = $5, enabled = $6,
+                        timeout = $7, overlap = $8, comment = $9, next_run_at = $10, updated_at = now()
+                  WHERE job_id = $1",
+                &[
+                    job.job_id.into(),
+                    schedule_text.into(),
+                    def.run_at.into(),
+                    def.tz.name().into(),
+                    def.command.into(),
+                    def.enabled.into(),
+                    def.timeout.into(),
+                    def.overlap.into(),
+                    def.comment.into(),
+                    next.into(),
+                ],
+            )
+            .unwrap_or_else(|e| invalid(format!("could not update job: {e}"), ""));
+            if !def.enabled {
+                cancel_queued(job.job_id, "the job was paused");
+            }
+            wake();
+            job.job_id
+        } else {
+            let next = if def.enabled {
+                initial_next(&def)
+            } else {
+                None
+            };
+            let id = Spi::get_one_with_args::<i64>(
+                "INSERT INTO pulse.job (job_name, owner, schedule, run_at, timezone, command, enabled, timeout,
+                                        overlap, comment, next_run_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+                 RETURNING job_id",
+                &[
+                    def.name.into(),
+                    pgutil::current_user_oid_outer().into(),
+                    def.schedule.as_ref().map(|(t, _)| t.to_string()).into(),
+                    def.run_at.into(),
+                    def.tz.name().into(),
+                    def.command.into(),
+                    def.enabled.into(),
+                    def.timeout.into(),
+                    def.overlap.into(),
+                    def.comment.into(),
+                    next.into(),
+                ],
+            )
+            .unwrap_or_else(|e| invalid(format!("could not create job: {e}"), ""))
+            .unwrap_or_default();
+            wake();
+            id
+        }
+    })
+}
+
+fn initial_next(def: &Def) -> Option<TimestampWithTimeZone> {
+    match &def.schedule {
+        Some((_, s)) => next_from_now(s, def.tz),
+        None => def.run_at,
+    }
+}
+
+/// The caller's own job of that name (schedule_job and schedule_once never touch another role's job).
+fn find_job_owned(name: &str) -> Option<Job> {
+    let q = format!(
+        "SELECT {JOB_COLUMNS} FROM pulse.job WHERE job_name = $1 AND owner = $2 FOR UPDATE"
+    );
+    Spi::connect(|c| {
+        let t = c
+            .select(
+                &q,
+                None,
+                &[name.into(), pgutil::current_user_oid_outer().into()],
+            )
+            .unwrap_or_else(|e| invalid(format!("pg_pulse catalog read failed: {e}"), ""));
+        t.map(|row| job_from_row(&row)).next()
+    })
+}
+
+fn cancel_queued(job_id: i64, why: &str) {
+    Spi::run_with_args(
+        "UPDATE pulse.job_run SET status = 'cancelled', finished_at = clock_timestamp(), message = $2
+          WHERE job_id = $1 AND status = 'queued'",
+        &[job_id.into(), why.into()],
+    )
+    .unwrap_or_else(|e| invalid(format!("could not cancel queued runs: {e}"), ""));
+}
+
+/// Creates or updates a recurring job and returns its id.
+#[pg_extern(volatile, parallel_unsafe)]
+#[allow(clippy::too_many_arguments)]
+fn schedule_job(
+    job_name: Option<&str>,
+    schedule: Option<&str>,
+    command: Option<&str>,
+    timezone: default!(Option<&str>, "NULL"),
+    enabled: default!(Option<bool>, true),
+    timeout: default!(Option<Interval>, "NULL"),
+    overlap: default!(Option<&str>, "'skip'"),
+    comment: default!(Option<&str>, "NULL"),
+) -> i64 {
+    let name = required(job_name, "job_name");
+    let schedule_text = required(schedule, "schedule");
+    let command = required(command, "command");
+    check_name(name);
+    let tz = resolve_timezone(timezone);
+    let sched = parse_schedule(schedule_text, tz);
+    check_command(command);
+    check_timeout(&timeout);
+    let overlap = overlap.unwrap_or("skip");
+    check_overlap(overlap);
+    upsert(Def {
+        name,
+        schedule: Some((schedule_text.trim(), sched)),
+        run_at: None,
+        tz,
+        command,
+        enabled: enabled.unwrap_or(true),
+        timeout,
+        overlap,
+        comment,
+    })
+}
+
+/// Creates or updates a one-shot job that runs once at `run_at` (at once if that has passed).
+#[pg_extern(volatile, parallel_unsafe)]
+fn schedule_once(
+    job_name: Option<&str>,
+    run_at: Option<TimestampWithTimeZone>,
+    command: Option<&str>,
+    enabled: default!(Option<bool>, true),
+    timeout: default!(Option<Interval>, "NULL"),
+    comment: default!(Option<&str>, "NULL"),
+) -> i64 {
+    let name = required(job_name, "job_name");
+    let run_at = required(run_at, "run_at");
+    let command = required(command, "command");
+    check_name(name);
+    if !run_at.is_finite() {
+        invalid(
+            "run_at must be a finite timestamp",
+            "Pass an instant such as now() + interval '10 minutes'.",
+        );
+    }
+    check_command(command);
+    check_timeout(&timeout);
+    upsert(Def {
+        name,
+        schedule: None,
+        run_at: Some(run_at),
+        tz: resolve_timezone(None),
+        command,
+        enabled: enabled.unwrap_or(true),
+        timeout,
+        overlap: "skip",
+        comment,
+    })
+}
+
+/// Removes a job (its run history stays in pulse.job_runs). False if there was no such job.
+#[pg_extern(volatile, parallel_unsafe)]
+fn unschedule_job(job_name: Option<&str>) -> bool {
+    let name = required(job_name, "job_name");
+    pgutil::require_scheduler_database();
+    privileged(|| match find_job(name) {
+        None => {
+            pgrx::notice!("job \"{name}\" does not exist, skipping");
+            false
+        }
+        Some(job) => {
+            cancel_queued(job.job_id, "the job was unscheduled");
+            Spi::run_with_args(
+                "DELETE FROM pulse.job WHERE job_id = $1",
+                &[job.job_id.into()],
+            )
+            .unwrap_or_else(|e| invalid(format!("could not delete job: {e}"), ""));
+            wake();
+            true
+        }
+    })
+}
+
+/// Pauses (false) or resumes (true) a job, keeping its definition and history. Returns the new state.
+#[pg_extern(volatile, parallel_unsafe)]
+fn toggle_job(job_name: Option<&str>, enabled: Option<bool>) -> bool {
+    let name = required(job_name, "job_name");
+    let enabled = required(enabled, "enabled");
+    pgutil::require_scheduler_database();
+    privileged(|| {
+        let job = must_find_job(name);
+        if job.enabled == enabled {
+            return enabled;
+        }
+        let next = if enabled { next_for_job(&job) } else { None };
+        Spi::run_with_args(
+            "UPDATE pulse.job SET enabled = $2, next_run_at = $3, updated_at = now() WHERE job_id = $1",
+            &[job.job_id.into(), enabled.into(), next.into()],
+        )
+        .unwrap_or_else(|e| invalid(format!("could not update job: {e}"), ""));
+        if !enabled {
+            cancel_queued(job.job_id, "the job was paused");
+        }
+        wake();
+        enabled
+    })
+}
+
+/// next_run_at of a stored job when it is (re)enabled: the next slot from now, or a one-shot's instant
+/// if it has not run yet.
+fn next_for_job(job: &Job) -> Option<TimestampWithTimeZone> {
+    match &job.schedule {
+        Some(text) => {
+            let tz = schedule::parse_timezone(&job.timezone).unwrap_or(chrono_tz::Tz::UTC);
+            Schedule::parse(text)
+                .ok()
+                .and_then(|s| next_from_now(&s, tz))
+        }
+        None => {
+            let ran = Spi::get_one_with_args::<bool>(
+                "SELECT EXISTS (SELECT 1 FROM pulse.job_run WHERE job_id = $1 AND trigger = 'schedule' AND status <> 'cancelled')",
+                &[job.job_id.into()],
+            )
+            .ok()
+            .flatten()
+            .unwrap_or(false);
+            if ran {
+                None
+            } else {
+                job.run_at
+            }
+        }
+    }
+}
+
+/// Changes any field of a job; NULL arguments leave a field as it is. Returns the job id.
+#[pg_extern(volatile, parallel_unsafe)]
+#[allow(clippy::too_many_arguments)]
+fn alter_job(
+    job_name: Option<&str>,
+    schedule: default!(Option<&str>, "NULL"),
+    command: default!(Option<&str>, "NULL"),
+    timezone: default!(Option<&str>, "NULL"),
+    enabled: default!(Option<bool>, "NULL"),
+    timeout: default!(Option<Interval>, "NULL"),
+    overlap: default!(Option<&str>, "NULL"),
+    comment: default!(Option<&str>, "NULL"),
+    new_name: default!(Option<&str>, "NULL"),
+    run_at: default!(Option<TimestampWithTimeZone>, "NULL"),
+) -> i64 {
+    let name = required(job_name, "job_name");
+    pgutil::require_scheduler_database();
+    if schedule.is_some() && run_at.is_some() {
+        invalid(
+            "pass either schedule or run_at, not both",
+            "A job is either recurring (schedule) or one-shot (run_at).",
+        );
+    }
+    if let Some(c) = command {
+        check_command(c);
+    }
+    if let Some(o) = overlap {
+        check_overlap(o);
+    }
+    if let Some(n) = new_name {
+        check_name(n);
+    }
+    // timeout => '0' removes the timeout; a negative one is an error
+    let timeout_change: Option<Option<Interval>> = timeout.map(|i| {
+        let us = interval_micros(&i);
+        if us < 0 {
+            invalid(
+                format!("invalid timeout \"{i}\": it must not be negative"),
+                "Pass timeout => '5 minutes', or '0' to remove the timeout.",
+            );
+        }
+        if us == 0 {
+            None
+        } else {
+            Some(i)
+        }
+    });
+    privileged(|| {
+        let job = must_find_job(name);
+        let tz = match timezone {
+            Some(t) => resolve_timezone(Some(t)),
+            None => schedule::parse_timezone(&job.timezone).unwrap_or(chrono_tz::Tz::UTC),
+        };
+        let new_schedule: Option<String> = match (schedule, run_at) {
+            (Some(s), _) => {
+                parse_schedule(s, tz);
+                Some(s.trim().to_string())
+            }
+            (None, Some(_)) => None,
+            (None, None) => {
+                if let Some(s) = &job.schedule {
+                    parse_schedule(s, tz);
+                }
+                job.schedule.clone()
+            }
+        };
+        let new_run_at = match (schedule, run_at) {
+            (Some(_), _) => None,
+            (None, Some(r)) => Some(r),
+            (None, None) => job.run_at,
+        };
+        let enabled_now = enabled.unwrap_or(job.enabled);
+        let timing_changed = new_schedule != job.schedule
+            || tz.name() != job.timezone
+            || new_run_at.map(from_pg_ts) != job.run_at.map(from_pg_ts);
+        let next = if !enabled_now {
+            None
+        } else if timing_changed {
+            match &new_schedule {
+                Some(s) => Schedule::parse(s)
+                    .ok()
+                    .and_then(|sc| next_from_now(&sc, tz)),
+                None => new_run_at,
+            }
+        } else if !job.enabled {
+            next_for_job(&job)
+        } else {
+            job.next_run_at
+        };
+        let new_timeout = match timeout_change {
+            Some(t) => t,
+            None => job.timeout,
+        };
+        let new_comment: Option<String> = match comment {
+            Some("") => None,
+            Some(c) => Some(c.to_string()),
+            None => job.comment.clone(),
+        };
+        let r = Spi::run_with_args(
+            "UPDATE pulse.job SET job_name = coalesce($2, job_name), schedule = $3, run_at = $4, timezone = $5,
+                    command = $6, enabled = $7, timeout = $8, overlap = $9, comment = $10, next_run_at = $11,
+                    updated_at = now()
+              WHERE job_id = $1",
+            &[
+                job.job_id.into(),
+                new_name.into(),
+                new_schedule.into(),
+                new_run_at.into(),
+                tz.name().into(),
+                command.unwrap_or(&job.command).into(),
+                enabled_now.into(),
+                new_timeout.into(),
+                overlap.unwrap_or(&job.overlap).into(),
+                new_comment.into(),
+                next.into(),
+            ],
+        );
+        if let Err(e) = r {
+            if new_name.is_some() {
+                raise(
+                    PgSqlErrorCode::ERRCODE_DUPLICATE_OBJECT,
+                    format!(
+                        "could not rename job \"{name}\" to \"{}\": {e}",
+                        new_name.unwrap_or_default()
+                    ),
+                    "You already own a job with that name; pick another new_name.",
+                );
+            }
+            invalid(format!("could not update job: {e}"), "");
+        }
+        if !enabled_now {
+            cancel_queued(job.job_id, "the job was paused");
+        }
+        wake();
+        job.job_id
+    })
+}
+
+/// Runs a job now, out of schedule (paused jobs too). Returns the id of the queued run.
+#[pg_extern(volatile, parallel_unsafe)]
+fn run_job(job_name: Option<&str>) -> i64 {
+    let name = required(job_name, "job_name");
+    pgutil::require_scheduler_database();
+    privileged(|| {
+        let job = must_find_job(name);
+        let id = Spi::get_one_with_args::<i64>(
+            "INSERT INTO pulse.job_run (job_id, job_name, owner, scheduled_for, status, trigger)
+             SELECT job_id, job_name, owner, clock_timestamp(), 'queued', 'manual' FROM pulse.job WHERE job_id = $1
+             RETURNING run_id",
+            &[job.job_id.into()],
+        )
+        .unwrap_or_else(|e| invalid(format!("could not queue run: {e}"), ""))
+        .unwrap_or_default();
+        wake();
+        id
+    })
+}
+
+/// Cancels a queued run, or asks a running one to stop. True if the run was queued or running.
+#[pg_extern(volatile, parallel_unsafe)]
+fn cancel_run(run_id: Option<i64>) -> bool {
+    let run_id = required(run_id, "run_id");
+    pgutil::require_scheduler_database();
+    privileged(|| {
+        let me = pgutil::current_user_oid_outer();
+        let sup = pgutil::outer_is_superuser();
+        let row = Spi::connect(|c| {
+            c.select(
+                "SELECT status, executor_pid FROM pulse.job_run WHERE run_id = $1 AND (owner = $2 OR $3) FOR UPDATE",
+                None,
+                &[run_id.into(), me.into(), sup.into()],
+            )
+            .ok()
+            .and_then(|t| t.first().get_two::<String, i32>().ok())
+        });
+        let Some((Some(status), pid)) = row else {
+            raise(
+                PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
+                format!("run {run_id} does not exist"),
+                "See your runs with SELECT run_id, job_name, status FROM pulse.job_runs ORDER BY run_id DESC;",
+            )
+        };
+        match status.as_str() {
+            "queued" => {
+                Spi::run_with_args(
+                    "UPDATE pulse.job_run SET status = 'cancelled', finished_at = clock_timestamp(), message = 'cancelled by pulse.cancel_run' WHERE run_id = $1",
+                    &[run_id.into()],
+                )
+                .unwrap_or_else(|e| invalid(format!("could not cancel run: {e}"), ""));
+                true
+            }
+            "running" => {
+                if let Some(pid) = pid {
+                    crate::worker::cancel_executor_run(pid, run_id);
+                }
+                true
+            }
+            _ => false,
+        }
+    })
+}
+
+/// The next `count` run instants of a schedule strictly after `after`: preview and validator.
+#[pg_extern(stable, parallel_safe)]
+fn next_runs(
+    schedule: Option<&str>,
+    timezone: default!(Option<&str>, "NULL"),
+    count: default!(Option<i32>, 5),
+    after: default!(Option<TimestampWithTimeZone>, "now()"),
+) -> SetOfIterator<'static, TimestampWithTimeZone> {
+    let text = required(schedule, "schedule");
+    let tz = resolve_timezone(timezone);
+    let count = count.unwrap_or(5);
+    if !(1..=10_000).contains(&count) {
+        invalid(
+            format!("invalid count {count}: it must be between 1 and 10000"),
+            "Pass count => 10, for example.",
+        );
+    }
+    let sched =
+        Schedule::parse(text).unwrap_or_else(|e| invalid(e.to_string(), schedule::SCHEDULE_HINT));
+    let after = match after {
+        Some(a) if a.is_finite() => from_pg_ts(a),
+        Some(_) => invalid(
+            "after must be a finite timestamp",
+            "Pass after => now(), for example.",
+        ),
+        None => Utc::now(),
+    };
+    let runs: Vec<TimestampWithTimeZone> = sched
+        .next_runs(tz, after, count as usize)
+        .into_iter()
+        .map(to_pg_ts)
+        .collect();
+    SetOfIterator::new(runs)
+}
+
+/// The run this session is executing (inside a job's command); no row outside a job.
+#[pg_extern(stable, parallel_restricted)]
+fn current_run() -> TableIterator<
+    'static,
+    (
+        name!(run_id, i64),
+        name!(job_id, i64),
+        name!(job_name, String),
+        name!(scheduled_for, TimestampWithTimeZone),
+        name!(attempt, i32),
+        name!(trigger, String),
+    ),
+> {
+    let rows = crate::worker::current_run()
+        .map(|r| {
+            (
+                r.run_id,
+                r.job_id,
+                r.job_name,
+                r.scheduled_for,
+                r.attempt,
+                r.trigger,
+            )
+        })
+        .into_iter()
+        .collect::<Vec<_>>();
+    TableIterator::new(rows)
+}
+
+/// Internal: wakes the scheduler when the calling transaction commits (used by CREATE EXTENSION).
+#[pg_extern(volatile, parallel_unsafe)]
+fn _wake_scheduler() {
+    if crate::PRELOADED.load(std::sync::atomic::Ordering::Relaxed) {
+        wake();
+    }
+}

@@ -1,0 +1,144 @@
+//! Small PostgreSQL helpers shared by the SQL API and the workers.
+
+use chrono::{DateTime, TimeZone, Utc};
+use pgrx::pg_sys;
+use pgrx::pg_sys::panic::ErrorReport;
+use pgrx::prelude::*;
+use pgrx::{PgLogLevel, PgSqlErrorCode};
+
+/// Microseconds between the Unix epoch and the PostgreSQL epoch (2000-01-01).
+const PG_EPOCH_OFFSET_US: i64 = 946_684_800_000_000;
+
+/// Raises an ERROR with a SQLSTATE, a message and a hint. Never returns.
+pub fn raise(code: PgSqlErrorCode, message: impl Into<String>, hint: impl Into<String>) -> ! {
+    let hint = hint.into();
+    let mut report = ErrorReport::new(code, message.into(), "pg_pulse");
+    if !hint.is_empty() {
+        report = report.set_hint(hint);
+    }
+    report.report(PgLogLevel::ERROR);
+    unreachable!("ERROR does not return")
+}
+
+pub fn invalid(message: impl Into<String>, hint: impl Into<String>) -> ! {
+    raise(
+        PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+        message,
+        hint,
+    )
+}
+
+pub fn to_pg_ts(t: DateTime<Utc>) -> TimestampWithTimeZone {
+    let us = t.timestamp_micros() - PG_EPOCH_OFFSET_US;
+    // SAFETY-free conversion: any i64 is a representable timestamptz datum
+    TimestampWithTimeZone::try_from(us).unwrap_or_else(|_| invalid("timestamp out of range", ""))
+}
+
+pub fn from_pg_ts(t: TimestampWithTimeZone) -> DateTime<Utc> {
+    let us: i64 = t.into_inner() + PG_EPOCH_OFFSET_US;
+    Utc.timestamp_micros(us).single().unwrap_or_else(Utc::now)
+}
+
+/// Total microseconds of an interval (a month counts 30 days, as PostgreSQL's own conversions do).
+pub fn interval_micros(i: &Interval) -> i64 {
+    i.micros() + i.days() as i64 * 86_400_000_000 + i.months() as i64 * 30 * 86_400_000_000
+}
+
+thread_local! {
+    /// The calling role while `privileged` runs as the catalog owner.
+    static CALLER: std::cell::Cell<Option<pg_sys::Oid>> = const { std::cell::Cell::new(None) };
+}
+
+/// The role that called the SQL function (also inside `privileged`).
+pub fn current_user_oid_outer() -> pg_sys::Oid {
+    CALLER
+        .with(|c| c.get())
+        .unwrap_or_else(|| unsafe { pg_sys::GetUserId() })
+}
+
+pub fn outer_is_superuser() -> bool {
+    unsafe { pg_sys::superuser_arg(current_user_oid_outer()) }
+}
+
+pub fn current_database_name() -> String {
+    unsafe {
+        let p = pg_sys::get_database_name(pg_sys::MyDatabaseId);
+        if p.is_null() {
+            return String::new();
+        }
+        std::ffi::CStr::from_ptr(p).to_string_lossy().into_owned()
+    }
+}
+
+/// Runs `f` as the owner of pg_pulse's tables, with `search_path = pg_catalog, pg_temp`, the way a
+/// SECURITY DEFINER function with a SET clause would, and puts the caller's identity and settings
+/// back afterwards. An error inside `f` aborts the (sub)transaction, which restores both as well.
+pub fn privileged<R>(f: impl FnOnce() -> R + std::panic::UnwindSafe) -> R {
+    let owner = catalog_owner();
+    let mut saved_user = pg_sys::Oid::INVALID;
+    let mut saved_ctx = 0i32;
+    unsafe {
+        pg_sys::GetUserIdAndSecContext(&mut saved_user, &mut saved_ctx);
+        CALLER.with(|c| c.set(Some(saved_user)));
+        let nest = pg_sys::NewGUCNestLevel();
+        set_local_guc(c"search_path", c"pg_catalog, pg_temp");
+        pg_sys::SetUserIdAndSecContext(
+            owner,
+            saved_ctx | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32,
+        );
+        // on an error the (sub)transaction abort restores the user and the settings; CALLER is
+        // cleared here on every path
+        let r = PgTryBuilder::new(f)
+            .finally(|| CALLER.with(|c| c.set(None)))
+            .execute();
+        pg_sys::SetUserIdAndSecContext(saved_user, saved_ctx);
+        pg_sys::AtEOXact_GUC(true, nest);
+        r
+    }
+}
+
+/// Sets a GUC for the current GUC nest level (reverted by `AtEOXact_GUC`).
+pub unsafe fn set_local_guc(name: &std::ffi::CStr, value: &std::ffi::CStr) {
+    unsafe {
+        pg_sys::set_config_option(
+            name.as_ptr(),
+            value.as_ptr(),
+            pg_sys::GucContext::PGC_SUSET,
+            pg_sys::GucSource::PGC_S_SESSION,
+            pg_sys::GucAction::GUC_ACTION_SAVE,
+            true,
+            0,
+            false,
+        );
+    }
+}
+
+/// The role that owns `pulse.job` (the extension owner, a superuser).
+fn catalog_owner() -> pg_sys::Oid {
+    Spi::get_one::<pg_sys::Oid>(
+        "SELECT c.relowner FROM pg_catalog.pg_class c WHERE c.oid OPERATOR(pg_catalog.=) 'pulse.job'::pg_catalog.regclass",
+    )
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| raise(PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE, "pg_pulse's catalog pulse.job is missing", "Run CREATE EXTENSION pg_pulse in this database."))
+}
+
+/// Errors unless pg_pulse was preloaded and this is the database its scheduler serves.
+pub fn require_scheduler_database() {
+    if !crate::PRELOADED.load(std::sync::atomic::Ordering::Relaxed) {
+        raise(
+            PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            "pg_pulse is not loaded through shared_preload_libraries, so no scheduler runs jobs",
+            "Add pg_pulse to shared_preload_libraries in postgresql.conf (shared_preload_libraries = 'pg_pulse') and restart PostgreSQL.",
+        );
+    }
+    let here = current_database_name();
+    let target = crate::database_name();
+    if here != target {
+        raise(
+            PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            format!("pg_pulse runs jobs only in database \"{target}\", not in \"{here}\""),
+            format!("Connect to \"{target}\" to manage jobs, or set pulse.database_name = '{here}' in postgresql.conf and restart."),
+        );
+    }
+}

@@ -1,0 +1,330 @@
+//! Executors: claim queued runs and execute each command as the job's owner.
+
+use super::xact::{self, Failure};
+use super::{set_latch_of, SlotState, SHARED};
+use crate::pgutil::interval_micros;
+use pgrx::prelude::*;
+use pgrx::PgSqlErrorCode;
+use std::cell::RefCell;
+use std::ffi::CString;
+use std::time::{Duration, Instant};
+
+/// `STATEMENT_TIMEOUT` in PostgreSQL's `TimeoutId` enum (utils/timeout.h), which pgrx does not bind.
+const STATEMENT_TIMEOUT: i32 = 3;
+
+unsafe extern "C-unwind" {
+    fn enable_timeout_after(id: i32, delay_ms: i32);
+    fn disable_timeout(id: i32, keep_indicator: bool);
+    // the C signal handlers themselves (pgrx's pg_sys::die is a Rust wrapper, not a handler)
+    #[link_name = "die"]
+    fn pg_die(signal: i32);
+    #[link_name = "SignalHandlerForConfigReload"]
+    fn pg_reload_handler(signal: i32);
+}
+
+/// What `pulse.current_run()` shows inside a job's command.
+#[derive(Clone)]
+pub struct RunContext {
+    pub run_id: i64,
+    pub job_id: i64,
+    pub job_name: String,
+    pub scheduled_for: TimestampWithTimeZone,
+    pub attempt: i32,
+    pub trigger: String,
+}
+
+thread_local! {
+    static CURRENT: RefCell<Option<RunContext>> = const { RefCell::new(None) };
+    static MY_SLOT: std::cell::Cell<usize> = const { std::cell::Cell::new(usize::MAX) };
+}
+
+pub fn current_run() -> Option<RunContext> {
+    CURRENT.with(|c| c.borrow().clone())
+}
+
+struct Claimed {
+    ctx: RunContext,
+    owner: pg_sys::Oid,
+    command: Option<String>,
+    timeout_ms: Option<i64>,
+}
+
+#[pg_guard]
+#[unsafe(no_mangle)]
+pub extern "C-unwind" fn pulse_executor_main(arg: pg_sys::Datum) {
+    let slot = arg.value();
+    unsafe {
+        // SIGTERM ends a running command at once (FATAL at the next interrupt check), as in a backend
+        pg_sys::pqsignal(libc::SIGTERM, Some(pg_die));
+        pg_sys::pqsignal(libc::SIGHUP, Some(pg_reload_handler));
+        pg_sys::BackgroundWorkerUnblockSignals();
+    }
+    let db = crate::database_name();
+    pgrx::bgworkers::BackgroundWorker::connect_worker_to_spi(Some(&db), None);
+    let pid = unsafe { pg_sys::MyProcPid };
+    MY_SLOT.with(|s| s.set(slot));
+    unsafe {
+        pg_sys::before_shmem_exit(Some(on_exit), pg_sys::Datum::from(slot));
+    }
+    {
+        let mut sh = SHARED.exclusive();
+        let s = &mut sh.slots[slot];
+        *s = super::Slot {
+            state: SlotState::Live,
+            pid,
+            ..Default::default()
+        };
+    }
+
+    let mut idle_since = Instant::now();
+    loop {
+        pgrx::check_for_interrupts!();
+        unsafe {
+            if pg_sys::ConfigReloadPending != 0 {
+                pg_sys::ConfigReloadPending = 0;
+                pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP);
+            }
+            pg_sys::ResetLatch(pg_sys::MyLatch);
+        }
+        match claim(pid) {
+            Ok(Some(run)) => {
+                execute(slot, run);
+                idle_since = Instant::now();
+                continue;
+            }
+            Ok(None) => {}
+            Err(f) => {
+                warning!("pg_pulse executor: could not claim a run: {}", f.message);
+            }
+        }
+        let idle_limit = Duration::from_secs(crate::EXECUTOR_IDLE_TIMEOUT.get().max(1) as u64);
+        let idle_for = idle_since.elapsed();
+        if idle_for >= idle_limit {
+            break;
+        }
+        let ms = (idle_limit - idle_for).as_millis().max(1) as i64;
+        unsafe {
+            pg_sys::WaitLatch(
+                pg_sys::MyLatch,
+                (pg_sys::WL_LATCH_SET | pg_sys::WL_TIMEOUT | pg_sys::WL_EXIT_ON_PM_DEATH) as i32,
+                ms as _,
+                pg_sys::PG_WAIT_EXTENSION,
+            );
+        }
+    }
+    // idle for too long: give the slot back
+    let mut sh = SHARED.exclusive();
+    sh.slots[slot] = super::Slot::default();
+}
+
+/// Exit callback (also on FATAL): flag the slot so the scheduler frees it and fails a run left
+/// `running`, and wake the scheduler.
+unsafe extern "C-unwind" fn on_exit(_code: i32, arg: pg_sys::Datum) {
+    let slot = arg.value();
+    let pid = unsafe { pg_sys::MyProcPid };
+    let scheduler = {
+        let mut sh = SHARED.exclusive();
+        let s = &mut sh.slots[slot];
+        if s.pid == pid && s.state == SlotState::Live {
+            s.exited = true;
+        }
+        sh.scheduler_pid
+    };
+    set_latch_of(scheduler);
+}
+
+fn claim(pid: i32) -> Result<Option<Claimed>, Failure> {
+    xact::run(move || {
+        xact::async_commit();
+        Spi::connect_mut(|c| {
+            let t = c
+                .update(
+                    "UPDATE pulse.job_run r SET status = 'running', started_at = clock_timestamp(), executor_pid = $1
+                      WHERE r.run_id = (SELECT q.run_id FROM pulse.job_run q WHERE q.status = 'queued'
+                                         ORDER BY q.run_id LIMIT 1 FOR UPDATE SKIP LOCKED)
+                  RETURNING r.run_id, r.job_id, r.job_name, r.scheduled_for, r.attempt, r.trigger, r.owner,
+                            (SELECT j.command FROM pulse.job j WHERE j.job_id = r.job_id),
+                            (SELECT j.timeout FROM pulse.job j WHERE j.job_id = r.job_id)",
+                    None,
+                    &[pid.into()],
+                )
+                .ok()?;
+            let row = t.into_iter().next()?;
+            let timeout: Option<Interval> = row.get(9).ok()?;
+            Some(Claimed {
+                ctx: RunContext {
+                    run_id: row.get(1).ok()??,
+                    job_id: row.get(2).ok()??,
+                    job_name: row.get(3).ok()??,
+                    scheduled_for: row.get(4).ok()??,
+                    attempt: row.get(5).ok()??,
+                    trigger: row.get(6).ok()??,
+                },
+                owner: row.get(7).ok()??,
+                command: row.get(8).ok()?,
+                timeout_ms: timeout.map(|i| (interval_micros(&i) / 1000).max(1)),
+            })
+        })
+    })
+}
+
+fn execute(slot: usize, run: Claimed) {
+    let run_id = run.ctx.run_id;
+    {
+        let mut sh = SHARED.exclusive();
+        sh.slots[slot].run_id = run_id;
+        sh.slots[slot].cancel_run_id = 0;
+    }
+    CURRENT.with(|c| *c.borrow_mut() = Some(run.ctx.clone()));
+    let started = Instant::now();
+    let owner = run.owner;
+    let command = run.command.clone();
+    let timeout_ms = run.timeout_ms;
+
+    let result = xact::run(move || run_as_owner(run_id, owner, command.as_deref(), timeout_ms));
+    unsafe {
+        disable_timeout(STATEMENT_TIMEOUT, false);
+    }
+    CURRENT.with(|c| *c.borrow_mut() = None);
+
+    if let Err(f) = result {
+        let cancelled = SHARED.share().slots[slot].cancel_run_id == run_id;
+        let status = if f.sqlstate == PgSqlErrorCode::ERRCODE_QUERY_CANCELED {
+            let timed_out =
+                timeout_ms.is_some_and(|ms| started.elapsed() >= Duration::from_millis(ms as u64));
+            if cancelled {
+                "cancelled"
+            } else if timed_out {
+                "timed_out"
+            } else {
+                "cancelled"
+            }
+        } else {
+            "failed"
+        };
+        let message = f.message.clone();
+        let r = xact::run(move || {
+            Spi::run_with_args(
+                "UPDATE pulse.job_run SET status = $2, finished_at = clock_timestamp(), message = $3 WHERE run_id = $1",
+                &[run_id.into(), status.into(), message.into()],
+            )
+        });
+        if !matches!(r, Ok(Ok(()))) {
+            warning!("pg_pulse executor: could not record the outcome of run {run_id}");
+        }
+    }
+    unsafe {
+        pg_sys::pgstat_report_activity(pg_sys::BackendState::STATE_IDLE, std::ptr::null());
+    }
+    let mut sh = SHARED.exclusive();
+    sh.slots[slot].run_id = 0;
+    sh.slots[slot].cancel_run_id = 0;
+}
+
+/// Inside the run's transaction: apply the owner's role settings, switch to the owner, arm the
+/// timeout, run the command, switch back, undo the command's session-level settings, and record
+/// success (committed together with the command's own changes).
+fn run_as_owner(run_id: i64, owner: pg_sys::Oid, command: Option<&str>, timeout_ms: Option<i64>) {
+    let Some(command) = command else {
+        pgrx::error!("the job was removed before this run started");
+    };
+    let role_exists = Spi::get_one_with_args::<bool>(
+        "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_authid WHERE oid = $1)",
+        &[owner.into()],
+    )
+    .ok()
+    .flatten()
+    .unwrap_or(false);
+    if !role_exists {
+        ereport!(
+            PgLogLevel::ERROR,
+            PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
+            format!("the role that owns this job (oid {}) no longer exists", owner.to_u32()),
+            "Recreate the job as an existing role with pulse.schedule_job, or remove it with pulse.unschedule_job."
+        );
+    }
+    let ccommand =
+        CString::new(command).unwrap_or_else(|_| pgrx::error!("the command contains a zero byte"));
+    unsafe {
+        let nest = pg_sys::NewGUCNestLevel();
+        apply_role_settings(owner);
+        let mut saved_user = pg_sys::Oid::INVALID;
+        let mut saved_ctx = 0i32;
+        pg_sys::GetUserIdAndSecContext(&mut saved_user, &mut saved_ctx);
+        pg_sys::pgstat_report_activity(pg_sys::BackendState::STATE_RUNNING, ccommand.as_ptr());
+        // SET ROLE / SET SESSION AUTHORIZATION are refused while a local user id change is in force
+        pg_sys::SetUserIdAndSecContext(
+            owner,
+            saved_ctx | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32,
+        );
+        if let Some(ms) = timeout_ms {
+            enable_timeout_after(STATEMENT_TIMEOUT, ms.min(i32::MAX as i64) as i32);
+        }
+        let tag = run_command(&ccommand);
+        disable_timeout(STATEMENT_TIMEOUT, false);
+        pg_sys::SetUserIdAndSecContext(saved_user, saved_ctx);
+        pg_sys::AtEOXact_GUC(false, nest);
+        // session-level advisory locks taken by the command must not outlive its run
+        let _ = Spi::run("SELECT pg_catalog.pg_advisory_unlock_all()");
+        Spi::run_with_args(
+            "UPDATE pulse.job_run SET status = 'succeeded', finished_at = clock_timestamp(), message = $2 WHERE run_id = $1",
+            &[run_id.into(), tag.into()],
+        )
+        .unwrap_or_else(|e| pgrx::error!("could not record success: {e}"));
+    }
+}
+
+/// Settings from ALTER ROLE owner [IN DATABASE this] SET ..., applied for this run only.
+fn apply_role_settings(owner: pg_sys::Oid) {
+    let settings: Vec<String> = Spi::connect(|c| {
+        c.select(
+            "SELECT cfg FROM pg_catalog.pg_db_role_setting s, unnest(s.setconfig) cfg
+              WHERE s.setrole = $1 AND s.setdatabase IN (0, (SELECT oid FROM pg_catalog.pg_database WHERE datname = current_database()))
+              ORDER BY s.setdatabase <> 0",
+            None,
+            &[owner.into()],
+        )
+        .map(|t| t.filter_map(|r| r.get::<String>(1).ok().flatten()).collect())
+        .unwrap_or_default()
+    });
+    for s in settings {
+        if let Some((name, value)) = s.split_once('=') {
+            Spi::run_with_args(
+                "SELECT pg_catalog.set_config($1, $2, true)",
+                &[name.into(), value.into()],
+            )
+            .unwrap_or_else(|e| pgrx::error!("could not apply role setting {name}: {e}"));
+        }
+    }
+}
+
+/// Executes the command string (one or more statements) with SPI and returns a status message.
+unsafe fn run_command(command: &CString) -> String {
+    unsafe {
+        if pg_sys::SPI_connect() < 0 {
+            pgrx::error!("SPI_connect failed");
+        }
+        let rc = pg_sys::SPI_execute(command.as_ptr(), false, 0);
+        let n = pg_sys::SPI_processed;
+        pg_sys::SPI_finish();
+        match rc as u32 {
+            pg_sys::SPI_OK_SELECT => format!("SELECT {n}"),
+            pg_sys::SPI_OK_INSERT | pg_sys::SPI_OK_INSERT_RETURNING => format!("INSERT 0 {n}"),
+            pg_sys::SPI_OK_UPDATE | pg_sys::SPI_OK_UPDATE_RETURNING => format!("UPDATE {n}"),
+            pg_sys::SPI_OK_DELETE | pg_sys::SPI_OK_DELETE_RETURNING => format!("DELETE {n}"),
+            pg_sys::SPI_OK_MERGE => format!("MERGE {n}"),
+            _ if rc < 0 => {
+                if rc == pg_sys::SPI_ERROR_TRANSACTION {
+                    ereport!(
+                        PgLogLevel::ERROR,
+                        PgSqlErrorCode::ERRCODE_INVALID_TRANSACTION_TERMINATION,
+                        "a job's command can't use transaction control (COMMIT, ROLLBACK, ...)",
+                        "Each run is one transaction: remove COMMIT/ROLLBACK, or use a procedure called outside pg_pulse."
+                    );
+                }
+                pgrx::error!("SPI_execute failed with code {rc}")
+            }
+            _ => "OK".to_string(),
+        }
+    }
+}

@@ -1,0 +1,135 @@
+//! Background workers: one scheduler (registered at server start, connected to
+//! `pulse.database_name`) and a pool of executors it starts on demand, up to
+//! `pulse.max_running_jobs`. They meet in a small shared-memory area.
+//!
+//! * The scheduler sleeps on its latch until the next due instant. Backends that change jobs set
+//!   its latch when their transaction commits; executors set it when they exit.
+//! * Due slots become `queued` rows in `pulse.job_run` (together with the job's new `next_run_at`,
+//!   in one transaction: exactly one run row per slot, also across restarts).
+//! * Executors claim queued runs with `FOR UPDATE SKIP LOCKED` and run each command as the job's
+//!   owner, in its own transaction, with the job's timeout.
+
+mod executor;
+mod scheduler;
+mod xact;
+
+pub use executor::current_run;
+
+use pgrx::bgworkers::{BackgroundWorkerBuilder, BgWorkerStartTime};
+use pgrx::prelude::*;
+use pgrx::{pg_shmem_init, PGRXSharedMemory, PgLwLock};
+use std::cell::Cell;
+use std::time::Duration;
+
+/// Upper bound of `pulse.max_running_jobs` (the size of the slot table in shared memory).
+pub const MAX_EXECUTORS: usize = 64;
+
+#[derive(Copy, Clone, Default, PartialEq, Eq, Debug)]
+#[repr(u8)]
+pub enum SlotState {
+    #[default]
+    Free,
+    /// The scheduler asked the postmaster for a worker; it has not attached yet.
+    Reserved,
+    /// An executor process owns the slot.
+    Live,
+}
+
+#[derive(Copy, Clone, Default, Debug)]
+pub struct Slot {
+    pub state: SlotState,
+    pub pid: i32,
+    /// The run being executed, 0 when idle.
+    pub run_id: i64,
+    /// `pulse.cancel_run` asked to cancel this run.
+    pub cancel_run_id: i64,
+    /// The process exited (set from its exit callback); the scheduler frees the slot.
+    pub exited: bool,
+}
+
+#[derive(Copy, Clone)]
+pub struct Shared {
+    pub scheduler_pid: i32,
+    pub slots: [Slot; MAX_EXECUTORS],
+}
+
+impl Default for Shared {
+    fn default() -> Self {
+        Shared {
+            scheduler_pid: 0,
+            slots: [Slot::default(); MAX_EXECUTORS],
+        }
+    }
+}
+
+unsafe impl PGRXSharedMemory for Shared {}
+
+pub static SHARED: PgLwLock<Shared> = unsafe { PgLwLock::new(c"pg_pulse_shared") };
+
+pub fn init_shared_memory() {
+    pg_shmem_init!(SHARED);
+}
+
+pub fn register_scheduler() {
+    BackgroundWorkerBuilder::new("pg_pulse scheduler")
+        .set_type("pg_pulse scheduler")
+        .set_library("pg_pulse")
+        .set_function("pulse_scheduler_main")
+        .enable_spi_access()
+        // never on a hot standby: the postmaster starts it once recovery has finished (promotion)
+        .set_start_time(BgWorkerStartTime::RecoveryFinished)
+        .set_restart_time(Some(Duration::from_secs(5)))
+        .load();
+}
+
+/// Sets the latch of a backend by pid (no-op if it is gone).
+pub(crate) fn set_latch_of(pid: i32) {
+    if pid == 0 {
+        return;
+    }
+    unsafe {
+        let proc_ = pg_sys::BackendPidGetProc(pid);
+        if !proc_.is_null() {
+            pg_sys::SetLatch(&mut (*proc_).procLatch);
+        }
+    }
+}
+
+pub(crate) fn wake_scheduler_now() {
+    let pid = SHARED.share().scheduler_pid;
+    set_latch_of(pid);
+}
+
+thread_local! {
+    static WAKE_REGISTERED: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Wakes the scheduler when the current transaction commits (once per transaction).
+pub fn wake_scheduler_at_commit() {
+    if WAKE_REGISTERED.with(|w| w.replace(true)) {
+        return;
+    }
+    use pgrx::{register_xact_callback, PgXactCallbackEvent};
+    register_xact_callback(PgXactCallbackEvent::Commit, || {
+        WAKE_REGISTERED.with(|w| w.set(false));
+        wake_scheduler_now();
+    });
+    register_xact_callback(PgXactCallbackEvent::Abort, || {
+        WAKE_REGISTERED.with(|w| w.set(false));
+    });
+}
+
+/// Asks the executor `pid` to cancel `run_id` if it is still running it.
+pub fn cancel_executor_run(pid: i32, run_id: i64) {
+    let mut sh = SHARED.exclusive();
+    if let Some(slot) = sh
+        .slots
+        .iter_mut()
+        .find(|s| s.state == SlotState::Live && s.pid == pid && s.run_id == run_id)
+    {
+        slot.cancel_run_id = run_id;
+        unsafe {
+            libc::kill(pid, libc::SIGINT);
+        }
+    }
+}

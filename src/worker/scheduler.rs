@@ -1,0 +1,396 @@
+//! The scheduler: turns due slots into queued runs and keeps the executor pool staffed.
+
+use super::xact::{self, Failure};
+use super::{set_latch_of, SlotState, MAX_EXECUTORS, SHARED};
+use crate::pgutil::{from_pg_ts, to_pg_ts};
+use crate::schedule::{self, Schedule};
+use chrono::Utc;
+use pgrx::bgworkers::{
+    BackgroundWorker, BackgroundWorkerBuilder, DynamicBackgroundWorker, SignalWakeFlags,
+};
+use pgrx::prelude::*;
+use std::time::{Duration, Instant};
+
+/// The longest the scheduler sleeps without a reason (a safety net against clock jumps).
+const MAX_SLEEP_MS: i64 = 60_000;
+
+#[pg_guard]
+#[unsafe(no_mangle)]
+pub extern "C-unwind" fn pulse_scheduler_main(_arg: pg_sys::Datum) {
+    BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
+    let db = crate::database_name();
+    BackgroundWorker::connect_worker_to_spi(Some(&db), None);
+    {
+        let mut sh = SHARED.exclusive();
+        sh.scheduler_pid = unsafe { pg_sys::MyProcPid };
+    }
+    log!("pg_pulse scheduler started for database \"{db}\"");
+
+    let mut s = Scheduler {
+        handles: (0..MAX_EXECUTORS).map(|_| None).collect(),
+        recovered: false,
+        warned_at: None,
+    };
+    loop {
+        if BackgroundWorker::sigterm_received() {
+            break;
+        }
+        if BackgroundWorker::sighup_received() {
+            unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
+        }
+        s.reap_executors();
+        let sleep_ms = match s.tick() {
+            Ok(Tick::NoExtension) => MAX_SLEEP_MS,
+            Ok(Tick::Ran { next_due, queued }) => {
+                if queued > 0 {
+                    s.staff(queued);
+                }
+                match next_due {
+                    Some(t) => {
+                        let us = (from_pg_ts(t) - Utc::now())
+                            .num_microseconds()
+                            .unwrap_or(i64::MAX);
+                        // round up: waking a little late is fine, waking early means spinning
+                        ((us + 999) / 1000).clamp(0, MAX_SLEEP_MS)
+                    }
+                    None => MAX_SLEEP_MS,
+                }
+            }
+            Err(f) => {
+                warning!("pg_pulse scheduler: {}", f.message);
+                1000
+            }
+        };
+        if sleep_ms > 0 {
+            wait(sleep_ms);
+        } else {
+            unsafe { pg_sys::ResetLatch(pg_sys::MyLatch) };
+        }
+    }
+    {
+        let mut sh = SHARED.exclusive();
+        sh.scheduler_pid = 0;
+    }
+    log!("pg_pulse scheduler shutting down");
+}
+
+fn wait(ms: i64) {
+    unsafe {
+        pg_sys::WaitLatch(
+            pg_sys::MyLatch,
+            (pg_sys::WL_LATCH_SET | pg_sys::WL_TIMEOUT | pg_sys::WL_EXIT_ON_PM_DEATH) as i32,
+            ms as _,
+            pg_sys::PG_WAIT_EXTENSION,
+        );
+        pg_sys::ResetLatch(pg_sys::MyLatch);
+    }
+}
+
+enum Tick {
+    NoExtension,
+    Ran {
+        next_due: Option<TimestampWithTimeZone>,
+        queued: i64,
+    },
+}
+
+struct Scheduler {
+    handles: Vec<Option<DynamicBackgroundWorker>>,
+    recovered: bool,
+    warned_at: Option<Instant>,
+}
+
+/// One due job as the scheduler reads it.
+struct Due {
+    job_id: i64,
+    job_name: String,
+    owner: pg_sys::Oid,
+    schedule: Option<String>,
+    timezone: String,
+    overlap: String,
+    slot: TimestampWithTimeZone,
+    active: bool,
+}
+
+impl Scheduler {
+    fn tick(&mut self) -> Result<Tick, Failure> {
+        let recovered = self.recovered;
+        let live_pids = live_executor_pids();
+        let r = xact::run(move || {
+            xact::async_commit();
+            let present = Spi::get_one::<bool>("SELECT pg_catalog.to_regclass('pulse.job') IS NOT NULL AND pg_catalog.to_regclass('pulse.job_run') IS NOT NULL")
+                .ok()
+                .flatten()
+                .unwrap_or(false);
+            if !present {
+                return (Tick::NoExtension, false);
+            }
+            if !recovered {
+                recover(&live_pids);
+            }
+            fire_due_jobs();
+            let (next_due, queued) = Spi::get_two::<TimestampWithTimeZone, i64>(
+                "SELECT (SELECT min(next_run_at) FROM pulse.job WHERE enabled),
+                        (SELECT count(*) FROM (SELECT 1 FROM pulse.job_run WHERE status = 'queued' LIMIT 1000) q)",
+            )
+            .unwrap_or((None, None));
+            (
+                Tick::Ran {
+                    next_due,
+                    queued: queued.unwrap_or(0),
+                },
+                true,
+            )
+        })?;
+        if r.1 {
+            self.recovered = true;
+        }
+        Ok(r.0)
+    }
+
+    /// Starts executors for queued work and wakes the idle ones.
+    fn staff(&mut self, queued: i64) {
+        let max = crate::MAX_RUNNING_JOBS.get().clamp(1, MAX_EXECUTORS as i32) as usize;
+        let mut to_start = Vec::new();
+        {
+            let mut sh = SHARED.exclusive();
+            let occupied = sh
+                .slots
+                .iter()
+                .filter(|s| s.state != SlotState::Free)
+                .count();
+            // executors that will claim work without a new process: idle ones and those starting
+            let ready = sh
+                .slots
+                .iter()
+                .filter(|s| {
+                    s.state == SlotState::Reserved
+                        || (s.state == SlotState::Live && s.run_id == 0 && !s.exited)
+                })
+                .count();
+            let mut need = (queued as usize).saturating_sub(ready);
+            let mut room = max.saturating_sub(occupied);
+            for (i, slot) in sh.slots.iter_mut().enumerate() {
+                if need == 0 || room == 0 {
+                    break;
+                }
+                if slot.state == SlotState::Free {
+                    *slot = super::Slot {
+                        state: SlotState::Reserved,
+                        ..Default::default()
+                    };
+                    to_start.push(i);
+                    need -= 1;
+                    room -= 1;
+                }
+            }
+            for slot in sh.slots.iter() {
+                if slot.state == SlotState::Live && slot.run_id == 0 {
+                    set_latch_of(slot.pid);
+                }
+            }
+        }
+        for i in to_start {
+            let started = BackgroundWorkerBuilder::new("pg_pulse executor")
+                .set_type("pg_pulse executor")
+                .set_library("pg_pulse")
+                .set_function("pulse_executor_main")
+                .enable_spi_access()
+                .set_argument(Some(pg_sys::Datum::from(i)))
+                .set_notify_pid(unsafe { pg_sys::MyProcPid })
+                .set_restart_time(None)
+                .load_dynamic();
+            match started {
+                Ok(h) => self.handles[i] = Some(h),
+                Err(_) => {
+                    SHARED.exclusive().slots[i] = super::Slot::default();
+                    let quiet = self
+                        .warned_at
+                        .is_some_and(|t| t.elapsed() < Duration::from_secs(60));
+                    if !quiet {
+                        self.warned_at = Some(Instant::now());
+                        ereport!(
+                            PgLogLevel::WARNING,
+                            PgSqlErrorCode::ERRCODE_CONFIGURATION_LIMIT_EXCEEDED,
+                            "pg_pulse could not start an executor: no free background worker slot",
+                            "Raise max_worker_processes (it must exceed pulse.max_running_jobs plus other workers) and restart."
+                        );
+                    }
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Frees the slots of executors that exited, failing any run they left behind.
+    fn reap_executors(&mut self) {
+        let mut lost: Vec<i32> = Vec::new();
+        {
+            let mut sh = SHARED.exclusive();
+            for (i, slot) in sh.slots.iter_mut().enumerate() {
+                let stopped = match &self.handles[i] {
+                    Some(h) => matches!(
+                        h.pid(),
+                        Err(pgrx::bgworkers::BackgroundWorkerStatus::Stopped)
+                    ),
+                    None => false,
+                };
+                if slot.state != SlotState::Free && (slot.exited || stopped) {
+                    if slot.pid != 0 {
+                        lost.push(slot.pid);
+                    }
+                    *slot = super::Slot::default();
+                    self.handles[i] = None;
+                } else if slot.state == SlotState::Free {
+                    self.handles[i] = None;
+                }
+            }
+        }
+        if lost.is_empty() {
+            return;
+        }
+        let r = xact::run(move || {
+            Spi::run_with_args(
+                "UPDATE pulse.job_run SET status = 'failed', finished_at = clock_timestamp(),
+                        message = format('the executor process (pid %s) exited while this run was in progress', executor_pid)
+                  WHERE status = 'running' AND executor_pid = ANY ($1)",
+                &[lost.into()],
+            )
+            .ok();
+        });
+        if let Err(f) = r {
+            warning!(
+                "pg_pulse scheduler: could not record lost runs: {}",
+                f.message
+            );
+        }
+    }
+}
+
+fn live_executor_pids() -> Vec<i32> {
+    SHARED
+        .share()
+        .slots
+        .iter()
+        .filter(|s| s.state == SlotState::Live && !s.exited)
+        .map(|s| s.pid)
+        .collect()
+}
+
+/// At start: runs left `running` by processes that no longer exist (a crash, `kill -9`, an
+/// immediate shutdown) become `failed`.
+fn recover(live_pids: &[i32]) {
+    let n = Spi::connect_mut(|c| {
+        c.update(
+            "UPDATE pulse.job_run SET status = 'failed', finished_at = clock_timestamp(),
+                    message = 'the server restarted while this run was in progress'
+              WHERE status = 'running' AND NOT (coalesce(executor_pid, 0) = ANY ($1))",
+            None,
+            &[live_pids.to_vec().into()],
+        )
+        .map(|t| t.len())
+        .unwrap_or(0)
+    });
+    if n > 0 {
+        log!("pg_pulse: marked {n} interrupted run(s) as failed");
+    }
+}
+
+/// Turns every due slot into one run row and moves each job's next_run_at past now.
+fn fire_due_jobs() {
+    let now = Utc::now();
+    let due: Vec<Due> = Spi::connect(|c| {
+        let t = c.select(
+            "SELECT j.job_id, j.job_name, j.owner, j.schedule, j.timezone, j.overlap, j.next_run_at,
+                    EXISTS (SELECT 1 FROM pulse.job_run r WHERE r.job_id = j.job_id AND r.status IN ('queued', 'running'))
+               FROM pulse.job j
+              WHERE j.enabled AND j.next_run_at <= $1
+              ORDER BY j.next_run_at
+                FOR UPDATE OF j SKIP LOCKED",
+            None,
+            &[to_pg_ts(now).into()],
+        );
+        match t {
+            Ok(t) => t
+                .filter_map(|row| {
+                    Some(Due {
+                        job_id: row.get::<i64>(1).ok()??,
+                        job_name: row.get::<String>(2).ok()??,
+                        owner: row.get::<pg_sys::Oid>(3).ok()??,
+                        schedule: row.get::<String>(4).ok()?,
+                        timezone: row.get::<String>(5).ok()??,
+                        overlap: row.get::<String>(6).ok()??,
+                        slot: row.get::<TimestampWithTimeZone>(7).ok()??,
+                        active: row.get::<bool>(8).ok()??,
+                    })
+                })
+                .collect(),
+            Err(_) => Vec::new(),
+        }
+    });
+    if due.is_empty() {
+        return;
+    }
+    let n = due.len();
+    let mut ids = Vec::with_capacity(n);
+    let mut names = Vec::with_capacity(n);
+    let mut owners = Vec::with_capacity(n);
+    let mut slots = Vec::with_capacity(n);
+    let mut statuses = Vec::with_capacity(n);
+    let mut messages: Vec<Option<String>> = Vec::with_capacity(n);
+    let mut nexts: Vec<Option<TimestampWithTimeZone>> = Vec::with_capacity(n);
+    for d in due {
+        let (status, message, next) = match &d.schedule {
+            None => {
+                // a one-shot job: this is its only run
+                let status = if d.active && d.overlap == "skip" {
+                    "skipped"
+                } else {
+                    "queued"
+                };
+                (status, None, None)
+            }
+            Some(text) => {
+                let tz = schedule::parse_timezone(&d.timezone);
+                match (Schedule::parse(text), tz) {
+                    (Ok(s), Ok(tz)) => {
+                        // after downtime the missed slots collapse into this one run
+                        let next = s.next_after(tz, now).map(to_pg_ts);
+                        if d.active && d.overlap == "skip" {
+                            ("skipped", Some("the previous run was still queued or running (overlap = 'skip')".to_string()), next)
+                        } else {
+                            ("queued", None, next)
+                        }
+                    }
+                    (Err(e), _) | (_, Err(e)) => ("failed", Some(format!("the stored schedule is invalid: {e}; the job stops until it is fixed with pulse.alter_job")), None),
+                }
+            }
+        };
+        ids.push(d.job_id);
+        names.push(d.job_name);
+        owners.push(d.owner);
+        slots.push(d.slot);
+        statuses.push(status.to_string());
+        messages.push(message);
+        nexts.push(next);
+    }
+    let r = Spi::run_with_args(
+        "INSERT INTO pulse.job_run (job_id, job_name, owner, scheduled_for, status, trigger, message, finished_at)
+         SELECT u.id, u.name, u.owner, u.slot, u.status, 'schedule', u.message,
+                CASE WHEN u.status = 'queued' THEN NULL ELSE clock_timestamp() END
+           FROM unnest($1::bigint[], $2::text[], $3::oid[], $4::timestamptz[], $5::text[], $6::text[])
+                AS u(id, name, owner, slot, status, message)",
+        &[ids.clone().into(), names.into(), owners.into(), slots.into(), statuses.into(), messages.into()],
+    );
+    if let Err(e) = r {
+        pgrx::error!("could not record runs: {e}");
+    }
+    let r = Spi::run_with_args(
+        "UPDATE pulse.job j SET next_run_at = u.next FROM unnest($1::bigint[], $2::timestamptz[]) AS u(id, next)
+          WHERE j.job_id = u.id",
+        &[ids.into(), nexts.into()],
+    );
+    if let Err(e) = r {
+        pgrx::error!("could not advance jobs: {e}");
+    }
+}
