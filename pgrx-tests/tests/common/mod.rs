@@ -1,0 +1,163 @@
+//! Shared helpers for the end-to-end suites: they talk to a real PostgreSQL server that has
+//! pg_pulse preloaded (started by `make e2e`, see the Makefile), never to mocks.
+#![allow(dead_code)]
+
+use postgres::{Client, NoTls};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+pub fn port() -> u16 {
+    std::env::var("PULSE_TEST_PORT")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(5434)
+}
+
+pub fn pgdata() -> String {
+    std::env::var("PULSE_TEST_PGDATA").unwrap_or_else(|_| "/tmp/pg_pulse_test".into())
+}
+
+pub fn connect_as(user: &str) -> Client {
+    connect_port(user, port())
+}
+
+pub fn connect_port(user: &str, port: u16) -> Client {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match Client::connect(
+            &format!("host=127.0.0.1 port={port} user={user} dbname=postgres"),
+            NoTls,
+        ) {
+            Ok(c) => return c,
+            Err(e) if Instant::now() < deadline => {
+                let _ = e;
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            Err(e) => panic!("cannot connect to the test server on port {port} as {user}: {e}"),
+        }
+    }
+}
+
+/// A superuser session, with the extension created (idempotent; suites run in parallel).
+pub fn admin() -> Client {
+    let mut c = connect_as("postgres");
+    // Parallel suites may race on CREATE EXTENSION: serialise it with an advisory lock.
+    c.batch_execute(
+        "SELECT pg_advisory_lock(424242);
+         CREATE EXTENSION IF NOT EXISTS pg_pulse;
+         SELECT pg_advisory_unlock(424242);",
+    )
+    .expect("create extension");
+    c
+}
+
+/// A unique name per call, so parallel tests never share a job, role or table.
+pub fn unique(prefix: &str) -> String {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    format!(
+        "{prefix}_{}_{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    )
+}
+
+/// A fresh login role with USAGE on schema pulse (not a superuser).
+pub fn new_role(admin: &mut Client, prefix: &str) -> String {
+    let role = unique(prefix);
+    admin
+        .batch_execute(&format!(
+            "CREATE ROLE {role} LOGIN; GRANT USAGE ON SCHEMA pulse TO {role};"
+        ))
+        .expect("create role");
+    role
+}
+
+/// Poll `f` until it returns Some, or panic after `secs` seconds with `what`.
+/// Deadlines are generous: they bound a hang, they do not measure speed.
+pub fn wait_for<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out after {secs}s waiting for: {what}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Wait until run `run_id` reaches a final status; returns (status, message).
+pub fn wait_run_final(c: &mut Client, run_id: i64) -> (String, Option<String>) {
+    wait_for(60, &format!("run {run_id} to finish"), || {
+        let row = c
+            .query_one(
+                "SELECT status, message FROM pulse.job_runs WHERE run_id = $1",
+                &[&run_id],
+            )
+            .expect("read run");
+        let status: String = row.get(0);
+        if status == "queued" || status == "running" {
+            None
+        } else {
+            Some((status, row.get(1)))
+        }
+    })
+}
+
+/// Count runs of a job by status.
+pub fn count_runs(c: &mut Client, job: &str, status: &str) -> i64 {
+    c.query_one(
+        "SELECT count(*) FROM pulse.job_runs WHERE job_name = $1 AND status = $2",
+        &[&job, &status],
+    )
+    .expect("count runs")
+    .get(0)
+}
+
+/// Wait until a job has no queued or running run.
+pub fn wait_idle(c: &mut Client, job: &str) {
+    wait_for(60, &format!("job {job} to go idle"), || {
+        let n: i64 = c
+            .query_one(
+                "SELECT count(*) FROM pulse.job_runs WHERE job_name = $1
+                   AND status IN ('queued','running')",
+                &[&job],
+            )
+            .expect("count active")
+            .get(0);
+        (n == 0).then_some(())
+    })
+}
+
+/// Assert that `r` failed with `sqlstate`; returns (message, hint).
+pub fn expect_error<T: std::fmt::Debug>(
+    r: Result<T, postgres::Error>,
+    sqlstate: &str,
+) -> (String, String) {
+    let e = r.expect_err("the call should have failed");
+    let db = e
+        .as_db_error()
+        .unwrap_or_else(|| panic!("not a database error: {e}"));
+    assert_eq!(
+        db.code().code(),
+        sqlstate,
+        "unexpected SQLSTATE for error: {} ({:?})",
+        db.message(),
+        db.hint()
+    );
+    (
+        db.message().to_string(),
+        db.hint().unwrap_or_default().to_string(),
+    )
+}
+
+/// Run a shell script from the repository's scripts/ folder (cluster control).
+pub fn pgctl(args: &[&str]) {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/pgctl.sh");
+    let st = std::process::Command::new(script)
+        .args(args)
+        .status()
+        .expect("run pgctl.sh");
+    assert!(st.success(), "pgctl.sh {args:?} failed");
+}

@@ -1,0 +1,775 @@
+//! End-to-end: the jobs API and the scheduler/executor workers on a live server.
+//! No assertion depends on timing; deadlines only bound a hang.
+mod common;
+use common::*;
+use std::time::Duration;
+
+#[test]
+fn one_second_job_runs_repeatedly_and_toggle_pauses_it() {
+    let mut c = admin();
+    let job = unique("tick");
+    let table = unique("tick_t");
+    c.batch_execute(&format!("CREATE TABLE {table}(at timestamptz)"))
+        .unwrap();
+    let id: i64 = c
+        .query_one(
+            "SELECT pulse.schedule_job($1, '1 seconds', $2)",
+            &[
+                &job,
+                &format!("INSERT INTO {table} VALUES (clock_timestamp())"),
+            ],
+        )
+        .unwrap()
+        .get(0);
+    wait_for(60, "three successful runs", || {
+        (count_runs(&mut c, &job, "succeeded") >= 3).then_some(())
+    });
+    // Every run belongs to a distinct, whole-second slot.
+    let row = c
+        .query_one(
+            "SELECT count(*), count(DISTINCT scheduled_for),
+                    bool_and(scheduled_for = date_trunc('second', scheduled_for)),
+                    bool_and(job_id = $2)
+               FROM pulse.job_runs WHERE job_name = $1",
+            &[&job, &id],
+        )
+        .unwrap();
+    let (n, distinct, whole, same_id): (i64, i64, bool, bool) =
+        (row.get(0), row.get(1), row.get(2), row.get(3));
+    assert_eq!(n, distinct, "one run per slot");
+    assert!(whole && same_id);
+    let rows: i64 = c
+        .query_one(&format!("SELECT count(*) FROM {table}"), &[])
+        .unwrap()
+        .get(0);
+    assert!(rows >= 3, "the command really ran");
+
+    // Pause: no new runs; definition and history stay.
+    let state: bool = c
+        .query_one("SELECT pulse.toggle_job($1, false)", &[&job])
+        .unwrap()
+        .get(0);
+    assert!(!state);
+    wait_idle(&mut c, &job);
+    let before: i64 = c
+        .query_one(
+            "SELECT count(*) FROM pulse.job_runs WHERE job_name = $1",
+            &[&job],
+        )
+        .unwrap()
+        .get(0);
+    std::thread::sleep(Duration::from_millis(2500));
+    let after: i64 = c
+        .query_one(
+            "SELECT count(*) FROM pulse.job_runs WHERE job_name = $1",
+            &[&job],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(before, after, "a paused job does not fire");
+    let row = c
+        .query_one(
+            "SELECT enabled, next_run_at IS NULL, schedule FROM pulse.jobs WHERE job_name = $1",
+            &[&job],
+        )
+        .unwrap();
+    assert!(!row.get::<_, bool>(0));
+    assert_eq!(row.get::<_, String>(2), "1 seconds");
+
+    // Toggling again is idempotent, and resuming fires again.
+    assert!(!c
+        .query_one("SELECT pulse.toggle_job($1, false)", &[&job])
+        .unwrap()
+        .get::<_, bool>(0));
+    assert!(c
+        .query_one("SELECT pulse.toggle_job($1, true)", &[&job])
+        .unwrap()
+        .get::<_, bool>(0));
+    wait_for(60, "a run after resuming", || {
+        let n: i64 = c
+            .query_one(
+                "SELECT count(*) FROM pulse.job_runs WHERE job_name = $1",
+                &[&job],
+            )
+            .unwrap()
+            .get(0);
+        (n > after).then_some(())
+    });
+    c.query_one("SELECT pulse.unschedule_job($1)", &[&job])
+        .unwrap();
+}
+
+#[test]
+fn run_job_fires_at_once_and_records_manual_trigger() {
+    let mut c = admin();
+    let job = unique("manual");
+    c.query_one(
+        "SELECT pulse.schedule_job($1, '0 0 1 1 *', 'SELECT 42')",
+        &[&job],
+    )
+    .unwrap();
+    let run: i64 = c
+        .query_one("SELECT pulse.run_job($1)", &[&job])
+        .unwrap()
+        .get(0);
+    let (status, message) = wait_run_final(&mut c, run);
+    assert_eq!(status, "succeeded");
+    assert_eq!(message.as_deref(), Some("SELECT 1"));
+    let row = c
+        .query_one(
+            "SELECT trigger, attempt, started_at >= scheduled_for, finished_at >= started_at,
+                    duration IS NOT NULL
+               FROM pulse.job_runs WHERE run_id = $1",
+            &[&run],
+        )
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "manual");
+    assert_eq!(row.get::<_, i32>(1), 1);
+    assert!(row.get::<_, bool>(2) && row.get::<_, bool>(3) && row.get::<_, bool>(4));
+    // The job's own view shows the last run.
+    let row = c
+        .query_one(
+            "SELECT last_run_id, last_status FROM pulse.jobs WHERE job_name = $1",
+            &[&job],
+        )
+        .unwrap();
+    assert_eq!(row.get::<_, i64>(0), run);
+    assert_eq!(row.get::<_, String>(1), "succeeded");
+    c.query_one("SELECT pulse.unschedule_job($1)", &[&job])
+        .unwrap();
+}
+
+#[test]
+fn failing_command_records_failed_with_error_text() {
+    let mut c = admin();
+    let job = unique("fails");
+    c.query_one(
+        "SELECT pulse.schedule_job($1, '@yearly', 'SELECT 1/0')",
+        &[&job],
+    )
+    .unwrap();
+    let run: i64 = c
+        .query_one("SELECT pulse.run_job($1)", &[&job])
+        .unwrap()
+        .get(0);
+    let (status, message) = wait_run_final(&mut c, run);
+    assert_eq!(status, "failed");
+    assert!(message.unwrap().contains("division by zero"));
+
+    // The failed command's transaction was rolled back: nothing half-done stays.
+    let table = unique("rolled_back");
+    c.batch_execute(&format!("CREATE TABLE {table}(x int)"))
+        .unwrap();
+    c.query_one(
+        "SELECT pulse.alter_job($1, command => $2)",
+        &[&job, &format!("INSERT INTO {table} VALUES (1); SELECT 1/0")],
+    )
+    .unwrap();
+    let run: i64 = c
+        .query_one("SELECT pulse.run_job($1)", &[&job])
+        .unwrap()
+        .get(0);
+    assert_eq!(wait_run_final(&mut c, run).0, "failed");
+    let n: i64 = c
+        .query_one(&format!("SELECT count(*) FROM {table}"), &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 0);
+    c.query_one("SELECT pulse.unschedule_job($1)", &[&job])
+        .unwrap();
+}
+
+#[test]
+fn timeout_records_timed_out() {
+    let mut c = admin();
+    let job = unique("slow");
+    c.query_one(
+        "SELECT pulse.schedule_job($1, '@yearly', 'SELECT pg_sleep(30)', timeout => '200 milliseconds')",
+        &[&job],
+    )
+    .unwrap();
+    let run: i64 = c
+        .query_one("SELECT pulse.run_job($1)", &[&job])
+        .unwrap()
+        .get(0);
+    let (status, message) = wait_run_final(&mut c, run);
+    assert_eq!(status, "timed_out");
+    assert!(message.unwrap().contains("statement timeout"));
+    // The executor survives a timeout and runs the next job.
+    c.query_one(
+        "SELECT pulse.alter_job($1, command => 'SELECT 1', timeout => '0')",
+        &[&job],
+    )
+    .unwrap();
+    let run: i64 = c
+        .query_one("SELECT pulse.run_job($1)", &[&job])
+        .unwrap()
+        .get(0);
+    assert_eq!(wait_run_final(&mut c, run).0, "succeeded");
+    c.query_one("SELECT pulse.unschedule_job($1)", &[&job])
+        .unwrap();
+}
+
+#[test]
+fn cancel_run_stops_a_running_command() {
+    let mut c = admin();
+    let job = unique("cancel");
+    c.query_one(
+        "SELECT pulse.schedule_job($1, '@yearly', 'SELECT pg_sleep(60)')",
+        &[&job],
+    )
+    .unwrap();
+    let run: i64 = c
+        .query_one("SELECT pulse.run_job($1)", &[&job])
+        .unwrap()
+        .get(0);
+    wait_for(60, "the run to start", || {
+        let s: String = c
+            .query_one(
+                "SELECT status FROM pulse.job_runs WHERE run_id = $1",
+                &[&run],
+            )
+            .unwrap()
+            .get(0);
+        (s == "running").then_some(())
+    });
+    assert!(c
+        .query_one("SELECT pulse.cancel_run($1)", &[&run])
+        .unwrap()
+        .get::<_, bool>(0));
+    assert_eq!(wait_run_final(&mut c, run).0, "cancelled");
+    // Cancelling a finished run is a no-op.
+    assert!(!c
+        .query_one("SELECT pulse.cancel_run($1)", &[&run])
+        .unwrap()
+        .get::<_, bool>(0));
+    c.query_one("SELECT pulse.unschedule_job($1)", &[&job])
+        .unwrap();
+}
+
+#[test]
+fn schedule_job_is_idempotent_and_updates_in_place() {
+    let mut c = admin();
+    let job = unique("migr");
+    let first: i64 = c
+        .query_one(
+            "SELECT pulse.schedule_job($1, '*/5 * * * *', 'SELECT 1', timezone => 'Europe/Berlin')",
+            &[&job],
+        )
+        .unwrap()
+        .get(0);
+    let run: i64 = c
+        .query_one("SELECT pulse.run_job($1)", &[&job])
+        .unwrap()
+        .get(0);
+    wait_run_final(&mut c, run);
+    let stamp = |c: &mut postgres::Client| -> String {
+        c.query_one(
+            "SELECT updated_at::text || next_run_at::text FROM pulse.jobs WHERE job_name = $1",
+            &[&job],
+        )
+        .unwrap()
+        .get(0)
+    };
+    let s1 = stamp(&mut c);
+    // The same migration again: same id, nothing changes.
+    let again: i64 = c
+        .query_one(
+            "SELECT pulse.schedule_job($1, '*/5 * * * *', 'SELECT 1', timezone => 'Europe/Berlin')",
+            &[&job],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(first, again);
+    assert_eq!(s1, stamp(&mut c));
+    // A changed definition: same id, history kept, new schedule in effect.
+    let changed: i64 = c
+        .query_one(
+            "SELECT pulse.schedule_job($1, '@daily', 'SELECT 2')",
+            &[&job],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(first, changed);
+    let row = c
+        .query_one(
+            "SELECT schedule, command, timezone,
+                    next_run_at = (SELECT min(t) FROM pulse.next_runs('@daily', 'UTC', 1) t)
+               FROM pulse.jobs WHERE job_name = $1",
+            &[&job],
+        )
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "@daily");
+    assert_eq!(row.get::<_, String>(1), "SELECT 2");
+    assert_eq!(row.get::<_, String>(2), "UTC");
+    assert!(row.get::<_, bool>(3));
+    let runs: i64 = c
+        .query_one(
+            "SELECT count(*) FROM pulse.job_runs WHERE job_id = $1",
+            &[&first],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(runs, 1, "history is kept");
+
+    // Rename via alter_job keeps the id too.
+    let renamed = unique("renamed");
+    let id: i64 = c
+        .query_one(
+            "SELECT pulse.alter_job($1, new_name => $2)",
+            &[&job, &renamed],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(id, first);
+    let (_, hint) = expect_error(c.query_one("SELECT pulse.run_job($1)", &[&job]), "42704");
+    assert!(hint.contains("pulse.jobs"));
+    // Unschedule: true, then false (safe to repeat); history stays.
+    assert!(c
+        .query_one("SELECT pulse.unschedule_job($1)", &[&renamed])
+        .unwrap()
+        .get::<_, bool>(0));
+    assert!(!c
+        .query_one("SELECT pulse.unschedule_job($1)", &[&renamed])
+        .unwrap()
+        .get::<_, bool>(0));
+    let runs: i64 = c
+        .query_one(
+            "SELECT count(*) FROM pulse.job_runs WHERE job_id = $1",
+            &[&first],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(runs, 1);
+}
+
+#[test]
+fn schedule_once_fires_once_soon_after_creation() {
+    let mut c = admin();
+    let job = unique("once");
+    // Due in two seconds: the scheduler is woken by the change, not by polling.
+    c.query_one(
+        "SELECT pulse.schedule_once($1, now() + interval '2 seconds', 'SELECT 7')",
+        &[&job],
+    )
+    .unwrap();
+    let run: i64 = wait_for(60, "the one-shot run", || {
+        c.query_opt(
+            "SELECT run_id FROM pulse.job_runs WHERE job_name = $1",
+            &[&job],
+        )
+        .unwrap()
+        .map(|r| r.get(0))
+    });
+    assert_eq!(wait_run_final(&mut c, run).0, "succeeded");
+    let row = c
+        .query_one(
+            "SELECT next_run_at IS NULL, (SELECT count(*) FROM pulse.job_runs WHERE job_name = $1)
+               FROM pulse.jobs WHERE job_name = $1",
+            &[&job],
+        )
+        .unwrap();
+    assert!(row.get::<_, bool>(0), "a one-shot job has no next run");
+    assert_eq!(row.get::<_, i64>(1), 1);
+}
+
+#[test]
+fn overlap_skip_records_skipped_slots_and_allow_overlaps() {
+    let mut c = admin();
+    let skip = unique("skip");
+    c.query_one(
+        "SELECT pulse.schedule_job($1, '1 seconds', 'SELECT pg_sleep(2.5)')",
+        &[&skip],
+    )
+    .unwrap();
+    wait_for(60, "a skipped slot", || {
+        (count_runs(&mut c, &skip, "skipped") >= 1).then_some(())
+    });
+    c.query_one("SELECT pulse.toggle_job($1, false)", &[&skip])
+        .unwrap();
+    // Never two runs of a 'skip' job at the same time.
+    let overlapping: i64 = c
+        .query_one(
+            "SELECT count(*) FROM pulse.job_runs a JOIN pulse.job_runs b
+                ON a.job_id = b.job_id AND a.run_id < b.run_id
+             WHERE a.job_name = $1 AND a.status <> 'skipped' AND b.status <> 'skipped'
+               AND b.started_at < a.finished_at",
+            &[&skip],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(overlapping, 0);
+
+    let allow = unique("allow");
+    c.query_one(
+        "SELECT pulse.schedule_job($1, '1 seconds', 'SELECT pg_sleep(2.5)', overlap => 'allow')",
+        &[&allow],
+    )
+    .unwrap();
+    wait_for(60, "two runs of the same job at once", || {
+        let n: i64 = c
+            .query_one(
+                "SELECT count(*) FROM pulse.job_runs WHERE job_name = $1 AND status = 'running'",
+                &[&allow],
+            )
+            .unwrap()
+            .get(0);
+        (n >= 2).then_some(())
+    });
+    c.query_one("SELECT pulse.toggle_job($1, false)", &[&allow])
+        .unwrap();
+    assert_eq!(count_runs(&mut c, &allow, "skipped"), 0);
+    wait_idle(&mut c, &skip);
+    wait_idle(&mut c, &allow);
+    for j in [&skip, &allow] {
+        c.query_one("SELECT pulse.unschedule_job($1)", &[j])
+            .unwrap();
+    }
+}
+
+#[test]
+fn non_superuser_jobs_run_as_that_role_and_are_private() {
+    let mut a = admin();
+    let role = new_role(&mut a, "pulse_user");
+    let other = new_role(&mut a, "pulse_other");
+    let table = unique("who_t");
+    a.batch_execute(&format!(
+        "CREATE TABLE {table}(who text, su bool); GRANT INSERT ON {table} TO {role};"
+    ))
+    .unwrap();
+    let admin_job = unique("admins");
+    a.query_one(
+        "SELECT pulse.schedule_job($1, '@yearly', 'SELECT 1')",
+        &[&admin_job],
+    )
+    .unwrap();
+
+    let mut u = connect_as(&role);
+    let job = unique("users");
+    u.query_one(
+        "SELECT pulse.schedule_job($1, '@yearly', $2)",
+        &[
+            &job,
+            &format!(
+                "INSERT INTO {table} SELECT current_user, rolsuper FROM pg_roles WHERE rolname = current_user"
+            ),
+        ],
+    )
+    .unwrap();
+    let run: i64 = u
+        .query_one("SELECT pulse.run_job($1)", &[&job])
+        .unwrap()
+        .get(0);
+    assert_eq!(wait_run_final(&mut u, run).0, "succeeded");
+    let row = a
+        .query_one(&format!("SELECT who, su FROM {table}"), &[])
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), role, "the job ran as its owner");
+    assert!(!row.get::<_, bool>(1));
+
+    // A job that needs a privilege the owner lacks fails: it never borrows superuser rights.
+    let priv_job = unique("needs_su");
+    u.query_one(
+        "SELECT pulse.schedule_job($1, '@yearly', 'SELECT count(*) FROM pg_authid')",
+        &[&priv_job],
+    )
+    .unwrap();
+    let run: i64 = u
+        .query_one("SELECT pulse.run_job($1)", &[&priv_job])
+        .unwrap()
+        .get(0);
+    let (status, msg) = wait_run_final(&mut u, run);
+    assert_eq!(status, "failed");
+    assert!(msg.unwrap().contains("permission denied"));
+
+    // The user sees only their own jobs and runs.
+    let names: Vec<String> = u
+        .query("SELECT job_name FROM pulse.jobs", &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(names.contains(&job) && !names.contains(&admin_job));
+    let foreign_runs: i64 = u
+        .query_one(
+            "SELECT count(*) FROM pulse.job_runs WHERE owner <> current_user::text",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(foreign_runs, 0);
+    // ...and cannot change or run anyone else's.
+    expect_error(
+        u.query_one("SELECT pulse.toggle_job($1, false)", &[&admin_job]),
+        "42704",
+    );
+    expect_error(
+        u.query_one("SELECT pulse.run_job($1)", &[&admin_job]),
+        "42704",
+    );
+    let mut o = connect_as(&other);
+    let found: bool = o
+        .query_one("SELECT pulse.unschedule_job($1)", &[&job])
+        .unwrap()
+        .get(0);
+    assert!(!found, "another role must not unschedule the job");
+    expect_error(
+        o.query_one("SELECT pulse.alter_job($1, command => 'SELECT 2')", &[&job]),
+        "42704",
+    );
+    // Direct writes to the catalog are refused.
+    expect_error(
+        u.execute("UPDATE pulse.job SET enabled = false", &[]),
+        "42501",
+    );
+    expect_error(
+        u.execute("INSERT INTO pulse.job_run(job_id, job_name, owner, scheduled_for, status, trigger) VALUES (1, 'x', 10, now(), 'queued', 'manual')", &[]),
+        "42501",
+    );
+    // The superuser sees everyone's jobs.
+    let n: i64 = a
+        .query_one(
+            "SELECT count(*) FROM pulse.jobs WHERE job_name IN ($1, $2)",
+            &[&job, &admin_job],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 2);
+    // A role without USAGE on the schema cannot schedule at all.
+    let outsider = unique("outsider");
+    a.batch_execute(&format!("CREATE ROLE {outsider} LOGIN"))
+        .unwrap();
+    let mut x = connect_as(&outsider);
+    expect_error(
+        x.query_one("SELECT pulse.schedule_job('x', '@daily', 'SELECT 1')", &[]),
+        "42501",
+    );
+    for j in [&job, &priv_job] {
+        u.query_one("SELECT pulse.unschedule_job($1)", &[j])
+            .unwrap();
+    }
+    a.query_one("SELECT pulse.unschedule_job($1)", &[&admin_job])
+        .unwrap();
+}
+
+#[test]
+fn job_of_a_dropped_role_fails_clearly_and_the_scheduler_goes_on() {
+    let mut a = admin();
+    let role = new_role(&mut a, "pulse_gone");
+    let mut u = connect_as(&role);
+    let job = unique("orphan");
+    u.query_one(
+        "SELECT pulse.schedule_job($1, '@yearly', 'SELECT 1')",
+        &[&job],
+    )
+    .unwrap();
+    drop(u);
+    a.batch_execute(&format!("DROP OWNED BY {role}; DROP ROLE {role};"))
+        .unwrap();
+    let run: i64 = a
+        .query_one("SELECT pulse.run_job($1)", &[&job])
+        .unwrap()
+        .get(0);
+    let (status, msg) = wait_run_final(&mut a, run);
+    assert_eq!(status, "failed");
+    assert!(msg.unwrap().contains("no longer exists"));
+    // Other jobs still run.
+    let ok = unique("still_ok");
+    a.query_one(
+        "SELECT pulse.schedule_job($1, '@yearly', 'SELECT 1')",
+        &[&ok],
+    )
+    .unwrap();
+    let run: i64 = a
+        .query_one("SELECT pulse.run_job($1)", &[&ok])
+        .unwrap()
+        .get(0);
+    assert_eq!(wait_run_final(&mut a, run).0, "succeeded");
+    for j in [&job, &ok] {
+        assert!(a
+            .query_one("SELECT pulse.unschedule_job($1)", &[j])
+            .unwrap()
+            .get::<_, bool>(0));
+    }
+}
+
+#[test]
+fn bad_input_is_rejected_with_sqlstate_and_hint() {
+    let mut c = admin();
+    let job = unique("bad");
+    let (msg, hint) = expect_error(
+        c.query_one(
+            "SELECT pulse.schedule_job($1, '61 * * * *', 'SELECT 1')",
+            &[&job],
+        ),
+        "22023",
+    );
+    assert!(msg.contains("minute") && msg.contains("61"), "{msg}");
+    assert!(hint.contains("next_runs"), "{hint}");
+    let (msg, hint) = expect_error(
+        c.query_one(
+            "SELECT pulse.schedule_job($1, '@daily', 'SELECT 1', timezone => 'Mars/Olympus')",
+            &[&job],
+        ),
+        "22023",
+    );
+    assert!(msg.contains("Mars/Olympus"), "{msg}");
+    assert!(hint.contains("Europe/Berlin"), "{hint}");
+    expect_error(
+        c.query_one(
+            "SELECT pulse.schedule_job($1, '90 seconds', 'SELECT 1')",
+            &[&job],
+        ),
+        "22023",
+    );
+    expect_error(
+        c.query_one(
+            "SELECT pulse.schedule_job($1, '0 0 30 2 *', 'SELECT 1')",
+            &[&job],
+        ),
+        "22023",
+    );
+    expect_error(
+        c.query_one(
+            "SELECT pulse.schedule_job($1, '@daily', 'SELECT 1', overlap => 'sometimes')",
+            &[&job],
+        ),
+        "22023",
+    );
+    let (msg, _) = expect_error(
+        c.query_one(
+            "SELECT pulse.schedule_job($1, '@daily', 'SELEC 1')",
+            &[&job],
+        ),
+        "42601",
+    );
+    assert!(msg.contains("syntax"), "{msg}");
+    expect_error(
+        c.query_one("SELECT pulse.schedule_job(NULL, '@daily', 'SELECT 1')", &[]),
+        "22004",
+    );
+    expect_error(
+        c.query_one(
+            "SELECT pulse.schedule_job($1, '@daily', 'SELECT 1', timeout => '-1 second')",
+            &[&job],
+        ),
+        "22023",
+    );
+    // Nothing was created by the failed calls.
+    let n: i64 = c
+        .query_one(
+            "SELECT count(*) FROM pulse.jobs WHERE job_name = $1",
+            &[&job],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 0);
+    // Altering a job to a bad schedule is rejected too, and leaves it unchanged.
+    c.query_one(
+        "SELECT pulse.schedule_job($1, '@daily', 'SELECT 1')",
+        &[&job],
+    )
+    .unwrap();
+    expect_error(
+        c.query_one("SELECT pulse.alter_job($1, schedule => '* * * *')", &[&job]),
+        "22023",
+    );
+    let (msg, hint) = expect_error(
+        c.query_one("SELECT pulse.toggle_job('no_such_job_anywhere', true)", &[]),
+        "42704",
+    );
+    assert!(msg.contains("no_such_job_anywhere") && hint.contains("pulse.jobs"));
+    c.query_one("SELECT pulse.unschedule_job($1)", &[&job])
+        .unwrap();
+}
+
+#[test]
+fn next_runs_previews_schedules() {
+    let mut c = admin();
+    let text = |c: &mut postgres::Client, q: &str| -> Vec<String> {
+        c.query(q, &[])
+            .unwrap()
+            .iter()
+            .map(|r| r.get::<_, String>(0))
+            .collect()
+    };
+    c.batch_execute("SET TimeZone = 'UTC'").unwrap();
+    assert_eq!(
+        text(
+            &mut c,
+            "SELECT t::text FROM pulse.next_runs('0 10 * * 0', 'UTC', 3, '2026-11-22 10:00+00') t"
+        ),
+        vec![
+            "2026-11-29 10:00:00+00",
+            "2026-12-06 10:00:00+00",
+            "2026-12-13 10:00:00+00"
+        ]
+    );
+    assert_eq!(
+        text(
+            &mut c,
+            "SELECT t::text FROM pulse.next_runs('0 0 1,15 * 1', 'UTC', 4, '2026-06-01 00:00+00') t"
+        ),
+        vec![
+            "2026-06-08 00:00:00+00",
+            "2026-06-15 00:00:00+00",
+            "2026-06-22 00:00:00+00",
+            "2026-06-29 00:00:00+00"
+        ]
+    );
+    // Spring forward in Los Angeles: 02:30 does not exist on 2026-03-08, runs at 03:00 local.
+    assert_eq!(
+        text(
+            &mut c,
+            "SELECT (t AT TIME ZONE 'America/Los_Angeles')::text
+               FROM pulse.next_runs('30 2 * * *', 'America/Los_Angeles', 3, '2026-03-07 12:00-08') t"
+        ),
+        vec![
+            "2026-03-08 03:00:00",
+            "2026-03-09 02:30:00",
+            "2026-03-10 02:30:00"
+        ]
+    );
+    // Fall back: 01:30 happens twice on 2026-11-01, runs once (the first, PDT).
+    assert_eq!(
+        text(
+            &mut c,
+            "SELECT t::text FROM pulse.next_runs('30 1 * * *', 'America/Los_Angeles', 2, '2026-10-31 12:00-07') t"
+        ),
+        vec!["2026-11-01 08:30:00+00", "2026-11-02 09:30:00+00"]
+    );
+    assert_eq!(
+        text(
+            &mut c,
+            "SELECT t::text FROM pulse.next_runs('15 seconds', NULL, 3, '2026-01-01 00:00:07+00') t"
+        ),
+        vec![
+            "2026-01-01 00:00:15+00",
+            "2026-01-01 00:00:30+00",
+            "2026-01-01 00:00:45+00"
+        ]
+    );
+    // Default count is 5, default start is now(): strictly after.
+    let row = c
+        .query_one(
+            "SELECT count(*), bool_and(t > now()) FROM pulse.next_runs('@hourly') t",
+            &[],
+        )
+        .unwrap();
+    assert_eq!(row.get::<_, i64>(0), 5);
+    assert!(row.get::<_, bool>(1));
+    // The GUC pulse.timezone is the default zone.
+    c.batch_execute("SET pulse.timezone = 'Asia/Tokyo'")
+        .unwrap();
+    assert_eq!(
+        text(
+            &mut c,
+            "SELECT t::text FROM pulse.next_runs('0 9 * * *', NULL, 1, '2026-01-01 00:00+00') t"
+        ),
+        vec!["2026-01-02 00:00:00+00"]
+    );
+    expect_error(
+        c.query("SELECT * FROM pulse.next_runs('@daily', NULL, 0)", &[]),
+        "22023",
+    );
+}
