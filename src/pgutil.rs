@@ -132,6 +132,13 @@ pub fn require_scheduler_database() {
             "Add pg_pulse to shared_preload_libraries in postgresql.conf (shared_preload_libraries = 'pg_pulse') and restart PostgreSQL.",
         );
     }
+    if unsafe { pg_sys::RecoveryInProgress() } {
+        raise(
+            PgSqlErrorCode::ERRCODE_READ_ONLY_SQL_TRANSACTION,
+            "pg_pulse jobs cannot be changed or run on a hot standby",
+            "Manage jobs on the primary; the change replicates here, and this server's scheduler starts after promotion.",
+        );
+    }
     let here = current_database_name();
     let target = crate::database_name();
     if here != target {

@@ -1,7 +1,7 @@
 //! Executors: claim queued runs and execute each command as the job's owner.
 
 use super::xact::{self, Failure};
-use super::{set_latch_of, SlotState, SHARED};
+use super::{set_latch_of, SlotState, MAX_EXECUTORS, SHARED};
 use crate::pgutil::interval_micros;
 use pgrx::prelude::*;
 use pgrx::PgSqlErrorCode;
@@ -86,6 +86,21 @@ pub extern "C-unwind" fn pulse_executor_main(arg: pg_sys::Datum) {
             }
             pg_sys::ResetLatch(pg_sys::MyLatch);
         }
+        // pulse.max_running_jobs may have been lowered by a reload: surplus idle executors leave
+        // (the slot is freed under the lock, so exactly the surplus goes).
+        let max = crate::MAX_RUNNING_JOBS.get().clamp(1, MAX_EXECUTORS as i32) as usize;
+        {
+            let mut sh = SHARED.exclusive();
+            let occupied = sh
+                .slots
+                .iter()
+                .filter(|s| s.state != SlotState::Free)
+                .count();
+            if occupied > max {
+                sh.slots[slot] = super::Slot::default();
+                return;
+            }
+        }
         match claim(pid) {
             Ok(Some(run)) => {
                 execute(slot, run);
@@ -134,8 +149,9 @@ unsafe extern "C-unwind" fn on_exit(_code: i32, arg: pg_sys::Datum) {
 }
 
 fn claim(pid: i32) -> Result<Option<Claimed>, Failure> {
+    // The claim commits synchronously: once a command starts, its `running` mark survives a crash,
+    // so a run interrupted by a crash is reported failed, never silently run twice.
     xact::run(move || {
-        xact::async_commit();
         Spi::connect_mut(|c| {
             let t = c
                 .update(

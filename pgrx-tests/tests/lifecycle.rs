@@ -1,0 +1,353 @@
+//! End-to-end: the server's life cycle around pg_pulse: crashes, immediate shutdowns, downtime,
+//! configuration reloads, hot standby and promotion. These tests restart the shared test server,
+//! so they run one at a time (a lock), in their own test binary (cargo runs binaries one by one).
+mod common;
+use common::*;
+use std::sync::Mutex;
+use std::time::Duration;
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Start a long run and wait until it is `running`; returns (run_id, executor pid).
+fn start_long_run(c: &mut postgres::Client, job: &str) -> (i64, i32) {
+    c.query_one(
+        "SELECT pulse.schedule_job($1, '@yearly', 'SELECT pg_sleep(120)')",
+        &[&job],
+    )
+    .unwrap();
+    let run: i64 = c
+        .query_one("SELECT pulse.run_job($1)", &[&job])
+        .unwrap()
+        .get(0);
+    let pid = wait_for(60, "the run to start", || {
+        let row = c
+            .query_one(
+                "SELECT status, executor_pid FROM pulse.job_runs WHERE run_id = $1",
+                &[&run],
+            )
+            .unwrap();
+        (row.get::<_, String>(0) == "running").then(|| row.get::<_, i32>(1))
+    });
+    (run, pid)
+}
+
+fn assert_failed_by_restart(job: &str, run: i64) {
+    let mut c = admin();
+    let (status, msg) = wait_run_final(&mut c, run);
+    assert_eq!(status, "failed");
+    assert!(msg.unwrap().contains("server restarted"));
+    // The scheduler is back and runs jobs again.
+    c.query_one("SELECT pulse.alter_job($1, command => 'SELECT 1')", &[&job])
+        .unwrap();
+    let again: i64 = c
+        .query_one("SELECT pulse.run_job($1)", &[&job])
+        .unwrap()
+        .get(0);
+    assert_eq!(wait_run_final(&mut c, again).0, "succeeded");
+    c.query_one("SELECT pulse.unschedule_job($1)", &[&job])
+        .unwrap();
+}
+
+#[test]
+fn kill_9_of_an_executor_leaves_no_run_running() {
+    let _g = serial();
+    let mut c = admin();
+    let job = unique("killed");
+    let (run, pid) = start_long_run(&mut c, &job);
+    drop(c);
+    // SIGKILL of a backend makes the postmaster reset all processes (crash recovery).
+    unsafe {
+        assert_eq!(libc_kill(pid, 9), 0);
+    }
+    // Wait until the postmaster has reaped it (and so begun its crash restart) before reconnecting.
+    wait_for(60, "the killed executor to be gone", || unsafe {
+        (libc_kill(pid, 0) != 0).then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    assert_failed_by_restart(&job, run);
+}
+
+#[test]
+fn immediate_shutdown_mid_run_leaves_no_run_running() {
+    let _g = serial();
+    let mut c = admin();
+    let job = unique("immediate");
+    let (run, _) = start_long_run(&mut c, &job);
+    drop(c);
+    pgctl(&["restart", &pgdata(), "immediate"]);
+    assert_failed_by_restart(&job, run);
+}
+
+#[test]
+fn downtime_runs_a_missed_job_once_not_once_per_slot() {
+    let _g = serial();
+    let mut c = admin();
+    let job = unique("missed");
+    c.query_one(
+        "SELECT pulse.schedule_job($1, '1 seconds', 'SELECT 1')",
+        &[&job],
+    )
+    .unwrap();
+    wait_for(60, "the job to run", || {
+        (count_runs(&mut c, &job, "succeeded") >= 1).then_some(())
+    });
+    drop(c);
+    pgctl(&["stop", &pgdata()]);
+    std::thread::sleep(Duration::from_secs(4)); // four slots pass while the server is down
+    pgctl(&["restart", &pgdata()]);
+    let mut c = admin();
+    // Wait for two runs created after the restart.
+    wait_for(60, "runs after the restart", || {
+        let n: i64 = c
+            .query_one(
+                "SELECT count(*) FROM pulse.job_runs
+                  WHERE job_name = $1 AND created_at >= pg_postmaster_start_time()",
+                &[&job],
+            )
+            .unwrap()
+            .get(0);
+        (n >= 2).then_some(())
+    });
+    c.query_one("SELECT pulse.toggle_job($1, false)", &[&job])
+        .unwrap();
+    let row = c
+        .query_one(
+            "SELECT count(*) FILTER (WHERE created_at >= pg_postmaster_start_time()
+                                       AND scheduled_for < pg_postmaster_start_time()),
+                    count(*), count(DISTINCT scheduled_for)
+               FROM pulse.job_runs WHERE job_name = $1",
+            &[&job],
+        )
+        .unwrap();
+    assert_eq!(
+        row.get::<_, i64>(0),
+        1,
+        "the missed slots produce one catch-up run"
+    );
+    assert_eq!(
+        row.get::<_, i64>(1),
+        row.get::<_, i64>(2),
+        "one run per slot"
+    );
+    wait_idle(&mut c, &job);
+    c.query_one("SELECT pulse.unschedule_job($1)", &[&job])
+        .unwrap();
+}
+
+#[test]
+fn sighup_reloads_max_running_jobs() {
+    let _g = serial();
+    let mut c = admin();
+    let scheduler = |c: &mut postgres::Client| -> i32 {
+        wait_for(60, "the scheduler", || {
+            c.query_opt(
+                "SELECT pid FROM pg_stat_activity WHERE backend_type = 'pg_pulse scheduler'",
+                &[],
+            )
+            .unwrap()
+            .map(|r| r.get(0))
+        })
+    };
+    let before = scheduler(&mut c);
+    c.batch_execute("ALTER SYSTEM SET pulse.max_running_jobs = 1")
+        .unwrap();
+    c.batch_execute("SELECT pg_reload_conf()").unwrap();
+    wait_for(60, "the reload", || {
+        let v: String = c
+            .query_one(
+                "SELECT setting FROM pg_settings WHERE name = 'pulse.max_running_jobs'",
+                &[],
+            )
+            .unwrap()
+            .get(0);
+        (v == "1").then_some(())
+    });
+    std::thread::sleep(Duration::from_millis(500)); // let the workers process their SIGHUP
+    let slow = unique("serial_slow");
+    let fast = unique("serial_fast");
+    c.query_one(
+        "SELECT pulse.schedule_job($1, '@yearly', 'SELECT pg_sleep(1.5)')",
+        &[&slow],
+    )
+    .unwrap();
+    c.query_one(
+        "SELECT pulse.schedule_job($1, '@yearly', 'SELECT 1')",
+        &[&fast],
+    )
+    .unwrap();
+    let a: i64 = c
+        .query_one("SELECT pulse.run_job($1)", &[&slow])
+        .unwrap()
+        .get(0);
+    let b: i64 = c
+        .query_one("SELECT pulse.run_job($1)", &[&fast])
+        .unwrap()
+        .get(0);
+    assert_eq!(wait_run_final(&mut c, a).0, "succeeded");
+    assert_eq!(wait_run_final(&mut c, b).0, "succeeded");
+    let serialised: bool = c
+        .query_one(
+            "SELECT (SELECT started_at FROM pulse.job_runs WHERE run_id = $2)
+                 >= (SELECT finished_at FROM pulse.job_runs WHERE run_id = $1)",
+            &[&a, &b],
+        )
+        .unwrap()
+        .get(0);
+    assert!(
+        serialised,
+        "with pulse.max_running_jobs = 1 runs do not overlap"
+    );
+    assert_eq!(
+        before,
+        scheduler(&mut c),
+        "a reload does not restart the scheduler"
+    );
+    c.batch_execute("ALTER SYSTEM RESET pulse.max_running_jobs")
+        .unwrap();
+    c.batch_execute("SELECT pg_reload_conf()").unwrap();
+    for j in [&slow, &fast] {
+        c.query_one("SELECT pulse.unschedule_job($1)", &[j])
+            .unwrap();
+    }
+}
+
+#[test]
+fn hot_standby_runs_nothing_until_promoted() {
+    let _g = serial();
+    let mut c = admin();
+    let job = unique("standby");
+    let table = unique("standby_t");
+    c.batch_execute(&format!("CREATE TABLE {table}(at timestamptz)"))
+        .unwrap();
+    c.query_one(
+        "SELECT pulse.schedule_job($1, '1 seconds', $2)",
+        &[&job, &format!("INSERT INTO {table} VALUES (now())")],
+    )
+    .unwrap();
+    let dir = format!("{}_standby", pgdata());
+    let standby_port = port() + 100;
+    let _ = std::fs::remove_dir_all(&dir);
+    let bin = "/usr/lib/postgresql/15/bin";
+    let as_pg = |args: &[&str]| {
+        let st = std::process::Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .args(args)
+            .status()
+            .expect("runuser");
+        assert!(st.success(), "{args:?} failed");
+    };
+    std::fs::create_dir_all(&dir).unwrap();
+    for cmd in [["chown", "postgres:postgres"], ["chmod", "700"]] {
+        let st = std::process::Command::new(cmd[0])
+            .args([cmd[1], &dir])
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+    let p = port().to_string();
+    as_pg(&[
+        &format!("{bin}/pg_basebackup"),
+        "-h",
+        "127.0.0.1",
+        "-p",
+        &p,
+        "-U",
+        "postgres",
+        "-D",
+        &dir,
+        "-R",
+        "-X",
+        "stream",
+    ]);
+    let conf = format!("{dir}/postgresql.conf");
+    let mut text = std::fs::read_to_string(&conf).unwrap();
+    text.push_str(&format!("\nport = {standby_port}\n"));
+    std::fs::write(&conf, text).unwrap();
+    as_pg(&[
+        &format!("{bin}/pg_ctl"),
+        "-D",
+        &dir,
+        "-l",
+        &format!("{dir}/server.log"),
+        "-w",
+        "start",
+    ]);
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let mut s = connect_port("postgres", standby_port);
+        let in_recovery: bool = s
+            .query_one("SELECT pg_is_in_recovery()", &[])
+            .unwrap()
+            .get(0);
+        assert!(in_recovery);
+        // Reading works on the standby, but no scheduler runs and nothing can be changed.
+        let n: i64 = s
+            .query_one(
+                "SELECT count(*) FROM pulse.jobs WHERE job_name = $1",
+                &[&job],
+            )
+            .unwrap()
+            .get(0);
+        assert_eq!(n, 1);
+        std::thread::sleep(Duration::from_secs(2));
+        let workers: i64 = s
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE backend_type LIKE 'pg_pulse%'",
+                &[],
+            )
+            .unwrap()
+            .get(0);
+        assert_eq!(workers, 0, "no pg_pulse worker on a hot standby");
+        expect_error(s.query_one("SELECT pulse.run_job($1)", &[&job]), "25006");
+        // Stop the primary's copy of the job, then promote: the standby's scheduler takes over.
+        c.query_one("SELECT pulse.toggle_job($1, false)", &[&job])
+            .unwrap();
+        let promoted_at: String = c.query_one("SELECT now()::text", &[]).unwrap().get(0);
+        wait_for(60, "the standby to replay the toggle", || {
+            let e: bool = s
+                .query_one(
+                    "SELECT enabled FROM pulse.jobs WHERE job_name = $1",
+                    &[&job],
+                )
+                .unwrap()
+                .get(0);
+            (!e).then_some(())
+        });
+        s.batch_execute("SELECT pg_promote(true, 60)").unwrap();
+        s.query_one("SELECT pulse.toggle_job($1, true)", &[&job])
+            .unwrap();
+        wait_for(60, "a run on the promoted server", || {
+            let n: i64 = s
+                .query_one(
+                    &format!("SELECT count(*) FROM {table} WHERE at > $1::text::timestamptz"),
+                    &[&promoted_at],
+                )
+                .unwrap()
+                .get(0);
+            (n >= 1).then_some(())
+        });
+    }));
+    as_pg(&[
+        &format!("{bin}/pg_ctl"),
+        "-D",
+        &dir,
+        "-m",
+        "fast",
+        "-w",
+        "stop",
+    ]);
+    let _ = std::fs::remove_dir_all(&dir);
+    c.query_one("SELECT pulse.unschedule_job($1)", &[&job])
+        .unwrap();
+    if let Err(e) = result {
+        std::panic::resume_unwind(e);
+    }
+}
+
+unsafe extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, sig: i32) -> i32;
+}
