@@ -26,7 +26,7 @@ unit:
 e2e: install
 	@scripts/pgctl.sh stop $(TEST_DIR); rm -rf $(TEST_DIR)
 	@scripts/pgctl.sh start $(TEST_DIR) $(TEST_PORT)
-	PULSE_TEST_PORT=$(TEST_PORT) PULSE_TEST_PGDATA=$(TEST_DIR) cargo test -p pulse-e2e -- --test-threads=4; \
+	PULSE_TEST_PORT=$(TEST_PORT) PULSE_TEST_PGDATA=$(TEST_DIR) cargo test -p pulse-e2e --no-fail-fast -- --test-threads=4; \
 	  rc=$$?; scripts/pgctl.sh stop $(TEST_DIR); exit $$rc
 
 test: setup unit e2e

@@ -773,3 +773,52 @@ fn next_runs_previews_schedules() {
         "22023",
     );
 }
+
+#[test]
+fn current_run_describes_the_run_inside_its_command() {
+    let mut c = admin();
+    let job = unique("ctx");
+    let table = unique("ctx_t");
+    c.batch_execute(&format!(
+        "CREATE TABLE {table}(run_id bigint, job_id bigint, job_name text, scheduled_for timestamptz, attempt int, trigger text)"
+    ))
+    .unwrap();
+    let id: i64 = c
+        .query_one(
+            "SELECT pulse.schedule_job($1, '@yearly', $2)",
+            &[
+                &job,
+                &format!("INSERT INTO {table} SELECT * FROM pulse.current_run()"),
+            ],
+        )
+        .unwrap()
+        .get(0);
+    let run: i64 = c
+        .query_one("SELECT pulse.run_job($1)", &[&job])
+        .unwrap()
+        .get(0);
+    assert_eq!(wait_run_final(&mut c, run).0, "succeeded");
+    let row = c
+        .query_one(
+            &format!(
+                "SELECT t.run_id, t.job_id, t.job_name, t.attempt, t.trigger, t.scheduled_for = r.scheduled_for
+                   FROM {table} t JOIN pulse.job_runs r USING (run_id)"
+            ),
+            &[],
+        )
+        .unwrap();
+    assert_eq!(row.get::<_, i64>(0), run);
+    assert_eq!(row.get::<_, i64>(1), id);
+    assert_eq!(row.get::<_, String>(2), job);
+    assert_eq!(row.get::<_, i32>(3), 1);
+    assert_eq!(row.get::<_, String>(4), "manual");
+    assert!(row.get::<_, bool>(5));
+    // Outside a job there is no current run.
+    let n: i64 = c
+        .query_one("SELECT count(*) FROM pulse.current_run()", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 0);
+    c.query_one("SELECT pulse.unschedule_job($1)", &[&job])
+        .unwrap();
+}

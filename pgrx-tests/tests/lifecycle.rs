@@ -206,6 +206,42 @@ fn sighup_reloads_max_running_jobs() {
         scheduler(&mut c),
         "a reload does not restart the scheduler"
     );
+
+    // With one executor, consecutive runs share a process: no session state leaks between them.
+    let table = unique("session_t");
+    c.batch_execute(&format!("CREATE TABLE {table}(work_mem text)"))
+        .unwrap();
+    let temp = unique("temp_user");
+    let probe = unique("probe");
+    c.query_one(
+        "SELECT pulse.schedule_job($1, '@yearly', 'CREATE TEMP TABLE scratch(x int); SET work_mem = ''77MB''')",
+        &[&temp],
+    )
+    .unwrap();
+    c.query_one(
+        "SELECT pulse.schedule_job($1, '@yearly', $2)",
+        &[
+            &probe,
+            &format!("INSERT INTO {table} VALUES (current_setting('work_mem'))"),
+        ],
+    )
+    .unwrap();
+    for job in [&temp, &temp, &probe] {
+        let run: i64 = c
+            .query_one("SELECT pulse.run_job($1)", &[job])
+            .unwrap()
+            .get(0);
+        assert_eq!(wait_run_final(&mut c, run).0, "succeeded", "{job}");
+    }
+    let wm: String = c
+        .query_one(&format!("SELECT work_mem FROM {table}"), &[])
+        .unwrap()
+        .get(0);
+    assert_ne!(wm, "77MB");
+    for j in [&temp, &probe] {
+        c.query_one("SELECT pulse.unschedule_job($1)", &[j])
+            .unwrap();
+    }
     c.batch_execute("ALTER SYSTEM RESET pulse.max_running_jobs")
         .unwrap();
     c.batch_execute("SELECT pg_reload_conf()").unwrap();

@@ -105,6 +105,11 @@ pub extern "C-unwind" fn pulse_executor_main(arg: pg_sys::Datum) {
             Ok(Some(run)) => {
                 execute(slot, run);
                 idle_since = Instant::now();
+                if used_temp_objects() {
+                    // Temporary tables outlive a transaction; a fresh process is the only clean
+                    // slate for the next run, so this executor retires.
+                    break;
+                }
                 continue;
             }
             Ok(None) => {}
@@ -127,9 +132,21 @@ pub extern "C-unwind" fn pulse_executor_main(arg: pg_sys::Datum) {
             );
         }
     }
-    // idle for too long: give the slot back
-    let mut sh = SHARED.exclusive();
-    sh.slots[slot] = super::Slot::default();
+    // idle for too long, or retiring: give the slot back and let the scheduler restaff if needed
+    let scheduler = {
+        let mut sh = SHARED.exclusive();
+        sh.slots[slot] = super::Slot::default();
+        sh.scheduler_pid
+    };
+    set_latch_of(scheduler);
+}
+
+/// Did a command of this session create temporary objects (a temp schema exists)?
+fn used_temp_objects() -> bool {
+    let mut temp = pg_sys::Oid::INVALID;
+    let mut toast = pg_sys::Oid::INVALID;
+    unsafe { pg_sys::GetTempNamespaceState(&mut temp, &mut toast) };
+    temp != pg_sys::Oid::INVALID
 }
 
 /// Exit callback (also on FATAL): flag the slot so the scheduler frees it and fails a run left

@@ -41,11 +41,11 @@ pub fn connect_port(user: &str, port: u16) -> Client {
 /// A superuser session, with the extension created (idempotent; suites run in parallel).
 pub fn admin() -> Client {
     let mut c = connect_as("postgres");
-    // Parallel suites may race on CREATE EXTENSION: serialise it with an advisory lock.
+    // Parallel tests may race on CREATE EXTENSION: serialise it with a transaction-scoped advisory
+    // lock (one simple query is one transaction, so the lock is held until the extension commits).
     c.batch_execute(
-        "SELECT pg_advisory_lock(424242);
-         CREATE EXTENSION IF NOT EXISTS pg_pulse;
-         SELECT pg_advisory_unlock(424242);",
+        "SELECT pg_advisory_xact_lock(424242);
+         CREATE EXTENSION IF NOT EXISTS pg_pulse;",
     )
     .expect("create extension");
     c

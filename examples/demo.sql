@@ -1,0 +1,73 @@
+-- pg_pulse demo: what `make demo` runs against a fresh server (safe to run again).
+\set QUIET on
+\pset footer off
+CREATE EXTENSION IF NOT EXISTS pg_pulse;
+
+-- A tiny version of the users' ingestion set-up: organisations, and a queue of ingestion jobs.
+CREATE SCHEMA IF NOT EXISTS demo;
+CREATE TABLE IF NOT EXISTS demo.orgs (
+    org_id     int PRIMARY KEY,
+    name       text NOT NULL,
+    mapped_at  timestamptz
+);
+CREATE TABLE IF NOT EXISTS demo.ingestion_jobs (
+    job_id     bigserial PRIMARY KEY,
+    org_id     int NOT NULL REFERENCES demo.orgs,
+    kind       text NOT NULL,
+    status     text NOT NULL DEFAULT 'queued',
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE IF NOT EXISTS demo.heartbeat (at timestamptz NOT NULL DEFAULT clock_timestamp());
+INSERT INTO demo.orgs(org_id, name, mapped_at) VALUES
+    (1, 'Acme Builders', NULL), (2, 'Northwind Fabricators', now() - interval '40 days'),
+    (3, 'Globex', now())
+ON CONFLICT DO NOTHING;
+
+\echo '== Schedules are validated and previewed before anything is created:'
+SELECT t AS "next runs of '0 2 * * *' in Europe/Berlin"
+  FROM pulse.next_runs('0 2 * * *', 'Europe/Berlin', 3) AS t;
+
+\echo '== Scheduling jobs (every call is idempotent: this is what a migration does):'
+SELECT pulse.schedule_job(
+    'heartbeat', '5 seconds',
+    $$INSERT INTO demo.heartbeat DEFAULT VALUES$$,
+    comment => 'liveness probe, every 5 seconds on the wall clock') AS heartbeat_id;
+
+SELECT pulse.schedule_job(
+    'nightly-mapper-queue', '0 2 * * *',
+    $$INSERT INTO demo.ingestion_jobs(org_id, kind)
+      SELECT org_id, 'mapper' FROM demo.orgs
+       WHERE mapped_at IS NULL OR mapped_at < now() - interval '30 days'
+       ORDER BY org_id LIMIT 30$$,
+    timezone => 'Europe/Berlin', timeout => '5 minutes',
+    comment => 'queue mapper jobs for orgs with stale or absent schemas') AS nightly_id;
+
+SELECT pulse.schedule_job(
+    'hourly-retry-failed', '0 * * * *',
+    $$UPDATE demo.ingestion_jobs SET status = 'queued'
+       WHERE status = 'failed' AND created_at > now() - interval '1 day'$$,
+    comment => 'requeue recent failures') AS retry_id;
+
+SELECT pulse.schedule_job(
+    'always-fails', '@daily', $$SELECT 1/0$$,
+    comment => 'shows how a failure is recorded') AS failing_id;
+
+\echo '== Running the nightly job by hand, now (replaces hand-written trigger_*() helpers):'
+SELECT pulse.run_job('nightly-mapper-queue') AS run_id;
+SELECT pulse.run_job('always-fails') AS run_id;
+
+\echo '== Waiting 11 seconds for the heartbeat to fire a couple of times ...'
+SELECT pg_sleep(11);
+
+\echo '== pulse.jobs:'
+SELECT job_name, schedule, timezone, enabled, next_run_at, last_status, comment FROM pulse.jobs ORDER BY job_id;
+
+\echo '== Latest runs in pulse.job_runs (fire lag = started_at - scheduled_for):'
+SELECT run_id, job_name, trigger, status, scheduled_for, started_at - scheduled_for AS lag, duration, message
+  FROM pulse.job_runs ORDER BY run_id DESC LIMIT 10;
+
+\echo '== What the nightly job queued:'
+SELECT job_id, org_id, kind, status FROM demo.ingestion_jobs ORDER BY job_id LIMIT 10;
+
+\echo '== Pausing keeps the definition and history (resume with pulse.toggle_job(name, true)):'
+SELECT pulse.toggle_job('always-fails', false) AS always_fails_enabled;

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# make bench: a dedicated server with pg_pulse and pg_cron (Debian's postgresql-15-cron) preloaded,
+# then the pulse-bench program, which prints the figures. About 5 minutes.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PG_MAJOR=${PG_MAJOR:-15}
+DIR=${BENCH_DIR:-/tmp/pg_pulse_bench}
+PORT=${BENCH_PORT:-5435}
+if ! dpkg -s postgresql-$PG_MAJOR-cron >/dev/null 2>&1; then
+  echo "==> installing postgresql-$PG_MAJOR-cron (pg_cron, measured side by side)"
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q postgresql-$PG_MAJOR-cron >/dev/null
+fi
+scripts/pgctl.sh stop "$DIR"; rm -rf "$DIR"
+scripts/pgctl.sh start "$DIR" "$PORT" \
+  "shared_preload_libraries = 'pg_pulse,pg_cron'" \
+  "cron.database_name = 'postgres'" \
+  "cron.use_background_workers = on" \
+  "cron.max_running_jobs = 32" \
+  "max_worker_processes = 64" \
+  "max_connections = 200" \
+  "log_min_messages = warning"
+trap 'scripts/pgctl.sh stop "$DIR"' EXIT
+cargo build -q --release -p pulse-e2e --bin pulse-bench
+PULSE_BENCH_PORT=$PORT target/release/pulse-bench
