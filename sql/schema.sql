@@ -44,7 +44,7 @@ CREATE INDEX job_run_job_idx ON pulse.job_run (job_id, run_id DESC);
 -- "failures in the last hour"
 CREATE INDEX job_run_failures_idx ON pulse.job_run (finished_at) WHERE status IN ('failed', 'timed_out');
 -- work for the executors, and "is a run of this job still going" (overlap = 'skip')
-CREATE INDEX job_run_queued_idx ON pulse.job_run (run_id) WHERE status = 'queued';
+CREATE INDEX job_run_queued_idx ON pulse.job_run (scheduled_for, run_id) WHERE status = 'queued';
 CREATE INDEX job_run_active_idx ON pulse.job_run (job_id) WHERE status IN ('queued', 'running');
 
 ALTER TABLE pulse.job ENABLE ROW LEVEL SECURITY;

@@ -2,7 +2,7 @@
 
 use super::xact::{self, Failure};
 use super::{set_latch_of, SlotState, MAX_EXECUTORS, SHARED};
-use crate::pgutil::interval_micros;
+use crate::pgutil::{from_pg_ts, interval_micros};
 use pgrx::prelude::*;
 use pgrx::PgSqlErrorCode;
 use std::cell::RefCell;
@@ -170,18 +170,27 @@ fn claim(pid: i32) -> Result<Option<Claimed>, Failure> {
     // so a run interrupted by a crash is reported failed, never silently run twice.
     xact::run(move || {
         Spi::connect_mut(|c| {
-            let t = c
-                .update(
-                    "UPDATE pulse.job_run r SET status = 'running', started_at = clock_timestamp(), executor_pid = $1
-                      WHERE r.run_id = (SELECT q.run_id FROM pulse.job_run q WHERE q.status = 'queued'
-                                         ORDER BY q.run_id LIMIT 1 FOR UPDATE SKIP LOCKED)
-                  RETURNING r.run_id, r.job_id, r.job_name, r.scheduled_for, r.attempt, r.trigger, r.owner,
-                            (SELECT j.command FROM pulse.job j WHERE j.job_id = r.job_id),
-                            (SELECT j.timeout FROM pulse.job j WHERE j.job_id = r.job_id)",
-                    None,
-                    &[pid.into()],
-                )
-                .ok()?;
+            // Runs are queued up to LEAD_MS ahead of their instant; the executor claims one that
+            // early and waits for the exact instant itself (see `execute`).
+            let t = xact::with_plan(
+                c,
+                "UPDATE pulse.job_run r SET status = 'running',
+                        started_at = greatest(clock_timestamp(), r.scheduled_for), executor_pid = $1
+                  WHERE r.run_id = (SELECT q.run_id FROM pulse.job_run q
+                                     WHERE q.status = 'queued'
+                                       AND q.scheduled_for <= clock_timestamp() + $2 * interval '1 millisecond'
+                                     ORDER BY q.scheduled_for, q.run_id LIMIT 1 FOR UPDATE SKIP LOCKED)
+              RETURNING r.run_id, r.job_id, r.job_name, r.scheduled_for, r.attempt, r.trigger, r.owner,
+                        (SELECT j.command FROM pulse.job j WHERE j.job_id = r.job_id),
+                        (SELECT j.timeout FROM pulse.job j WHERE j.job_id = r.job_id)",
+                &[
+                    PgOid::BuiltIn(PgBuiltInOids::INT4OID),
+                    PgOid::BuiltIn(PgBuiltInOids::INT8OID),
+                ],
+                |c, stmt| c.update(stmt, None, &[pid.into(), super::LEAD_MS.into()]),
+            )
+            .ok()?
+            .ok()?;
             let row = t.into_iter().next()?;
             let timeout: Option<Interval> = row.get(9).ok()?;
             Some(Claimed {
@@ -209,6 +218,13 @@ fn execute(slot: usize, run: Claimed) {
         sh.slots[slot].cancel_run_id = 0;
     }
     CURRENT.with(|c| *c.borrow_mut() = Some(run.ctx.clone()));
+    // Claimed a little ahead of time: start at the scheduled instant, to the microsecond.
+    let early = (from_pg_ts(run.ctx.scheduled_for) - chrono::Utc::now())
+        .to_std()
+        .unwrap_or_default();
+    if !early.is_zero() {
+        std::thread::sleep(early.min(Duration::from_millis(super::LEAD_MS as u64)));
+    }
     let started = Instant::now();
     let owner = run.owner;
     let command = run.command.clone();
@@ -261,13 +277,15 @@ fn run_as_owner(run_id: i64, owner: pg_sys::Oid, command: Option<&str>, timeout_
     let Some(command) = command else {
         pgrx::error!("the job was removed before this run started");
     };
-    let role_exists = Spi::get_one_with_args::<bool>(
-        "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_authid WHERE oid = $1)",
-        &[owner.into()],
-    )
-    .ok()
-    .flatten()
-    .unwrap_or(false);
+    let role_exists = unsafe {
+        pg_sys::SearchSysCacheExists(
+            pg_sys::SysCacheIdentifier::AUTHOID as i32,
+            pg_sys::Datum::from(owner),
+            pg_sys::Datum::from(0),
+            pg_sys::Datum::from(0),
+            pg_sys::Datum::from(0),
+        )
+    };
     if !role_exists {
         ereport!(
             PgLogLevel::ERROR,
@@ -299,25 +317,38 @@ fn run_as_owner(run_id: i64, owner: pg_sys::Oid, command: Option<&str>, timeout_
         pg_sys::AtEOXact_GUC(false, nest);
         // session-level advisory locks taken by the command must not outlive its run
         let _ = Spi::run("SELECT pg_catalog.pg_advisory_unlock_all()");
-        Spi::run_with_args(
-            "UPDATE pulse.job_run SET status = 'succeeded', finished_at = clock_timestamp(), message = $2 WHERE run_id = $1",
-            &[run_id.into(), tag.into()],
-        )
+        Spi::connect_mut(|c| {
+            xact::with_plan(
+                c,
+                "UPDATE pulse.job_run SET status = 'succeeded', finished_at = clock_timestamp(), message = $2
+                  WHERE run_id = $1",
+                &[
+                    PgOid::BuiltIn(PgBuiltInOids::INT8OID),
+                    PgOid::BuiltIn(PgBuiltInOids::TEXTOID),
+                ],
+                |c, stmt| c.update(stmt, None, &[run_id.into(), tag.into()]).map(|_| ()),
+            )
+            .and_then(|r| r)
+        })
         .unwrap_or_else(|e| pgrx::error!("could not record success: {e}"));
     }
 }
 
 /// Settings from ALTER ROLE owner [IN DATABASE this] SET ..., applied for this run only.
 fn apply_role_settings(owner: pg_sys::Oid) {
-    let settings: Vec<String> = Spi::connect(|c| {
-        c.select(
+    let settings: Vec<String> = Spi::connect_mut(|c| {
+        xact::with_plan(
+            c,
             "SELECT cfg FROM pg_catalog.pg_db_role_setting s, unnest(s.setconfig) cfg
               WHERE s.setrole = $1 AND s.setdatabase IN (0, (SELECT oid FROM pg_catalog.pg_database WHERE datname = current_database()))
               ORDER BY s.setdatabase <> 0",
-            None,
-            &[owner.into()],
+            &[PgOid::BuiltIn(PgBuiltInOids::OIDOID)],
+            |c, stmt| {
+                c.select(stmt, None, &[owner.into()])
+                    .map(|t| t.filter_map(|r| r.get::<String>(1).ok().flatten()).collect())
+                    .unwrap_or_default()
+            },
         )
-        .map(|t| t.filter_map(|r| r.get::<String>(1).ok().flatten()).collect())
         .unwrap_or_default()
     });
     for s in settings {

@@ -24,6 +24,10 @@ use std::time::Duration;
 /// Upper bound of `pulse.max_running_jobs` (the size of the slot table in shared memory).
 pub const MAX_EXECUTORS: usize = 64;
 
+/// How far ahead of its instant a run is queued and claimed: the executor then waits for the exact
+/// instant itself, so the scheduler's and the claim's own latency do not delay the start.
+pub const LEAD_MS: i64 = 20;
+
 #[derive(Copy, Clone, Default, PartialEq, Eq, Debug)]
 #[repr(u8)]
 pub enum SlotState {

@@ -47,9 +47,11 @@ pub extern "C-unwind" fn pulse_scheduler_main(_arg: pg_sys::Datum) {
                 }
                 match next_due {
                     Some(t) => {
-                        let us = (from_pg_ts(t) - Utc::now())
-                            .num_microseconds()
-                            .unwrap_or(i64::MAX);
+                        let us = (from_pg_ts(t)
+                            - chrono::Duration::milliseconds(super::LEAD_MS)
+                            - Utc::now())
+                        .num_microseconds()
+                        .unwrap_or(i64::MAX);
                         // round up: waking a little late is fine, waking early means spinning
                         ((us + 999) / 1000).clamp(0, MAX_SLEEP_MS)
                     }
@@ -129,11 +131,32 @@ impl Scheduler {
                 recover(&live_pids);
             }
             fire_due_jobs();
-            let (next_due, queued) = Spi::get_two::<TimestampWithTimeZone, i64>(
-                "SELECT (SELECT min(next_run_at) FROM pulse.job WHERE enabled),
-                        (SELECT count(*) FROM (SELECT 1 FROM pulse.job_run WHERE status = 'queued' LIMIT 1000) q)",
-            )
-            .unwrap_or((None, None));
+            // Next wake-up: the next slot, or a queued run that is not due yet (a retry later on).
+            let (next_due, queued) = Spi::connect_mut(|c| {
+                xact::with_plan(
+                    c,
+                    "SELECT least((SELECT min(next_run_at) FROM pulse.job WHERE enabled),
+                                  (SELECT min(scheduled_for) FROM pulse.job_run
+                                    WHERE status = 'queued' AND scheduled_for > now())),
+                            (SELECT count(*) FROM (SELECT 1 FROM pulse.job_run WHERE status = 'queued'
+                                                      AND scheduled_for <= now() + interval '1 second'
+                                                    LIMIT 1000) q)",
+                    &[],
+                    |c, stmt| {
+                        c.select(stmt, None, &[]).ok().and_then(|t| {
+                            t.into_iter().next().map(|row| {
+                                (
+                                    row.get::<TimestampWithTimeZone>(1).ok().flatten(),
+                                    row.get::<i64>(2).ok().flatten(),
+                                )
+                            })
+                        })
+                    },
+                )
+                .ok()
+                .flatten()
+                .unwrap_or((None, None))
+            });
             (
                 Tick::Ran {
                     next_due,
@@ -299,38 +322,48 @@ fn recover(live_pids: &[i32]) {
 /// Turns every due slot into one run row and moves each job's next_run_at past now.
 fn fire_due_jobs() {
     let now = Utc::now();
-    let due: Vec<Due> = Spi::connect(|c| {
-        let t = c.select(
+    // Slots up to LEAD_MS ahead are queued now; executors start them at their exact instant.
+    let horizon = now + chrono::Duration::milliseconds(super::LEAD_MS);
+    let due: Vec<Due> = Spi::connect_mut(|c| {
+        let t = xact::with_plan(
+            c,
             "SELECT j.job_id, j.job_name, j.owner, j.schedule, j.timezone, j.overlap, j.next_run_at,
                     EXISTS (SELECT 1 FROM pulse.job_run r WHERE r.job_id = j.job_id AND r.status IN ('queued', 'running'))
                FROM pulse.job j
               WHERE j.enabled AND j.next_run_at <= $1
               ORDER BY j.next_run_at
                 FOR UPDATE OF j SKIP LOCKED",
-            None,
-            &[to_pg_ts(now).into()],
+            &[PgOid::BuiltIn(PgBuiltInOids::TIMESTAMPTZOID)],
+            |c, stmt| {
+                c.select(stmt, None, &[to_pg_ts(horizon).into()])
+                    .map(|t| t.filter_map(|row| due_from_row(&row)).collect::<Vec<Due>>())
+            },
         );
         match t {
-            Ok(t) => t
-                .filter_map(|row| {
-                    Some(Due {
-                        job_id: row.get::<i64>(1).ok()??,
-                        job_name: row.get::<String>(2).ok()??,
-                        owner: row.get::<pg_sys::Oid>(3).ok()??,
-                        schedule: row.get::<String>(4).ok()?,
-                        timezone: row.get::<String>(5).ok()??,
-                        overlap: row.get::<String>(6).ok()??,
-                        slot: row.get::<TimestampWithTimeZone>(7).ok()??,
-                        active: row.get::<bool>(8).ok()??,
-                    })
-                })
-                .collect(),
-            Err(_) => Vec::new(),
+            Ok(Ok(v)) => v,
+            _ => Vec::new(),
         }
     });
     if due.is_empty() {
         return;
     }
+    fire(now, due);
+}
+
+fn due_from_row(row: &pgrx::spi::SpiHeapTupleData) -> Option<Due> {
+    Some(Due {
+        job_id: row.get::<i64>(1).ok()??,
+        job_name: row.get::<String>(2).ok()??,
+        owner: row.get::<pg_sys::Oid>(3).ok()??,
+        schedule: row.get::<String>(4).ok()?,
+        timezone: row.get::<String>(5).ok()??,
+        overlap: row.get::<String>(6).ok()??,
+        slot: row.get::<TimestampWithTimeZone>(7).ok()??,
+        active: row.get::<bool>(8).ok()??,
+    })
+}
+
+fn fire(now: chrono::DateTime<Utc>, due: Vec<Due>) {
     let n = due.len();
     let mut ids = Vec::with_capacity(n);
     let mut names = Vec::with_capacity(n);
@@ -355,7 +388,9 @@ fn fire_due_jobs() {
                 match (Schedule::parse(text), tz) {
                     (Ok(s), Ok(tz)) => {
                         // after downtime the missed slots collapse into this one run
-                        let next = s.next_after(tz, now).map(to_pg_ts);
+                        // (a slot queued ahead of time is in the future: count from it)
+                        let from = now.max(from_pg_ts(d.slot));
+                        let next = s.next_after(tz, from).map(to_pg_ts);
                         if d.active && d.overlap == "skip" {
                             ("skipped", Some("the previous run was still queued or running (overlap = 'skip')".to_string()), next)
                         } else {

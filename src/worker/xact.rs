@@ -60,3 +60,26 @@ pub fn run<R>(f: impl FnOnce() -> R + std::panic::UnwindSafe) -> Result<R, Failu
 pub fn async_commit() {
     let _ = Spi::run("SET LOCAL synchronous_commit TO off");
 }
+
+thread_local! {
+    static PLANS: std::cell::RefCell<std::collections::HashMap<&'static str, pgrx::spi::OwnedPreparedStatement>> =
+        std::cell::RefCell::new(std::collections::HashMap::new());
+}
+
+/// Runs a worker's fixed statement through a plan prepared once per process (PostgreSQL
+/// revalidates it if the tables change), saving the parse and plan on every run.
+pub fn with_plan<'conn, R>(
+    client: &mut pgrx::spi::SpiClient<'conn>,
+    sql: &'static str,
+    types: &[PgOid],
+    f: impl FnOnce(&mut pgrx::spi::SpiClient<'conn>, &pgrx::spi::OwnedPreparedStatement) -> R,
+) -> Result<R, pgrx::spi::SpiError> {
+    PLANS.with(|plans| {
+        let mut plans = plans.borrow_mut();
+        if !plans.contains_key(sql) {
+            let stmt = client.prepare_mut(sql, types)?.keep();
+            plans.insert(sql, stmt);
+        }
+        Ok(f(client, plans.get(sql).expect("plan just inserted")))
+    })
+}
