@@ -90,11 +90,7 @@ fn main() {
     }
     std::thread::sleep(Duration::from_millis(200));
     let pulse_pid = worker_pid(&mut c, "pg_pulse scheduler");
-    let pulse_cpu0 = (
-        cpu_ticks(pulse_pid),
-        ctx_switches(pulse_pid),
-        Instant::now(),
-    );
+    let pulse_window = idle_window(pulse_pid);
 
     let cron_cmd = |scenario: &str| {
         format!(
