@@ -3,13 +3,15 @@
 //! Module map.
 //!
 //! Pure core (no pgrx; tested with `cargo test --lib --no-default-features`):
-//! * [`schedule`]: cron, macro and seconds schedules, time zones, next-run math with DST rules.
+//! * [`schedule`]: cron, macro and seconds schedules, time zones, next-run math with DST rules;
+//! * [`retry`]: exponential backoff with jitter and a cap, retry or dead-letter decisions.
 //!
 //! PostgreSQL shell (feature `pg`, thin, calls the core):
 //! * `gucs` (here): every `pulse.*` setting, registered in `_PG_init`;
 //! * `pgutil`: errors with SQLSTATE and HINT, time conversions, running as the extension owner;
 //! * `jobs`: the SQL API (`pulse.schedule_job`, `pulse.toggle_job`, `pulse.next_runs`, ...);
 //! * `worker`: shared memory, the scheduler background worker and its pool of executors.
+pub mod retry;
 pub mod schedule;
 
 #[cfg(feature = "pg")]
