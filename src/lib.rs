@@ -4,13 +4,16 @@
 //!
 //! Pure core (no pgrx; tested with `cargo test --lib --no-default-features`):
 //! * [`schedule`]: cron, macro and seconds schedules, time zones, next-run math with DST rules;
-//! * [`retry`]: exponential backoff with jitter and a cap, retry or dead-letter decisions.
+//! * [`retry`]: exponential backoff with jitter and a cap, retry or dead-letter decisions;
+//! * [`queue::spec`]: what makes a table a queue, and the claim/complete/fail statements.
 //!
 //! PostgreSQL shell (feature `pg`, thin, calls the core):
 //! * `gucs` (here): every `pulse.*` setting, registered in `_PG_init`;
 //! * `pgutil`: errors with SQLSTATE and HINT, time conversions, running as the extension owner;
 //! * `jobs`: the SQL API (`pulse.schedule_job`, `pulse.toggle_job`, `pulse.next_runs`, ...);
+//! * `queue::api`: `pulse.make_queue`, `pulse.claim_batch`, `pulse.complete`, `pulse.fail`, ...;
 //! * `worker`: shared memory, the scheduler background worker and its pool of executors.
+pub mod queue;
 pub mod retry;
 pub mod schedule;
 
@@ -34,6 +37,7 @@ mod shell {
     ::pgrx::pg_module_magic!(name, version);
 
     pgrx::extension_sql_file!("../sql/schema.sql", name = "schema", bootstrap);
+    pgrx::extension_sql_file!("../sql/queue.sql", name = "queue", requires = ["schema"]);
     pgrx::extension_sql_file!("../sql/finalize.sql", name = "finalize", finalize);
 
     /// `pulse.database_name`: the database whose jobs the scheduler runs.

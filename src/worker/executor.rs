@@ -226,11 +226,14 @@ fn execute(slot: usize, run: Claimed) {
         std::thread::sleep(early.min(Duration::from_millis(super::LEAD_MS as u64)));
     }
     let started = Instant::now();
+    // the real start, recorded with the outcome (the claim wrote an estimate)
+    let started_at = crate::pgutil::to_pg_ts(chrono::Utc::now());
     let owner = run.owner;
     let command = run.command.clone();
     let timeout_ms = run.timeout_ms;
 
-    let result = xact::run(move || run_as_owner(run_id, owner, command.as_deref(), timeout_ms));
+    let result =
+        xact::run(move || run_as_owner(run_id, started_at, owner, command.as_deref(), timeout_ms));
     unsafe {
         disable_timeout(STATEMENT_TIMEOUT, false);
     }
@@ -254,8 +257,10 @@ fn execute(slot: usize, run: Claimed) {
         let message = f.message.clone();
         let r = xact::run(move || {
             Spi::run_with_args(
-                "UPDATE pulse.job_run SET status = $2, finished_at = clock_timestamp(), message = $3 WHERE run_id = $1",
-                &[run_id.into(), status.into(), message.into()],
+                "UPDATE pulse.job_run SET status = $2, finished_at = clock_timestamp(), message = $3,
+                        started_at = least($4, clock_timestamp())
+                  WHERE run_id = $1",
+                &[run_id.into(), status.into(), message.into(), started_at.into()],
             )
         });
         if !matches!(r, Ok(Ok(()))) {
@@ -273,7 +278,13 @@ fn execute(slot: usize, run: Claimed) {
 /// Inside the run's transaction: apply the owner's role settings, switch to the owner, arm the
 /// timeout, run the command, switch back, undo the command's session-level settings, and record
 /// success (committed together with the command's own changes).
-fn run_as_owner(run_id: i64, owner: pg_sys::Oid, command: Option<&str>, timeout_ms: Option<i64>) {
+fn run_as_owner(
+    run_id: i64,
+    started_at: TimestampWithTimeZone,
+    owner: pg_sys::Oid,
+    command: Option<&str>,
+    timeout_ms: Option<i64>,
+) {
     let Some(command) = command else {
         pgrx::error!("the job was removed before this run started");
     };
@@ -320,13 +331,18 @@ fn run_as_owner(run_id: i64, owner: pg_sys::Oid, command: Option<&str>, timeout_
         Spi::connect_mut(|c| {
             xact::with_plan(
                 c,
-                "UPDATE pulse.job_run SET status = 'succeeded', finished_at = clock_timestamp(), message = $2
+                "UPDATE pulse.job_run SET status = 'succeeded', finished_at = clock_timestamp(), message = $2,
+                        started_at = least($3, clock_timestamp())
                   WHERE run_id = $1",
                 &[
                     PgOid::BuiltIn(PgBuiltInOids::INT8OID),
                     PgOid::BuiltIn(PgBuiltInOids::TEXTOID),
+                    PgOid::BuiltIn(PgBuiltInOids::TIMESTAMPTZOID),
                 ],
-                |c, stmt| c.update(stmt, None, &[run_id.into(), tag.into()]).map(|_| ()),
+                |c, stmt| {
+                    c.update(stmt, None, &[run_id.into(), tag.into(), started_at.into()])
+                        .map(|_| ())
+                },
             )
             .and_then(|r| r)
         })

@@ -1,0 +1,607 @@
+//! The SQL functions of the queue module. Declared in `sql/queue.sql` (their arguments are
+//! `regclass`, `anyarray` and `anyelement`, which the generated SQL cannot spell).
+
+use super::spec::{self, Names};
+use crate::pgutil::{interval_micros, invalid, raise};
+use crate::retry::{self, Backoff};
+use pgrx::datum::{AnyArray, AnyElement};
+use pgrx::prelude::*;
+use pgrx::spi::{OwnedPreparedStatement, SpiClient};
+use pgrx::{pg_sys, PgSqlErrorCode};
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::time::Duration;
+
+const NOT_A_QUEUE_HINT: &str =
+    "Turn the table into a queue first: SELECT pulse.make_queue('your_table');";
+
+thread_local! {
+    /// Names of validated queue tables, by table oid.
+    static META: RefCell<HashMap<u32, Names>> = RefCell::new(HashMap::new());
+    /// Prepared statements per (table oid, statement, argument type).
+    static PLANS: RefCell<HashMap<(u32, &'static str, u32), OwnedPreparedStatement>> =
+        RefCell::new(HashMap::new());
+    /// Tables changed since they were cached (filled by the relcache callback; u32::MAX = all).
+    static DIRTY: RefCell<Vec<u32>> = const { RefCell::new(Vec::new()) };
+    static CALLBACK: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Relcache invalidation: remember which tables changed; the caches are pruned on next use
+/// (no freeing inside the callback).
+unsafe extern "C-unwind" fn relcache_changed(_arg: pg_sys::Datum, relid: pg_sys::Oid) {
+    let _ = DIRTY.try_with(|d| {
+        if let Ok(mut d) = d.try_borrow_mut() {
+            d.push(if relid == pg_sys::Oid::INVALID {
+                u32::MAX
+            } else {
+                relid.to_u32()
+            });
+        }
+    });
+}
+
+fn prune_caches() {
+    if !CALLBACK.with(|c| c.replace(true)) {
+        unsafe {
+            pg_sys::CacheRegisterRelcacheCallback(Some(relcache_changed), pg_sys::Datum::from(0));
+        }
+    }
+    let dirty: Vec<u32> = DIRTY.with(|d| std::mem::take(&mut *d.borrow_mut()));
+    if dirty.is_empty() {
+        return;
+    }
+    let all = dirty.contains(&u32::MAX);
+    META.with(|m| {
+        let mut m = m.borrow_mut();
+        if all {
+            m.clear();
+        } else {
+            m.retain(|k, _| !dirty.contains(k));
+        }
+    });
+    PLANS.with(|p| {
+        let mut p = p.borrow_mut();
+        if all {
+            p.clear();
+        } else {
+            p.retain(|(k, _, _), _| !dirty.contains(k));
+        }
+    });
+}
+
+struct TableInfo {
+    names: Names,
+    relname: String,
+    columns: Vec<(String, String)>,
+}
+
+fn table_info(queue: pg_sys::Oid) -> TableInfo {
+    let row = Spi::connect(|c| {
+        c.select(
+            "SELECT format('%I.%I', n.nspname, c.relname), c.relname::text, c.relkind::text,
+                    (SELECT format('%I', a.attname) FROM pg_catalog.pg_index i
+                       JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
+                      WHERE i.indrelid = c.oid AND i.indisprimary AND i.indnatts = 1),
+                    (SELECT pg_catalog.format_type(a.atttypid, NULL) FROM pg_catalog.pg_index i
+                       JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
+                      WHERE i.indrelid = c.oid AND i.indisprimary AND i.indnatts = 1),
+                    ARRAY(SELECT a.attname::text FROM pg_catalog.pg_attribute a
+                           WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum),
+                    ARRAY(SELECT pg_catalog.format_type(a.atttypid, a.atttypmod) FROM pg_catalog.pg_attribute a
+                           WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum)
+               FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+              WHERE c.oid = $1",
+            None,
+            &[queue.into()],
+        )
+        .ok()
+        .and_then(|t| {
+            t.into_iter().next().map(|r| {
+                (
+                    r.get::<String>(1).ok().flatten(),
+                    r.get::<String>(2).ok().flatten(),
+                    r.get::<String>(3).ok().flatten(),
+                    r.get::<String>(4).ok().flatten(),
+                    r.get::<String>(5).ok().flatten(),
+                    r.get::<Vec<String>>(6).ok().flatten().unwrap_or_default(),
+                    r.get::<Vec<String>>(7).ok().flatten().unwrap_or_default(),
+                )
+            })
+        })
+    });
+    let Some((Some(table), Some(relname), relkind, pk, pk_type, names, types)) = row else {
+        raise(
+            PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE,
+            format!("relation with OID {} does not exist", queue.to_u32()),
+            NOT_A_QUEUE_HINT,
+        );
+    };
+    if !matches!(relkind.as_deref(), Some("r") | Some("p")) {
+        raise(
+            PgSqlErrorCode::ERRCODE_WRONG_OBJECT_TYPE,
+            format!("\"{relname}\" is not a table"),
+            "A queue is an ordinary (or partitioned) table with a primary key.",
+        );
+    }
+    let (Some(pk), Some(pk_type)) = (pk, pk_type) else {
+        invalid(
+            format!("table \"{relname}\" has no single-column primary key"),
+            format!(
+                "Queue rows are addressed by their key: ALTER TABLE {table} ADD PRIMARY KEY (id);"
+            ),
+        );
+    };
+    TableInfo {
+        names: Names { table, pk, pk_type },
+        relname,
+        columns: names.into_iter().zip(types).collect(),
+    }
+}
+
+/// The queue's names, validated once per backend (until the table changes).
+fn queue_names(queue: Option<pg_sys::Oid>) -> (u32, Names) {
+    let queue = queue.unwrap_or_else(|| {
+        raise(
+            PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
+            "queue must not be NULL",
+            NOT_A_QUEUE_HINT,
+        )
+    });
+    prune_caches();
+    let key = queue.to_u32();
+    if let Some(n) = META.with(|m| m.borrow().get(&key).cloned()) {
+        return (key, n);
+    }
+    let info = table_info(queue);
+    match spec::missing_columns(&info.columns) {
+        Ok(missing) if missing.is_empty() => {}
+        Ok(missing) => invalid(
+            format!(
+                "table \"{}\" is not a pg_pulse queue: it has no column \"{}\"",
+                info.relname, missing[0].name
+            ),
+            format!("Run SELECT pulse.make_queue('{}'); first.", info.names.table.replace('\'', "''")),
+        ),
+        Err(e) => raise(
+            PgSqlErrorCode::ERRCODE_DATATYPE_MISMATCH,
+            format!("table \"{}\" is not a usable pg_pulse queue: {e}", info.relname),
+            "Change the column's type (ALTER TABLE ... ALTER COLUMN ... TYPE) or rename it, then run pulse.make_queue.",
+        ),
+    }
+    META.with(|m| m.borrow_mut().insert(key, info.names.clone()));
+    (key, info.names)
+}
+
+/// Runs `f` with the prepared statement `kind` of queue `key` (built by `sql` on first use).
+fn with_plan<'conn, R>(
+    client: &mut SpiClient<'conn>,
+    key: (u32, &'static str, u32),
+    sql: impl FnOnce() -> String,
+    types: &[PgOid],
+    f: impl FnOnce(&mut SpiClient<'conn>, &OwnedPreparedStatement) -> R,
+) -> R {
+    PLANS.with(|plans| {
+        let mut plans = plans.borrow_mut();
+        if !plans.contains_key(&key) {
+            let stmt = client
+                .prepare_mut(sql().as_str(), types)
+                .unwrap_or_else(|e| {
+                    invalid(format!("could not prepare a queue statement: {e}"), "")
+                })
+                .keep();
+            plans.insert(key, stmt);
+        }
+        f(client, plans.get(&key).expect("plan just inserted"))
+    })
+}
+
+fn oid(o: PgBuiltInOids) -> PgOid {
+    PgOid::BuiltIn(o)
+}
+
+fn positive_interval(name: &str, v: Option<Interval>, example: &str) -> Interval {
+    let v = v.unwrap_or_else(|| {
+        invalid(
+            format!("{name} must not be NULL"),
+            format!("Use an interval such as '{example}'."),
+        )
+    });
+    if interval_micros(&v) <= 0 {
+        invalid(
+            format!("{name} must be a positive interval"),
+            format!("Use an interval such as '{example}'."),
+        );
+    }
+    v
+}
+
+/// A jsonb value passed through without converting it to Rust and back.
+pub struct RawJsonb(pg_sys::Datum);
+
+impl IntoDatum for RawJsonb {
+    fn into_datum(self) -> Option<pg_sys::Datum> {
+        Some(self.0)
+    }
+    fn type_oid() -> pg_sys::Oid {
+        pg_sys::JSONBOID
+    }
+}
+
+unsafe impl pgrx::callconv::BoxRet for RawJsonb {
+    unsafe fn box_into<'fcx>(
+        self,
+        fcinfo: &mut pgrx::callconv::FcInfo<'fcx>,
+    ) -> pgrx::datum::Datum<'fcx> {
+        unsafe { fcinfo.return_raw_datum(self.0) }
+    }
+}
+
+unsafe impl pgrx::pgrx_sql_entity_graph::metadata::SqlTranslatable for RawJsonb {
+    const TYPE_IDENT: &'static str = pgrx::pgrx_resolved_type!(RawJsonb);
+    const TYPE_ORIGIN: pgrx::pgrx_sql_entity_graph::metadata::TypeOrigin =
+        pgrx::pgrx_sql_entity_graph::metadata::TypeOrigin::External;
+    const ARGUMENT_SQL: Result<
+        pgrx::pgrx_sql_entity_graph::metadata::SqlMappingRef,
+        pgrx::pgrx_sql_entity_graph::metadata::ArgumentError,
+    > = Ok(pgrx::pgrx_sql_entity_graph::metadata::SqlMappingRef::literal("jsonb"));
+    const RETURN_SQL: Result<
+        pgrx::pgrx_sql_entity_graph::metadata::ReturnsRef,
+        pgrx::pgrx_sql_entity_graph::metadata::ReturnsError,
+    > = Ok(pgrx::pgrx_sql_entity_graph::metadata::ReturnsRef::One(
+        pgrx::pgrx_sql_entity_graph::metadata::SqlMappingRef::literal("jsonb"),
+    ));
+}
+
+#[pg_extern(sql = false, volatile, parallel_unsafe)]
+fn make_queue(queue: Option<pg_sys::Oid>) -> Vec<String> {
+    let queue = queue.unwrap_or_else(|| {
+        raise(
+            PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
+            "queue must not be NULL",
+            "",
+        )
+    });
+    prune_caches();
+    let info = table_info(queue);
+    let missing = spec::missing_columns(&info.columns).unwrap_or_else(|e| {
+        raise(
+            PgSqlErrorCode::ERRCODE_DATATYPE_MISMATCH,
+            format!("cannot make \"{}\" a queue: {e}", info.relname),
+            format!(
+                "Change the column's type (ALTER TABLE {} ALTER COLUMN {} TYPE {}) or rename your column, then run pulse.make_queue again.",
+                info.names.table, e.column, e.expected[0]
+            ),
+        )
+    });
+    let table = &info.names.table;
+    let mut done = Vec::new();
+    if !missing.is_empty() {
+        let adds: Vec<String> = missing
+            .iter()
+            .map(|c| format!("ADD COLUMN IF NOT EXISTS {} {}", c.name, c.definition))
+            .collect();
+        Spi::run(&format!("ALTER TABLE {table} {}", adds.join(", ")))
+            .unwrap_or_else(|e| invalid(format!("could not add queue columns: {e}"), ""));
+        let names: Vec<&str> = missing.iter().map(|c| c.name).collect();
+        done.push(format!("added columns {}", names.join(", ")));
+    }
+    let exists = |kind: &str, name: &str| -> bool {
+        let q = match kind {
+            "constraint" => "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_constraint WHERE conrelid = $1 AND conname = $2)",
+            _ => "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_index i JOIN pg_catalog.pg_class c ON c.oid = i.indexrelid
+                                   WHERE i.indrelid = $1 AND c.relname = $2)",
+        };
+        Spi::get_one_with_args::<bool>(q, &[queue.into(), name.into()])
+            .ok()
+            .flatten()
+            .unwrap_or(false)
+    };
+    let check = spec::object_name(&info.relname, "pulse_status_check");
+    if !exists("constraint", &check) {
+        Spi::run(&format!(
+            "ALTER TABLE {table} ADD CONSTRAINT {} {}",
+            spec::quote_ident(&check),
+            spec::status_check()
+        ))
+        .unwrap_or_else(|e| invalid(format!("could not add the status check: {e}"), ""));
+        done.push(format!("added constraint {check}"));
+    }
+    let pk = &info.names.pk;
+    for (suffix, def) in [
+        (
+            "pulse_ready_idx",
+            format!("(priority DESC, run_after, {pk}) WHERE status = 'queued'"),
+        ),
+        (
+            "pulse_stale_idx",
+            "(locked_until) WHERE status = 'processing'".to_string(),
+        ),
+    ] {
+        let name = spec::object_name(&info.relname, suffix);
+        if !exists("index", &name) {
+            Spi::run(&format!(
+                "CREATE INDEX IF NOT EXISTS {} ON {table} {def}",
+                spec::quote_ident(&name)
+            ))
+            .unwrap_or_else(|e| invalid(format!("could not create index {name}: {e}"), ""));
+            done.push(format!("created index {name}"));
+        }
+    }
+    META.with(|m| m.borrow_mut().remove(&queue.to_u32()));
+    done
+}
+
+#[pg_extern(sql = false, volatile, parallel_unsafe)]
+fn claim_batch(
+    queue: Option<pg_sys::Oid>,
+    batch_size: Option<i32>,
+    lock_ttl: Option<Interval>,
+    worker: Option<&str>,
+) -> SetOfIterator<'static, RawJsonb> {
+    let batch_size = batch_size.unwrap_or(10);
+    if !(1..=10_000).contains(&batch_size) {
+        invalid(
+            format!("batch_size must be between 1 and 10000, not {batch_size}"),
+            "Claim a batch of 1 to 10000 rows, e.g. pulse.claim_batch('jobs', 100).",
+        );
+    }
+    let ttl = positive_interval("lock_ttl", lock_ttl, "15 minutes");
+    let (key, names) = queue_names(queue);
+    let rows: Vec<RawJsonb> = Spi::connect_mut(|c| {
+        with_plan(
+            c,
+            (key, "claim", 0),
+            || spec::claim_sql(&names),
+            &[
+                oid(PgBuiltInOids::INT4OID),
+                oid(PgBuiltInOids::INTERVALOID),
+                oid(PgBuiltInOids::TEXTOID),
+            ],
+            |c, stmt| {
+                let t = c
+                    .update(stmt, None, &[batch_size.into(), ttl.into(), worker.into()])
+                    .unwrap_or_else(|e| invalid(format!("claim failed: {e}"), ""));
+                let n = t.len();
+                let mut out = Vec::with_capacity(n);
+                // SAFETY: SPI_tuptable holds the rows of the statement just run; each jsonb
+                // value is copied to the caller's memory (SPI_datumTransfer), which outlives SPI.
+                unsafe {
+                    let tt = pg_sys::SPI_tuptable;
+                    if !tt.is_null() {
+                        for i in 0..n {
+                            let tup = *(*tt).vals.add(i);
+                            let mut isnull = false;
+                            let d = pg_sys::SPI_getbinval(tup, (*tt).tupdesc, 1, &mut isnull);
+                            if !isnull {
+                                out.push(RawJsonb(pg_sys::SPI_datumTransfer(d, false, -1)));
+                            }
+                        }
+                    }
+                }
+                out
+            },
+        )
+    });
+    SetOfIterator::new(rows)
+}
+
+fn pk_array_arg(ids: &AnyArray) -> pgrx::datum::DatumWithOid<'static> {
+    unsafe { pgrx::datum::DatumWithOid::new(ids.datum(), ids.oid()) }
+}
+
+#[pg_extern(sql = false, volatile, parallel_unsafe)]
+fn complete(queue: Option<pg_sys::Oid>, ids: Option<AnyArray>, worker: Option<&str>) -> i64 {
+    let (key, names) = queue_names(queue);
+    let Some(ids) = ids else { return 0 };
+    Spi::connect_mut(|c| {
+        with_plan(
+            c,
+            (key, "complete", ids.oid().to_u32()),
+            || spec::complete_sql(&names),
+            &[PgOid::from(ids.oid()), oid(PgBuiltInOids::TEXTOID)],
+            |c, stmt| {
+                c.update(stmt, None, &[pk_array_arg(&ids), worker.into()])
+                    .map(|t| t.len() as i64)
+                    .unwrap_or_else(|e| invalid(format!("complete failed: {e}"), ""))
+            },
+        )
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+#[pg_extern(sql = false, volatile, parallel_unsafe)]
+fn fail(
+    queue: Option<pg_sys::Oid>,
+    id: Option<AnyElement>,
+    error: Option<&str>,
+    retry: Option<bool>,
+    worker: Option<&str>,
+    backoff: Option<Interval>,
+    max_backoff: Option<Interval>,
+) -> Option<String> {
+    let (key, names) = queue_names(queue);
+    let id = id?;
+    let base = positive_interval("backoff", backoff, "30 seconds");
+    let cap = positive_interval("max_backoff", max_backoff, "1 hour");
+    let idarg = || unsafe { pgrx::datum::DatumWithOid::new(id.datum(), id.oid()) };
+    let held = Spi::connect_mut(|c| {
+        with_plan(
+            c,
+            (key, "held", id.oid().to_u32()),
+            || spec::held_row_sql(&names),
+            &[PgOid::from(id.oid()), oid(PgBuiltInOids::TEXTOID)],
+            |c, stmt| {
+                c.update(stmt, None, &[idarg(), worker.into()])
+                    .ok()
+                    .and_then(|t| {
+                        t.into_iter().next().map(|r| {
+                            (
+                                r.get::<i32>(1).ok().flatten().unwrap_or(0),
+                                r.get::<i32>(2).ok().flatten().unwrap_or(1),
+                            )
+                        })
+                    })
+            },
+        )
+    });
+    let (attempts, max_attempts) = held?;
+    let outcome = retry::decide(attempts, max_attempts, retry.unwrap_or(true));
+    let policy = Backoff {
+        base: Duration::from_micros(interval_micros(&base) as u64),
+        cap: Duration::from_micros(interval_micros(&cap) as u64),
+        jitter: Backoff::default().jitter,
+    };
+    Spi::connect_mut(|c| match outcome {
+        retry::Outcome::Retry => {
+            let unit = unsafe { pg_sys::pg_prng_double(&raw mut pg_sys::pg_global_prng_state) };
+            let delay = policy.delay(attempts.max(1) as u32, unit);
+            let delay = Interval::new(0, 0, delay.as_micros() as i64).unwrap_or(base);
+            with_plan(
+                c,
+                (key, "requeue", id.oid().to_u32()),
+                || spec::requeue_sql(&names),
+                &[
+                    PgOid::from(id.oid()),
+                    oid(PgBuiltInOids::INTERVALOID),
+                    oid(PgBuiltInOids::TEXTOID),
+                ],
+                |c, stmt| {
+                    c.update(stmt, None, &[idarg(), delay.into(), error.into()])
+                        .unwrap_or_else(|e| invalid(format!("fail failed: {e}"), ""));
+                },
+            );
+            Some("queued".to_string())
+        }
+        retry::Outcome::DeadLetter => {
+            with_plan(
+                c,
+                (key, "dead", id.oid().to_u32()),
+                || spec::dead_letter_sql(&names),
+                &[PgOid::from(id.oid()), oid(PgBuiltInOids::TEXTOID)],
+                |c, stmt| {
+                    c.update(stmt, None, &[idarg(), error.into()])
+                        .unwrap_or_else(|e| invalid(format!("fail failed: {e}"), ""));
+                },
+            );
+            Some("failed".to_string())
+        }
+    })
+}
+
+#[pg_extern(sql = false, volatile, parallel_unsafe)]
+fn extend_lock(
+    queue: Option<pg_sys::Oid>,
+    id: Option<AnyElement>,
+    ttl: Option<Interval>,
+    worker: Option<&str>,
+) -> bool {
+    let (key, names) = queue_names(queue);
+    let Some(id) = id else { return false };
+    let ttl = positive_interval("ttl", ttl, "15 minutes");
+    Spi::connect_mut(|c| {
+        with_plan(
+            c,
+            (key, "extend", id.oid().to_u32()),
+            || spec::extend_lock_sql(&names),
+            &[
+                PgOid::from(id.oid()),
+                oid(PgBuiltInOids::INTERVALOID),
+                oid(PgBuiltInOids::TEXTOID),
+            ],
+            |c, stmt| {
+                let arg = unsafe { pgrx::datum::DatumWithOid::new(id.datum(), id.oid()) };
+                c.update(stmt, None, &[arg, ttl.into(), worker.into()])
+                    .map(|t| t.len() > 0)
+                    .unwrap_or_else(|e| invalid(format!("extend_lock failed: {e}"), ""))
+            },
+        )
+    })
+}
+
+#[pg_extern(sql = false, volatile, parallel_unsafe)]
+fn retry_failed_all(queue: Option<pg_sys::Oid>, reset_attempts: Option<bool>) -> i64 {
+    let (key, names) = queue_names(queue);
+    Spi::connect_mut(|c| {
+        with_plan(
+            c,
+            (key, "retry_all", 0),
+            || spec::retry_failed_sql(&names, false),
+            &[oid(PgBuiltInOids::BOOLOID)],
+            |c, stmt| {
+                c.update(stmt, None, &[reset_attempts.unwrap_or(true).into()])
+                    .map(|t| t.len() as i64)
+                    .unwrap_or_else(|e| invalid(format!("retry_failed failed: {e}"), ""))
+            },
+        )
+    })
+}
+
+#[pg_extern(sql = false, volatile, parallel_unsafe)]
+fn retry_failed_ids(
+    queue: Option<pg_sys::Oid>,
+    ids: Option<AnyArray>,
+    reset_attempts: Option<bool>,
+) -> i64 {
+    let (key, names) = queue_names(queue);
+    let Some(ids) = ids else { return 0 };
+    Spi::connect_mut(|c| {
+        with_plan(
+            c,
+            (key, "retry_ids", ids.oid().to_u32()),
+            || spec::retry_failed_sql(&names, true),
+            &[PgOid::from(ids.oid()), oid(PgBuiltInOids::BOOLOID)],
+            |c, stmt| {
+                c.update(
+                    stmt,
+                    None,
+                    &[pk_array_arg(&ids), reset_attempts.unwrap_or(true).into()],
+                )
+                .map(|t| t.len() as i64)
+                .unwrap_or_else(|e| invalid(format!("retry_failed failed: {e}"), ""))
+            },
+        )
+    })
+}
+
+#[pg_extern(sql = false, stable, parallel_safe)]
+fn queue_health(
+    queue: Option<pg_sys::Oid>,
+) -> TableIterator<
+    'static,
+    (
+        name!(queued, i64),
+        name!(ready, i64),
+        name!(delayed, i64),
+        name!(processing, i64),
+        name!(stuck, i64),
+        name!(completed, i64),
+        name!(failed, i64),
+        name!(blocked, i64),
+        name!(oldest_ready_age, Option<Interval>),
+        name!(completed_last_hour, i64),
+        name!(failed_last_hour, i64),
+    ),
+> {
+    let (_, names) = queue_names(queue);
+    let row = Spi::connect(|c| {
+        let t = c
+            .select(&spec::health_sql(&names), None, &[])
+            .unwrap_or_else(|e| invalid(format!("queue_health failed: {e}"), ""));
+        let r = t.into_iter().next().expect("an aggregate returns one row");
+        let n = |i: usize| r.get::<i64>(i).ok().flatten().unwrap_or(0);
+        (
+            n(1),
+            n(2),
+            n(3),
+            n(4),
+            n(5),
+            n(6),
+            n(7),
+            n(8),
+            r.get::<Interval>(9).ok().flatten(),
+            n(10),
+            n(11),
+        )
+    });
+    TableIterator::once(row)
+}
