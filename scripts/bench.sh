@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # make bench: a dedicated server with pg_pulse and pg_cron (Debian's postgresql-15-cron) preloaded,
-# then the pulse-bench program, which prints the figures. About 5 minutes.
+# then the pulse-bench program, which prints the figures. About 8 minutes.
+# Arguments select parts: scripts/bench.sh scheduler | queue (default: all).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PG_MAJOR=${PG_MAJOR:-15}
@@ -22,4 +23,4 @@ scripts/pgctl.sh start "$DIR" "$PORT" \
   "log_min_messages = warning"
 trap 'scripts/pgctl.sh stop "$DIR"' EXIT
 cargo build -q --release -p pulse-e2e --bin pulse-bench
-PULSE_BENCH_PORT=$PORT target/release/pulse-bench
+PULSE_BENCH_PORT=$PORT target/release/pulse-bench "$@"

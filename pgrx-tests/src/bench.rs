@@ -10,11 +10,32 @@
 use postgres::{Client, NoTls};
 use std::time::{Duration, Instant};
 
+mod queue;
+
 fn main() {
     let port: u16 = std::env::var("PULSE_BENCH_PORT")
         .ok()
         .and_then(|p| p.parse().ok())
         .unwrap_or(5435);
+    let what: Vec<String> = std::env::args().skip(1).collect();
+    let wants = |name: &str| what.is_empty() || what.iter().any(|w| w == name);
+    if wants("scheduler") {
+        scheduler_bench(port);
+    }
+    if wants("queue") {
+        queue::run(port);
+    }
+}
+
+fn connect(port: u16) -> Client {
+    Client::connect(
+        &format!("host=127.0.0.1 port={port} user=postgres dbname=postgres"),
+        NoTls,
+    )
+    .expect("connect to the bench server")
+}
+
+fn scheduler_bench(port: u16) {
     let mut c = Client::connect(
         &format!("host=127.0.0.1 port={port} user=postgres dbname=postgres"),
         NoTls,

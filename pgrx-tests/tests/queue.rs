@@ -298,17 +298,25 @@ fn priority_order_and_blocked_rows() {
          UPDATE {q} SET run_after = now() - interval '1 hour' WHERE payload = 3;"
     ))
     .unwrap();
-    let payloads: Vec<i32> = c
-        .query(
-            "SELECT (j->>'payload')::int FROM pulse.claim_batch($1::text::regclass, 10) j",
-            &[&q],
-        )
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let claim = |c: &mut postgres::Client, n: i32| -> Vec<i32> {
+        let mut v: Vec<i32> = c
+            .query(
+                "SELECT (j->>'payload')::int FROM pulse.claim_batch($1::text::regclass, $2) j",
+                &[&q, &n],
+            )
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        v.sort();
+        v
+    };
     // Highest priority first, then oldest; the blocked row is never claimed.
-    assert_eq!(payloads, vec![5, 3, 1, 2, 4]);
+    assert_eq!(claim(&mut c, 1), vec![5]);
+    assert_eq!(claim(&mut c, 1), vec![3]);
+    assert_eq!(claim(&mut c, 2), vec![1, 2]);
+    assert_eq!(claim(&mut c, 10), vec![4]);
+    assert!(claim(&mut c, 10).is_empty());
     let h = c
         .query_one(
             "SELECT queued, processing, blocked, completed FROM pulse.queue_health($1::text::regclass)",
@@ -435,4 +443,88 @@ fn bad_input_and_privileges() {
         .map(|row| row.get(0))
         .collect();
     assert_eq!(got, vec![1, 2]);
+}
+
+#[test]
+fn partitioned_tables_are_queues_too() {
+    let mut c = admin();
+    let q = unique("parted");
+    c.batch_execute(&format!(
+        "CREATE TABLE {q}(id bigint PRIMARY KEY, payload int) PARTITION BY RANGE (id);
+         CREATE TABLE {q}_a PARTITION OF {q} FOR VALUES FROM (0) TO (10);
+         CREATE TABLE {q}_b PARTITION OF {q} FOR VALUES FROM (10) TO (100);
+         INSERT INTO {q} SELECT g, g FROM generate_series(1, 20) g;"
+    ))
+    .unwrap();
+    c.query_one("SELECT pulse.make_queue($1::text::regclass)", &[&q])
+        .unwrap();
+    let mut all = Vec::new();
+    loop {
+        let ids = claim_ids(&mut c, &q, 7, "15 minutes", Some("w"));
+        if ids.is_empty() {
+            break;
+        }
+        let n: i64 = c
+            .query_one(
+                "SELECT pulse.complete($1::text::regclass, $2::bigint[], 'w')",
+                &[&q, &ids],
+            )
+            .unwrap()
+            .get(0);
+        assert_eq!(n, ids.len() as i64);
+        all.extend(ids);
+    }
+    all.sort();
+    assert_eq!(all, (1..=20).collect::<Vec<i64>>());
+}
+
+#[test]
+fn a_scheduled_sql_job_drains_a_queue_with_per_row_failures() {
+    let mut c = admin();
+    let q = unique("drain");
+    queue_table(&mut c, &q, 20);
+    let func = unique("drain_fn");
+    // The README's pattern: claim, process, complete or fail each row.
+    c.batch_execute(&format!(
+        "CREATE FUNCTION {func}() RETURNS void LANGUAGE plpgsql AS $f$
+         DECLARE r jsonb;
+         BEGIN
+           FOR r IN SELECT * FROM pulse.claim_batch('{q}', 50, '5 minutes', 'sql-drainer') LOOP
+             BEGIN
+               IF (r->>'payload')::int % 5 = 0 THEN
+                 RAISE EXCEPTION 'payload % is bad', r->>'payload';
+               END IF;
+               PERFORM pulse.complete('{q}', ARRAY[(r->>'id')::bigint], 'sql-drainer');
+             EXCEPTION WHEN OTHERS THEN
+               PERFORM pulse.fail('{q}', (r->>'id')::bigint, SQLERRM, worker => 'sql-drainer');
+             END;
+           END LOOP;
+         END $f$;"
+    ))
+    .unwrap();
+    let job = unique("drain_job");
+    c.query_one(
+        "SELECT pulse.schedule_job($1, '@hourly', $2)",
+        &[&job, &format!("SELECT {func}()")],
+    )
+    .unwrap();
+    let run: i64 = c
+        .query_one("SELECT pulse.run_job($1)", &[&job])
+        .unwrap()
+        .get(0);
+    assert_eq!(wait_run_final(&mut c, run).0, "succeeded");
+    let row = c
+        .query_one(
+            &format!(
+                "SELECT count(*) FILTER (WHERE status = 'completed'),
+                        count(*) FILTER (WHERE status = 'queued' AND last_error LIKE 'payload % is bad'
+                                           AND run_after > now())
+                   FROM {q}"
+            ),
+            &[],
+        )
+        .unwrap();
+    assert_eq!((row.get::<_, i64>(0), row.get::<_, i64>(1)), (16, 4));
+    c.query_one("SELECT pulse.unschedule_job($1)", &[&job])
+        .unwrap();
 }

@@ -6,7 +6,6 @@ use crate::pgutil::{interval_micros, invalid, raise};
 use crate::retry::{self, Backoff};
 use pgrx::datum::{AnyArray, AnyElement};
 use pgrx::prelude::*;
-use pgrx::spi::{OwnedPreparedStatement, SpiClient};
 use pgrx::{pg_sys, PgSqlErrorCode};
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -18,8 +17,8 @@ const NOT_A_QUEUE_HINT: &str =
 thread_local! {
     /// Names of validated queue tables, by table oid.
     static META: RefCell<HashMap<u32, Names>> = RefCell::new(HashMap::new());
-    /// Prepared statements per (table oid, statement, argument type).
-    static PLANS: RefCell<HashMap<(u32, &'static str, u32), OwnedPreparedStatement>> =
+    /// Prepared statements (kept SPI plans) per (table oid, statement, argument type).
+    static PLANS: RefCell<HashMap<(u32, &'static str, u32), Plan>> =
         RefCell::new(HashMap::new());
     /// Tables changed since they were cached (filled by the relcache callback; u32::MAX = all).
     static DIRTY: RefCell<Vec<u32>> = const { RefCell::new(Vec::new()) };
@@ -61,11 +60,8 @@ fn prune_caches() {
     });
     PLANS.with(|p| {
         let mut p = p.borrow_mut();
-        if all {
-            p.clear();
-        } else {
-            p.retain(|(k, _, _), _| !dirty.contains(k));
-        }
+        // dropping a Plan frees it (outside the invalidation callback, so this is safe)
+        p.retain(|(k, _, _), _| !all && !dirty.contains(k));
     });
 }
 
@@ -132,7 +128,12 @@ fn table_info(queue: pg_sys::Oid) -> TableInfo {
         );
     };
     TableInfo {
-        names: Names { table, pk, pk_type },
+        names: Names {
+            table,
+            pk,
+            pk_type,
+            partitioned: relkind.as_deref() == Some("p"),
+        },
         relname,
         columns: names.into_iter().zip(types).collect(),
     }
@@ -172,31 +173,95 @@ fn queue_names(queue: Option<pg_sys::Oid>) -> (u32, Names) {
     (key, info.names)
 }
 
-/// Runs `f` with the prepared statement `kind` of queue `key` (built by `sql` on first use).
-fn with_plan<'conn, R>(
-    client: &mut SpiClient<'conn>,
+/// A kept SPI plan, always planned generically: a custom plan per call (PostgreSQL's default for
+/// the first executions, and for good when `LIMIT $1` makes the generic estimate look worse)
+/// would replan on every claim.
+struct Plan(*mut pg_sys::_SPI_plan);
+
+impl Drop for Plan {
+    fn drop(&mut self) {
+        unsafe {
+            pg_sys::SPI_freeplan(self.0);
+        }
+    }
+}
+
+/// One statement argument.
+struct Arg {
+    datum: pg_sys::Datum,
+    null: bool,
+}
+
+fn arg<T: IntoDatum>(v: T) -> Arg {
+    match v.into_datum() {
+        Some(datum) => Arg { datum, null: false },
+        None => Arg {
+            datum: pg_sys::Datum::from(0),
+            null: true,
+        },
+    }
+}
+
+fn raw_arg(datum: pg_sys::Datum) -> Arg {
+    Arg { datum, null: false }
+}
+
+/// Runs statement `key` (built by `sql`, with argument types `types`) inside an SPI connection,
+/// then `read` with the number of rows processed (SPI_tuptable holds any rows). Statements run
+/// as the caller, with the caller's privileges and row-level security.
+fn run<R>(
     key: (u32, &'static str, u32),
     sql: impl FnOnce() -> String,
-    types: &[PgOid],
-    f: impl FnOnce(&mut SpiClient<'conn>, &OwnedPreparedStatement) -> R,
+    types: &[pg_sys::Oid],
+    args: &[Arg],
+    read: impl FnOnce(usize) -> R,
 ) -> R {
-    PLANS.with(|plans| {
-        let mut plans = plans.borrow_mut();
-        if !plans.contains_key(&key) {
-            let stmt = client
-                .prepare_mut(sql().as_str(), types)
-                .unwrap_or_else(|e| {
-                    invalid(format!("could not prepare a queue statement: {e}"), "")
-                })
-                .keep();
-            plans.insert(key, stmt);
+    Spi::connect_mut(|_client| unsafe {
+        let plan = PLANS.with(|plans| {
+            let mut plans = plans.borrow_mut();
+            if let Some(p) = plans.get(&key) {
+                return p.0;
+            }
+            let text = std::ffi::CString::new(sql()).expect("no NUL in generated SQL");
+            let mut argtypes = types.to_vec();
+            let plan = pg_sys::SPI_prepare_cursor(
+                text.as_ptr(),
+                argtypes.len() as i32,
+                argtypes.as_mut_ptr(),
+                pg_sys::CURSOR_OPT_GENERIC_PLAN as i32,
+            );
+            if plan.is_null() {
+                invalid("could not prepare a queue statement", "");
+            }
+            pg_sys::SPI_keepplan(plan);
+            plans.insert(key, Plan(plan));
+            plan
+        });
+        let mut values: Vec<pg_sys::Datum> = args.iter().map(|a| a.datum).collect();
+        let nulls: Vec<std::os::raw::c_char> = args
+            .iter()
+            .map(|a| if a.null { b'n' as _ } else { b' ' as _ })
+            .collect();
+        let rc = pg_sys::SPI_execute_plan(plan, values.as_mut_ptr(), nulls.as_ptr(), false, 0);
+        if rc < 0 {
+            invalid(format!("queue statement failed (SPI code {rc})"), "");
         }
-        f(client, plans.get(&key).expect("plan just inserted"))
+        read(pg_sys::SPI_processed as usize)
     })
 }
 
-fn oid(o: PgBuiltInOids) -> PgOid {
-    PgOid::BuiltIn(o)
+/// Column `col` (1-based) of row `i` of the last statement's result, if not NULL.
+unsafe fn value(i: usize, col: i32) -> Option<pg_sys::Datum> {
+    unsafe {
+        let tt = pg_sys::SPI_tuptable;
+        if tt.is_null() {
+            return None;
+        }
+        let tup = *(*tt).vals.add(i);
+        let mut isnull = false;
+        let d = pg_sys::SPI_getbinval(tup, (*tt).tupdesc, col, &mut isnull);
+        (!isnull).then_some(d)
+    }
 }
 
 fn positive_interval(name: &str, v: Option<Interval>, example: &str) -> Interval {
@@ -347,65 +412,33 @@ fn claim_batch(
     }
     let ttl = positive_interval("lock_ttl", lock_ttl, "15 minutes");
     let (key, names) = queue_names(queue);
-    let rows: Vec<RawJsonb> = Spi::connect_mut(|c| {
-        with_plan(
-            c,
-            (key, "claim", 0),
-            || spec::claim_sql(&names),
-            &[
-                oid(PgBuiltInOids::INT4OID),
-                oid(PgBuiltInOids::INTERVALOID),
-                oid(PgBuiltInOids::TEXTOID),
-            ],
-            |c, stmt| {
-                let t = c
-                    .update(stmt, None, &[batch_size.into(), ttl.into(), worker.into()])
-                    .unwrap_or_else(|e| invalid(format!("claim failed: {e}"), ""));
-                let n = t.len();
-                let mut out = Vec::with_capacity(n);
-                // SAFETY: SPI_tuptable holds the rows of the statement just run; each jsonb
-                // value is copied to the caller's memory (SPI_datumTransfer), which outlives SPI.
-                unsafe {
-                    let tt = pg_sys::SPI_tuptable;
-                    if !tt.is_null() {
-                        for i in 0..n {
-                            let tup = *(*tt).vals.add(i);
-                            let mut isnull = false;
-                            let d = pg_sys::SPI_getbinval(tup, (*tt).tupdesc, 1, &mut isnull);
-                            if !isnull {
-                                out.push(RawJsonb(pg_sys::SPI_datumTransfer(d, false, -1)));
-                            }
-                        }
-                    }
-                }
-                out
-            },
-        )
-    });
+    let rows = run(
+        (key, "claim", 0),
+        || spec::claim_sql(&names),
+        &[pg_sys::INT4OID, pg_sys::INTERVALOID, pg_sys::TEXTOID],
+        &[arg(batch_size), arg(ttl), arg(worker)],
+        |n| {
+            // each jsonb value is copied to the caller's memory, which outlives SPI
+            (0..n)
+                .filter_map(|i| unsafe { value(i, 1) })
+                .map(|d| RawJsonb(unsafe { pg_sys::SPI_datumTransfer(d, false, -1) }))
+                .collect::<Vec<_>>()
+        },
+    );
     SetOfIterator::new(rows)
-}
-
-fn pk_array_arg(ids: &AnyArray) -> pgrx::datum::DatumWithOid<'static> {
-    unsafe { pgrx::datum::DatumWithOid::new(ids.datum(), ids.oid()) }
 }
 
 #[pg_extern(sql = false, volatile, parallel_unsafe)]
 fn complete(queue: Option<pg_sys::Oid>, ids: Option<AnyArray>, worker: Option<&str>) -> i64 {
     let (key, names) = queue_names(queue);
     let Some(ids) = ids else { return 0 };
-    Spi::connect_mut(|c| {
-        with_plan(
-            c,
-            (key, "complete", ids.oid().to_u32()),
-            || spec::complete_sql(&names),
-            &[PgOid::from(ids.oid()), oid(PgBuiltInOids::TEXTOID)],
-            |c, stmt| {
-                c.update(stmt, None, &[pk_array_arg(&ids), worker.into()])
-                    .map(|t| t.len() as i64)
-                    .unwrap_or_else(|e| invalid(format!("complete failed: {e}"), ""))
-            },
-        )
-    })
+    run(
+        (key, "complete", ids.oid().to_u32()),
+        || spec::complete_sql(&names),
+        &[ids.oid(), pg_sys::TEXTOID],
+        &[raw_arg(ids.datum()), arg(worker)],
+        |n| n as i64,
+    )
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -423,69 +456,50 @@ fn fail(
     let id = id?;
     let base = positive_interval("backoff", backoff, "30 seconds");
     let cap = positive_interval("max_backoff", max_backoff, "1 hour");
-    let idarg = || unsafe { pgrx::datum::DatumWithOid::new(id.datum(), id.oid()) };
-    let held = Spi::connect_mut(|c| {
-        with_plan(
-            c,
-            (key, "held", id.oid().to_u32()),
-            || spec::held_row_sql(&names),
-            &[PgOid::from(id.oid()), oid(PgBuiltInOids::TEXTOID)],
-            |c, stmt| {
-                c.update(stmt, None, &[idarg(), worker.into()])
-                    .ok()
-                    .and_then(|t| {
-                        t.into_iter().next().map(|r| {
-                            (
-                                r.get::<i32>(1).ok().flatten().unwrap_or(0),
-                                r.get::<i32>(2).ok().flatten().unwrap_or(1),
-                            )
-                        })
-                    })
-            },
-        )
-    });
+    let t = id.oid();
+    let held = run(
+        (key, "held", t.to_u32()),
+        || spec::held_row_sql(&names),
+        &[t, pg_sys::TEXTOID],
+        &[raw_arg(id.datum()), arg(worker)],
+        |n| unsafe {
+            (n > 0).then(|| {
+                let get = |c| value(0, c).map_or(0, |d| d.value() as i32);
+                (get(1), get(2))
+            })
+        },
+    );
     let (attempts, max_attempts) = held?;
-    let outcome = retry::decide(attempts, max_attempts, retry.unwrap_or(true));
-    let policy = Backoff {
-        base: Duration::from_micros(interval_micros(&base) as u64),
-        cap: Duration::from_micros(interval_micros(&cap) as u64),
-        jitter: Backoff::default().jitter,
-    };
-    Spi::connect_mut(|c| match outcome {
+    match retry::decide(attempts, max_attempts, retry.unwrap_or(true)) {
         retry::Outcome::Retry => {
+            let policy = Backoff {
+                base: Duration::from_micros(interval_micros(&base) as u64),
+                cap: Duration::from_micros(interval_micros(&cap) as u64),
+                jitter: Backoff::default().jitter,
+            };
             let unit = unsafe { pg_sys::pg_prng_double(&raw mut pg_sys::pg_global_prng_state) };
             let delay = policy.delay(attempts.max(1) as u32, unit);
             let delay = Interval::new(0, 0, delay.as_micros() as i64).unwrap_or(base);
-            with_plan(
-                c,
-                (key, "requeue", id.oid().to_u32()),
+            run(
+                (key, "requeue", t.to_u32()),
                 || spec::requeue_sql(&names),
-                &[
-                    PgOid::from(id.oid()),
-                    oid(PgBuiltInOids::INTERVALOID),
-                    oid(PgBuiltInOids::TEXTOID),
-                ],
-                |c, stmt| {
-                    c.update(stmt, None, &[idarg(), delay.into(), error.into()])
-                        .unwrap_or_else(|e| invalid(format!("fail failed: {e}"), ""));
-                },
+                &[t, pg_sys::INTERVALOID, pg_sys::TEXTOID],
+                &[raw_arg(id.datum()), arg(delay), arg(error)],
+                |_| (),
             );
             Some("queued".to_string())
         }
         retry::Outcome::DeadLetter => {
-            with_plan(
-                c,
-                (key, "dead", id.oid().to_u32()),
+            run(
+                (key, "dead", t.to_u32()),
                 || spec::dead_letter_sql(&names),
-                &[PgOid::from(id.oid()), oid(PgBuiltInOids::TEXTOID)],
-                |c, stmt| {
-                    c.update(stmt, None, &[idarg(), error.into()])
-                        .unwrap_or_else(|e| invalid(format!("fail failed: {e}"), ""));
-                },
+                &[t, pg_sys::TEXTOID],
+                &[raw_arg(id.datum()), arg(error)],
+                |_| (),
             );
             Some("failed".to_string())
         }
-    })
+    }
 }
 
 #[pg_extern(sql = false, volatile, parallel_unsafe)]
@@ -498,42 +512,25 @@ fn extend_lock(
     let (key, names) = queue_names(queue);
     let Some(id) = id else { return false };
     let ttl = positive_interval("ttl", ttl, "15 minutes");
-    Spi::connect_mut(|c| {
-        with_plan(
-            c,
-            (key, "extend", id.oid().to_u32()),
-            || spec::extend_lock_sql(&names),
-            &[
-                PgOid::from(id.oid()),
-                oid(PgBuiltInOids::INTERVALOID),
-                oid(PgBuiltInOids::TEXTOID),
-            ],
-            |c, stmt| {
-                let arg = unsafe { pgrx::datum::DatumWithOid::new(id.datum(), id.oid()) };
-                c.update(stmt, None, &[arg, ttl.into(), worker.into()])
-                    .map(|t| t.len() > 0)
-                    .unwrap_or_else(|e| invalid(format!("extend_lock failed: {e}"), ""))
-            },
-        )
-    })
+    run(
+        (key, "extend", id.oid().to_u32()),
+        || spec::extend_lock_sql(&names),
+        &[id.oid(), pg_sys::INTERVALOID, pg_sys::TEXTOID],
+        &[raw_arg(id.datum()), arg(ttl), arg(worker)],
+        |n| n > 0,
+    )
 }
 
 #[pg_extern(sql = false, volatile, parallel_unsafe)]
 fn retry_failed_all(queue: Option<pg_sys::Oid>, reset_attempts: Option<bool>) -> i64 {
     let (key, names) = queue_names(queue);
-    Spi::connect_mut(|c| {
-        with_plan(
-            c,
-            (key, "retry_all", 0),
-            || spec::retry_failed_sql(&names, false),
-            &[oid(PgBuiltInOids::BOOLOID)],
-            |c, stmt| {
-                c.update(stmt, None, &[reset_attempts.unwrap_or(true).into()])
-                    .map(|t| t.len() as i64)
-                    .unwrap_or_else(|e| invalid(format!("retry_failed failed: {e}"), ""))
-            },
-        )
-    })
+    run(
+        (key, "retry_all", 0),
+        || spec::retry_failed_sql(&names, false),
+        &[pg_sys::BOOLOID],
+        &[arg(reset_attempts.unwrap_or(true))],
+        |n| n as i64,
+    )
 }
 
 #[pg_extern(sql = false, volatile, parallel_unsafe)]
@@ -544,23 +541,13 @@ fn retry_failed_ids(
 ) -> i64 {
     let (key, names) = queue_names(queue);
     let Some(ids) = ids else { return 0 };
-    Spi::connect_mut(|c| {
-        with_plan(
-            c,
-            (key, "retry_ids", ids.oid().to_u32()),
-            || spec::retry_failed_sql(&names, true),
-            &[PgOid::from(ids.oid()), oid(PgBuiltInOids::BOOLOID)],
-            |c, stmt| {
-                c.update(
-                    stmt,
-                    None,
-                    &[pk_array_arg(&ids), reset_attempts.unwrap_or(true).into()],
-                )
-                .map(|t| t.len() as i64)
-                .unwrap_or_else(|e| invalid(format!("retry_failed failed: {e}"), ""))
-            },
-        )
-    })
+    run(
+        (key, "retry_ids", ids.oid().to_u32()),
+        || spec::retry_failed_sql(&names, true),
+        &[ids.oid(), pg_sys::BOOLOID],
+        &[raw_arg(ids.datum()), arg(reset_attempts.unwrap_or(true))],
+        |n| n as i64,
+    )
 }
 
 #[pg_extern(sql = false, stable, parallel_safe)]

@@ -147,36 +147,48 @@ pub struct Names {
     pub table: String,
     pub pk: String,
     pub pk_type: String,
+    /// A partitioned table (its rows are addressed by key, not by ctid).
+    pub partitioned: bool,
 }
 
 /// Claims up to $1 rows: expired locks first (a crashed worker's rows), then ready queued rows,
-/// highest priority first, then oldest. $2 lock ttl, $3 worker. Returns each row as jsonb, in
-/// claim order.
+/// highest priority first, then oldest. $2 lock ttl, $3 worker. Returns each row as jsonb.
+///
+/// Rows are picked and locked with `FOR UPDATE SKIP LOCKED` and, on a plain table, updated by
+/// their `ctid` (a locked row cannot move), which spares a primary-key lookup per row; a
+/// partitioned table (where a ctid is not unique) joins on the key instead.
 pub fn claim_sql(n: &Names) -> String {
-    let Names { table, pk, .. } = n;
+    let Names {
+        table,
+        pk,
+        partitioned,
+        ..
+    } = n;
+    let col = if *partitioned { pk.as_str() } else { "ctid" };
+    let pick = format!(
+        "SELECT id FROM (SELECT s.{col} AS id FROM {table} s
+                          WHERE s.status = 'processing' AND s.locked_until < now()
+                          ORDER BY s.locked_until LIMIT $1 FOR UPDATE SKIP LOCKED) stale
+         UNION ALL
+         SELECT id FROM (SELECT q.{col} AS id FROM {table} q
+                          WHERE q.status = 'queued' AND q.run_after <= now()
+                          ORDER BY q.priority DESC, q.run_after, q.{pk}
+                          LIMIT $1 FOR UPDATE SKIP LOCKED) ready
+         LIMIT $1"
+    );
     format!(
-        "WITH pick AS (
-           SELECT id FROM (SELECT s.{pk} AS id FROM {table} s
-                            WHERE s.status = 'processing' AND s.locked_until < now()
-                            ORDER BY s.locked_until LIMIT $1 FOR UPDATE SKIP LOCKED) stale
-           UNION ALL
-           SELECT id FROM (SELECT q.{pk} AS id FROM {table} q
-                            WHERE q.status = 'queued' AND q.run_after <= now()
-                            ORDER BY q.priority DESC, q.run_after, q.{pk}
-                            LIMIT $1 FOR UPDATE SKIP LOCKED) ready
-           LIMIT $1),
-         claimed AS (
-           UPDATE {table} t SET status = 'processing', attempts = t.attempts + 1,
-                  locked_by = $3, locked_until = now() + $2
-             FROM pick WHERE t.{pk} = pick.id
-           RETURNING t.*)
-         SELECT to_jsonb(c) FROM claimed c ORDER BY c.priority DESC, c.run_after, c.{pk}"
+        "UPDATE {table} t SET status = 'processing', attempts = t.attempts + 1,
+                locked_by = $3, locked_until = now() + $2
+          WHERE t.{col} = ANY (ARRAY({pick}))
+      RETURNING to_jsonb(t.*)"
     )
 }
 
 /// Marks rows in $1 (an array of keys) completed; $2 worker (NULL: any).
 pub fn complete_sql(n: &Names) -> String {
-    let Names { table, pk, pk_type } = n;
+    let Names {
+        table, pk, pk_type, ..
+    } = n;
     format!(
         "UPDATE {table} SET status = 'completed', finished_at = now(), locked_by = NULL, locked_until = NULL
           WHERE {pk} = ANY ($1::{pk_type}[]) AND status = 'processing'
@@ -186,7 +198,9 @@ pub fn complete_sql(n: &Names) -> String {
 
 /// Locks one row held by $2 (NULL: any) and returns attempts, max_attempts.
 pub fn held_row_sql(n: &Names) -> String {
-    let Names { table, pk, pk_type } = n;
+    let Names {
+        table, pk, pk_type, ..
+    } = n;
     format!(
         "SELECT attempts::int4, max_attempts::int4 FROM {table}
           WHERE {pk} = $1::{pk_type} AND status = 'processing' AND ($2::text IS NULL OR locked_by = $2)
@@ -196,7 +210,9 @@ pub fn held_row_sql(n: &Names) -> String {
 
 /// Puts row $1 back to queued after $2 (interval) with error $3.
 pub fn requeue_sql(n: &Names) -> String {
-    let Names { table, pk, pk_type } = n;
+    let Names {
+        table, pk, pk_type, ..
+    } = n;
     format!(
         "UPDATE {table} SET status = 'queued', run_after = now() + $2, last_error = $3,
                 locked_by = NULL, locked_until = NULL
@@ -206,7 +222,9 @@ pub fn requeue_sql(n: &Names) -> String {
 
 /// Dead-letters row $1 with error $2.
 pub fn dead_letter_sql(n: &Names) -> String {
-    let Names { table, pk, pk_type } = n;
+    let Names {
+        table, pk, pk_type, ..
+    } = n;
     format!(
         "UPDATE {table} SET status = 'failed', finished_at = now(), last_error = $2,
                 locked_by = NULL, locked_until = NULL
@@ -216,7 +234,9 @@ pub fn dead_letter_sql(n: &Names) -> String {
 
 /// Extends the lock of row $1 held by $3 (NULL: any) to now() + $2.
 pub fn extend_lock_sql(n: &Names) -> String {
-    let Names { table, pk, pk_type } = n;
+    let Names {
+        table, pk, pk_type, ..
+    } = n;
     format!(
         "UPDATE {table} SET locked_until = now() + $2
           WHERE {pk} = $1::{pk_type} AND status = 'processing' AND ($3::text IS NULL OR locked_by = $3)"
@@ -226,7 +246,9 @@ pub fn extend_lock_sql(n: &Names) -> String {
 /// Re-drives dead letters: all of them, or (`with_ids`) those whose key is in $1. The last
 /// parameter resets the attempt count.
 pub fn retry_failed_sql(n: &Names, with_ids: bool) -> String {
-    let Names { table, pk, pk_type } = n;
+    let Names {
+        table, pk, pk_type, ..
+    } = n;
     let (filter, reset) = if with_ids {
         (format!(" AND {pk} = ANY ($1::{pk_type}[])"), "$2")
     } else {
@@ -340,11 +362,19 @@ mod tests {
             table: "\"public\".\"q\"".into(),
             pk: "\"id\"".into(),
             pk_type: "bigint".into(),
+            partitioned: false,
         };
-        let sql = claim_sql(&n);
-        assert_eq!(sql.matches("FOR UPDATE SKIP LOCKED").count(), 2);
-        assert!(!sql.contains("blocked"));
-        assert!(sql.contains("ORDER BY q.priority DESC, q.run_after"));
+        for partitioned in [false, true] {
+            let n = Names {
+                partitioned,
+                ..n.clone()
+            };
+            let sql = claim_sql(&n);
+            assert_eq!(sql.matches("FOR UPDATE SKIP LOCKED").count(), 2);
+            assert!(!sql.contains("blocked"));
+            assert!(sql.contains("ORDER BY q.priority DESC, q.run_after, q.\"id\""));
+            assert_eq!(sql.contains("ctid"), !partitioned);
+        }
         assert!(complete_sql(&n).contains("ANY ($1::bigint[])"));
     }
 }
