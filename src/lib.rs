@@ -70,14 +70,19 @@ mod shell {
 
     #[pg_guard]
     pub extern "C-unwind" fn _PG_init() {
-        GucRegistry::define_string_guc(
-            c"pulse.database_name",
-            c"Database in which pg_pulse's scheduler runs jobs.",
-            c"Create the extension in this database. Changing it needs a restart.",
-            &DATABASE_NAME,
-            GucContext::Postmaster,
-            GucFlags::default(),
-        );
+        let preloading = unsafe { pg_sys::process_shared_preload_libraries_in_progress };
+        // A postmaster-level setting can only be defined while preloading; loaded later (not
+        // preloaded), the library still works for previews and says why jobs cannot be managed.
+        if preloading {
+            GucRegistry::define_string_guc(
+                c"pulse.database_name",
+                c"Database in which pg_pulse's scheduler runs jobs.",
+                c"Create the extension in this database. Changing it needs a restart.",
+                &DATABASE_NAME,
+                GucContext::Postmaster,
+                GucFlags::default(),
+            );
+        }
         GucRegistry::define_string_guc(
             c"pulse.timezone",
             c"Time zone of jobs scheduled without an explicit timezone argument.",
@@ -109,7 +114,7 @@ mod shell {
         unsafe {
             pg_sys::MarkGUCPrefixReserved(c"pulse".as_ptr());
         }
-        if unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
+        if preloading {
             PRELOADED.store(true, Ordering::Relaxed);
             crate::worker::init_shared_memory();
             crate::worker::register_scheduler();

@@ -387,3 +387,65 @@ unsafe extern "C" {
     #[link_name = "kill"]
     fn libc_kill(pid: i32, sig: i32) -> i32;
 }
+
+#[test]
+fn without_preloading_or_in_another_database_calls_fail_with_a_hint() {
+    let _g = serial();
+    // Another database than pulse.database_name on the test server.
+    let mut c = admin();
+    let db = unique("otherdb");
+    c.batch_execute(&format!("CREATE DATABASE {db}")).unwrap();
+    let result = std::panic::catch_unwind(|| {
+        let mut o = postgres::Client::connect(
+            &format!("host=127.0.0.1 port={} user=postgres dbname={db}", port()),
+            postgres::NoTls,
+        )
+        .unwrap();
+        o.batch_execute("CREATE EXTENSION pg_pulse").unwrap();
+        let (msg, hint) = expect_error(
+            o.query_one("SELECT pulse.schedule_job('x', '@daily', 'SELECT 1')", &[]),
+            "55000",
+        );
+        assert!(
+            msg.contains("postgres") && hint.contains("pulse.database_name"),
+            "{msg} / {hint}"
+        );
+        // Previewing schedules needs no scheduler.
+        let n = o
+            .query("SELECT * FROM pulse.next_runs('@daily')", &[])
+            .unwrap()
+            .len();
+        assert_eq!(n, 5);
+    });
+    c.batch_execute(&format!("DROP DATABASE {db} WITH (FORCE)"))
+        .unwrap();
+    if let Err(e) = result {
+        std::panic::resume_unwind(e);
+    }
+
+    // A server that does not preload pg_pulse.
+    let dir = format!("{}_nopreload", pgdata());
+    let p = port() + 200;
+    pgctl(&["stop", &dir]);
+    let _ = std::fs::remove_dir_all(&dir);
+    pgctl(&[
+        "start",
+        &dir,
+        &p.to_string(),
+        "shared_preload_libraries = ''",
+    ]);
+    let result = std::panic::catch_unwind(|| {
+        let mut n = connect_port("postgres", p);
+        n.batch_execute("CREATE EXTENSION pg_pulse").unwrap();
+        let (_, hint) = expect_error(
+            n.query_one("SELECT pulse.schedule_job('x', '@daily', 'SELECT 1')", &[]),
+            "55000",
+        );
+        assert!(hint.contains("shared_preload_libraries"), "{hint}");
+    });
+    pgctl(&["stop", &dir]);
+    let _ = std::fs::remove_dir_all(&dir);
+    if let Err(e) = result {
+        std::panic::resume_unwind(e);
+    }
+}
