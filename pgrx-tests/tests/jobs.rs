@@ -108,10 +108,7 @@ fn run_job_fires_at_once_and_records_manual_trigger() {
         &[&job],
     )
     .unwrap();
-    let run: i64 = c
-        .query_one("SELECT pulse.run_job($1)", &[&job])
-        .unwrap()
-        .get(0);
+    let run = run_job(&mut c, &job);
     let (status, message) = wait_run_final(&mut c, run);
     assert_eq!(status, "succeeded");
     assert_eq!(message.as_deref(), Some("SELECT 1"));
@@ -148,10 +145,7 @@ fn failing_command_records_failed_with_error_text() {
         &[&job],
     )
     .unwrap();
-    let run: i64 = c
-        .query_one("SELECT pulse.run_job($1)", &[&job])
-        .unwrap()
-        .get(0);
+    let run = run_job(&mut c, &job);
     let (status, message) = wait_run_final(&mut c, run);
     assert_eq!(status, "failed");
     assert!(message.unwrap().contains("division by zero"));
@@ -165,10 +159,7 @@ fn failing_command_records_failed_with_error_text() {
         &[&job, &format!("INSERT INTO {table} VALUES (1); SELECT 1/0")],
     )
     .unwrap();
-    let run: i64 = c
-        .query_one("SELECT pulse.run_job($1)", &[&job])
-        .unwrap()
-        .get(0);
+    let run = run_job(&mut c, &job);
     assert_eq!(wait_run_final(&mut c, run).0, "failed");
     let n: i64 = c
         .query_one(&format!("SELECT count(*) FROM {table}"), &[])
@@ -188,10 +179,7 @@ fn timeout_records_timed_out() {
         &[&job],
     )
     .unwrap();
-    let run: i64 = c
-        .query_one("SELECT pulse.run_job($1)", &[&job])
-        .unwrap()
-        .get(0);
+    let run = run_job(&mut c, &job);
     let (status, message) = wait_run_final(&mut c, run);
     assert_eq!(status, "timed_out");
     assert!(message.unwrap().contains("statement timeout"));
@@ -201,10 +189,7 @@ fn timeout_records_timed_out() {
         &[&job],
     )
     .unwrap();
-    let run: i64 = c
-        .query_one("SELECT pulse.run_job($1)", &[&job])
-        .unwrap()
-        .get(0);
+    let run = run_job(&mut c, &job);
     assert_eq!(wait_run_final(&mut c, run).0, "succeeded");
     c.query_one("SELECT pulse.unschedule_job($1)", &[&job])
         .unwrap();
@@ -219,10 +204,7 @@ fn cancel_run_stops_a_running_command() {
         &[&job],
     )
     .unwrap();
-    let run: i64 = c
-        .query_one("SELECT pulse.run_job($1)", &[&job])
-        .unwrap()
-        .get(0);
+    let run = run_job(&mut c, &job);
     wait_for(60, "the run to start", || {
         let s: String = c
             .query_one(
@@ -258,10 +240,7 @@ fn schedule_job_is_idempotent_and_updates_in_place() {
         )
         .unwrap()
         .get(0);
-    let run: i64 = c
-        .query_one("SELECT pulse.run_job($1)", &[&job])
-        .unwrap()
-        .get(0);
+    let run = run_job(&mut c, &job);
     wait_run_final(&mut c, run);
     let stamp = |c: &mut postgres::Client| -> String {
         c.query_one(
@@ -456,10 +435,7 @@ fn non_superuser_jobs_run_as_that_role_and_are_private() {
         ],
     )
     .unwrap();
-    let run: i64 = u
-        .query_one("SELECT pulse.run_job($1)", &[&job])
-        .unwrap()
-        .get(0);
+    let run = run_job(&mut u, &job);
     assert_eq!(wait_run_final(&mut u, run).0, "succeeded");
     let row = a
         .query_one(&format!("SELECT who, su FROM {table}"), &[])
@@ -474,10 +450,7 @@ fn non_superuser_jobs_run_as_that_role_and_are_private() {
         &[&priv_job],
     )
     .unwrap();
-    let run: i64 = u
-        .query_one("SELECT pulse.run_job($1)", &[&priv_job])
-        .unwrap()
-        .get(0);
+    let run = run_job(&mut u, &priv_job);
     let (status, msg) = wait_run_final(&mut u, run);
     assert_eq!(status, "failed");
     assert!(msg.unwrap().contains("permission denied"));
@@ -566,10 +539,7 @@ fn job_of_a_dropped_role_fails_clearly_and_the_scheduler_goes_on() {
     drop(u);
     a.batch_execute(&format!("DROP OWNED BY {role}; DROP ROLE {role};"))
         .unwrap();
-    let run: i64 = a
-        .query_one("SELECT pulse.run_job($1)", &[&job])
-        .unwrap()
-        .get(0);
+    let run = run_job(&mut a, &job);
     let (status, msg) = wait_run_final(&mut a, run);
     assert_eq!(status, "failed");
     assert!(msg.unwrap().contains("no longer exists"));
@@ -580,10 +550,7 @@ fn job_of_a_dropped_role_fails_clearly_and_the_scheduler_goes_on() {
         &[&ok],
     )
     .unwrap();
-    let run: i64 = a
-        .query_one("SELECT pulse.run_job($1)", &[&ok])
-        .unwrap()
-        .get(0);
+    let run = run_job(&mut a, &ok);
     assert_eq!(wait_run_final(&mut a, run).0, "succeeded");
     for j in [&job, &ok] {
         assert!(a
@@ -793,10 +760,7 @@ fn current_run_describes_the_run_inside_its_command() {
         )
         .unwrap()
         .get(0);
-    let run: i64 = c
-        .query_one("SELECT pulse.run_job($1)", &[&job])
-        .unwrap()
-        .get(0);
+    let run = run_job(&mut c, &job);
     assert_eq!(wait_run_final(&mut c, run).0, "succeeded");
     let row = c
         .query_one(

@@ -19,10 +19,7 @@ fn start_long_run(c: &mut postgres::Client, job: &str) -> (i64, i32) {
         &[&job],
     )
     .unwrap();
-    let run: i64 = c
-        .query_one("SELECT pulse.run_job($1)", &[&job])
-        .unwrap()
-        .get(0);
+    let run = run_job(c, job);
     let pid = wait_for(60, "the run to start", || {
         let row = c
             .query_one(
@@ -43,10 +40,7 @@ fn assert_failed_by_restart(job: &str, run: i64) {
     // The scheduler is back and runs jobs again.
     c.query_one("SELECT pulse.alter_job($1, command => 'SELECT 1')", &[&job])
         .unwrap();
-    let again: i64 = c
-        .query_one("SELECT pulse.run_job($1)", &[&job])
-        .unwrap()
-        .get(0);
+    let again = run_job(&mut c, &job);
     assert_eq!(wait_run_final(&mut c, again).0, "succeeded");
     c.query_one("SELECT pulse.unschedule_job($1)", &[&job])
         .unwrap();
@@ -179,14 +173,8 @@ fn sighup_reloads_max_running_jobs() {
         &[&fast],
     )
     .unwrap();
-    let a: i64 = c
-        .query_one("SELECT pulse.run_job($1)", &[&slow])
-        .unwrap()
-        .get(0);
-    let b: i64 = c
-        .query_one("SELECT pulse.run_job($1)", &[&fast])
-        .unwrap()
-        .get(0);
+    let a = run_job(&mut c, &slow);
+    let b = run_job(&mut c, &fast);
     assert_eq!(wait_run_final(&mut c, a).0, "succeeded");
     assert_eq!(wait_run_final(&mut c, b).0, "succeeded");
     let serialised: bool = c
@@ -227,10 +215,7 @@ fn sighup_reloads_max_running_jobs() {
     )
     .unwrap();
     for job in [&temp, &temp, &probe] {
-        let run: i64 = c
-            .query_one("SELECT pulse.run_job($1)", &[job])
-            .unwrap()
-            .get(0);
+        let run = run_job(&mut c, job);
         assert_eq!(wait_run_final(&mut c, run).0, "succeeded", "{job}");
     }
     let wm: String = c

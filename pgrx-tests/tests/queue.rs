@@ -508,10 +508,7 @@ fn a_scheduled_sql_job_drains_a_queue_with_per_row_failures() {
         &[&job, &format!("SELECT {func}()")],
     )
     .unwrap();
-    let run: i64 = c
-        .query_one("SELECT pulse.run_job($1)", &[&job])
-        .unwrap()
-        .get(0);
+    let run = run_job(&mut c, &job);
     assert_eq!(wait_run_final(&mut c, run).0, "succeeded");
     let row = c
         .query_one(

@@ -1,7 +1,7 @@
 //! Executors: claim queued runs and execute each command as the job's owner.
 
 use super::xact::{self, Failure};
-use super::{set_latch_of, SlotState, MAX_EXECUTORS, SHARED};
+use super::{set_latch_of, SlotState, SHARED};
 use crate::pgutil::{from_pg_ts, interval_micros};
 use pgrx::prelude::*;
 use pgrx::PgSqlErrorCode;
@@ -88,15 +88,9 @@ pub extern "C-unwind" fn pulse_executor_main(arg: pg_sys::Datum) {
         }
         // pulse.max_running_jobs may have been lowered by a reload: surplus idle executors leave
         // (the slot is freed under the lock, so exactly the surplus goes).
-        let max = crate::MAX_RUNNING_JOBS.get().clamp(1, MAX_EXECUTORS as i32) as usize;
         {
             let mut sh = SHARED.exclusive();
-            let occupied = sh
-                .slots
-                .iter()
-                .filter(|s| s.state != SlotState::Free)
-                .count();
-            if occupied > max {
+            if sh.occupied() > super::max_running() {
                 sh.slots[slot] = super::Slot::default();
                 return;
             }

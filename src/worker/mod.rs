@@ -28,6 +28,21 @@ pub const MAX_EXECUTORS: usize = 64;
 /// instant itself, so the scheduler's and the claim's own latency do not delay the start.
 pub const LEAD_MS: i64 = 20;
 
+/// `pulse.max_running_jobs`, within the slot array's bounds.
+pub fn max_running() -> usize {
+    crate::MAX_RUNNING_JOBS.get().clamp(1, MAX_EXECUTORS as i32) as usize
+}
+
+impl Shared {
+    /// Executor slots in use (starting, idle or busy).
+    pub fn occupied(&self) -> usize {
+        self.slots
+            .iter()
+            .filter(|s| s.state != SlotState::Free)
+            .count()
+    }
+}
+
 #[derive(Copy, Clone, Default, PartialEq, Eq, Debug)]
 #[repr(u8)]
 pub enum SlotState {

@@ -173,15 +173,11 @@ impl Scheduler {
 
     /// Starts executors for queued work and wakes the idle ones.
     fn staff(&mut self, queued: i64) {
-        let max = crate::MAX_RUNNING_JOBS.get().clamp(1, MAX_EXECUTORS as i32) as usize;
+        let max = super::max_running();
         let mut to_start = Vec::new();
         {
             let mut sh = SHARED.exclusive();
-            let occupied = sh
-                .slots
-                .iter()
-                .filter(|s| s.state != SlotState::Free)
-                .count();
+            let occupied = sh.occupied();
             // executors that will claim work without a new process: idle ones and those starting
             let ready = sh
                 .slots

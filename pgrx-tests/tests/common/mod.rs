@@ -105,6 +105,13 @@ pub fn wait_run_final(c: &mut Client, run_id: i64) -> (String, Option<String>) {
     })
 }
 
+/// `pulse.run_job(job)`: the new run's id.
+pub fn run_job(c: &mut Client, job: &str) -> i64 {
+    c.query_one("SELECT pulse.run_job($1)", &[&job])
+        .expect("run_job")
+        .get(0)
+}
+
 /// Count runs of a job by status.
 pub fn count_runs(c: &mut Client, job: &str, status: &str) -> i64 {
     c.query_one(
