@@ -5,6 +5,7 @@
 //! Pure core (no pgrx; tested with `cargo test --lib --no-default-features`):
 //! * [`schedule`]: cron, macro and seconds schedules, time zones, next-run math with DST rules;
 //! * [`retry`]: exponential backoff with jitter and a cap, retry or dead-letter decisions;
+//! * [`health`]: rolling 24-hour job statistics, health classification, alert transitions;
 //! * [`queue::spec`]: what makes a table a queue, and the claim/complete/fail statements.
 //!
 //! PostgreSQL shell (feature `pg`, thin, calls the core):
@@ -13,6 +14,7 @@
 //! * `jobs`: the SQL API (`pulse.schedule_job`, `pulse.toggle_job`, `pulse.next_runs`, ...);
 //! * `queue::api`: `pulse.make_queue`, `pulse.claim_batch`, `pulse.complete`, `pulse.fail`, ...;
 //! * `worker`: shared memory, the scheduler background worker and its pool of executors.
+pub mod health;
 pub mod queue;
 pub mod retry;
 pub mod schedule;
