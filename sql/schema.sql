@@ -15,6 +15,8 @@ CREATE TABLE pulse.job (
     overlap      text        NOT NULL DEFAULT 'skip' CHECK (overlap IN ('skip', 'allow')),
     comment      text,
     next_run_at  timestamptz,                -- NULL: paused, or a one-shot that has run
+    alert_after_failures integer CHECK (alert_after_failures > 0), -- NULL: pulse.alert_after_failures
+    alert        jsonb,                      -- alert target; NULL: pulse.alert_target
     created_at   timestamptz NOT NULL DEFAULT now(),
     updated_at   timestamptz NOT NULL DEFAULT now(),
     CONSTRAINT job_schedule_or_run_at CHECK ((schedule IS NULL) <> (run_at IS NULL)),
@@ -46,16 +48,42 @@ CREATE INDEX job_run_failures_idx ON pulse.job_run (finished_at) WHERE status IN
 -- work for the executors, and "is a run of this job still going" (overlap = 'skip')
 CREATE INDEX job_run_queued_idx ON pulse.job_run (scheduled_for, run_id) WHERE status = 'queued';
 CREATE INDEX job_run_active_idx ON pulse.job_run (job_id) WHERE status IN ('queued', 'running');
+-- time ranges ("runs in the last hour", "runs per night", retention) on an append-mostly table
+CREATE INDEX job_run_created_brin ON pulse.job_run USING brin (created_at);
+
+-- Rolling statistics per job, maintained by the executors at the end of every run (so health
+-- checks never scan the run history) and the last finished run (kept even when pulse.log_runs
+-- does not keep run rows).
+CREATE TABLE pulse.job_stats (
+    job_id               bigint      PRIMARY KEY REFERENCES pulse.job ON DELETE CASCADE,
+    owner                oid         NOT NULL,
+    hour_base            bigint      NOT NULL DEFAULT 0,  -- epoch hour of bucket 1 (the newest)
+    runs                 integer[]   NOT NULL DEFAULT '{}', -- runs finished per hour, newest first, 24
+    failures             integer[]   NOT NULL DEFAULT '{}',
+    dur_ms               float8[]    NOT NULL DEFAULT '{}', -- summed durations per hour
+    recent_at            bigint[]    NOT NULL DEFAULT '{}', -- latest runs (epoch s), for the p95
+    recent_ms            float8[]    NOT NULL DEFAULT '{}',
+    consecutive_failures integer     NOT NULL DEFAULT 0,
+    incident_open        boolean     NOT NULL DEFAULT false, -- a failure alert awaits its recovery
+    overdue_alerted      boolean     NOT NULL DEFAULT false,
+    last_run_id          bigint,
+    last_run_at          timestamptz,
+    last_status          text,
+    last_message         text
+);
 
 ALTER TABLE pulse.job ENABLE ROW LEVEL SECURITY;
 ALTER TABLE pulse.job_run ENABLE ROW LEVEL SECURITY;
+ALTER TABLE pulse.job_stats ENABLE ROW LEVEL SECURITY;
 CREATE POLICY job_owner ON pulse.job
     USING (owner = (SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname = current_user));
 CREATE POLICY job_run_owner ON pulse.job_run
     USING (owner = (SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname = current_user));
+CREATE POLICY job_stats_owner ON pulse.job_stats
+    USING (owner = (SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname = current_user));
 
-REVOKE ALL ON pulse.job, pulse.job_run FROM PUBLIC;
-GRANT SELECT ON pulse.job, pulse.job_run TO PUBLIC;
+REVOKE ALL ON pulse.job, pulse.job_run, pulse.job_stats FROM PUBLIC;
+GRANT SELECT ON pulse.job, pulse.job_run, pulse.job_stats TO PUBLIC;
 
 CREATE VIEW pulse.jobs WITH (security_invoker = true) AS
 SELECT j.job_id,
@@ -70,19 +98,16 @@ SELECT j.job_id,
        j.overlap,
        j.comment,
        j.next_run_at,
-       lr.run_id      AS last_run_id,
-       lr.started_at  AS last_run_at,
-       lr.status      AS last_status,
-       lr.message     AS last_message,
+       s.last_run_id,
+       s.last_run_at,
+       s.last_status,
+       s.last_message,
+       j.alert_after_failures,
+       j.alert,
        j.created_at,
        j.updated_at
   FROM pulse.job j
-  LEFT JOIN LATERAL (
-        SELECT r.run_id, r.started_at, r.status, r.message
-          FROM pulse.job_run r
-         WHERE r.job_id = j.job_id
-         ORDER BY r.run_id DESC
-         LIMIT 1) lr ON true;
+  LEFT JOIN pulse.job_stats s ON s.job_id = j.job_id;
 
 CREATE VIEW pulse.job_runs WITH (security_invoker = true) AS
 SELECT r.run_id,
@@ -104,6 +129,7 @@ SELECT r.run_id,
 GRANT SELECT ON pulse.jobs, pulse.job_runs TO PUBLIC;
 
 COMMENT ON TABLE pulse.job IS 'pg_pulse jobs (read pulse.jobs; change them with pulse.schedule_job, pulse.alter_job, pulse.toggle_job, pulse.unschedule_job)';
+COMMENT ON TABLE pulse.job_stats IS 'Rolling 24-hour statistics and the last finished run of each job (read pulse.scheduler_health())';
 COMMENT ON TABLE pulse.job_run IS 'pg_pulse run history, one row per run (read pulse.job_runs)';
 COMMENT ON VIEW pulse.jobs IS 'Jobs you own (all jobs for superusers), with the next run and the last run''s status';
 COMMENT ON VIEW pulse.job_runs IS 'Runs of the jobs you own (all for superusers): queued, running, succeeded, failed, timed_out, skipped, cancelled';

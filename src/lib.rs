@@ -53,6 +53,32 @@ mod shell {
     /// `pulse.executor_idle_timeout`: seconds an idle executor waits for work before it exits.
     pub static EXECUTOR_IDLE_TIMEOUT: GucSetting<i32> = GucSetting::<i32>::new(300);
 
+    /// `pulse.overdue_after`: seconds after a due slot with no run before a job is `overdue`.
+    pub static OVERDUE_AFTER: GucSetting<i32> = GucSetting::<i32>::new(60);
+    /// `pulse.alert_after_failures`: consecutive failures that open an incident (default per job).
+    pub static ALERT_AFTER_FAILURES: GucSetting<i32> = GucSetting::<i32>::new(3);
+    /// `pulse.alert_target`: where alerts go for jobs without their own `alert` (jsonb).
+    pub static ALERT_TARGET: GucSetting<Option<CString>> =
+        GucSetting::<Option<CString>>::new(Some(c"{\"notify\": \"pulse_alerts\"}"));
+    /// `pulse.run_retention` / `pulse.run_retention_failed`: seconds run rows are kept.
+    pub static RUN_RETENTION: GucSetting<i32> = GucSetting::<i32>::new(7 * 86_400);
+    pub static RUN_RETENTION_FAILED: GucSetting<i32> = GucSetting::<i32>::new(30 * 86_400);
+    /// `pulse.log_runs`: which finished runs keep a row in pulse.job_run.
+    pub static LOG_RUNS: GucSetting<LogRuns> = GucSetting::<LogRuns>::new(LogRuns::All);
+    /// `pulse.status_max_failing_jobs` / `pulse.status_min_health_pct`: verdict thresholds.
+    pub static STATUS_MAX_FAILING: GucSetting<i32> = GucSetting::<i32>::new(0);
+    pub static STATUS_MIN_HEALTH_PCT: GucSetting<i32> = GucSetting::<i32>::new(90);
+
+    #[derive(pgrx::PostgresGucEnum, Clone, Copy, PartialEq, Eq, Debug)]
+    pub enum LogRuns {
+        #[name = c"all"]
+        All,
+        #[name = c"failures"]
+        Failures,
+        #[name = c"none"]
+        None,
+    }
+
     /// Set when the library was loaded through shared_preload_libraries (the worker exists).
     pub static PRELOADED: AtomicBool = AtomicBool::new(false);
 
@@ -112,6 +138,87 @@ mod shell {
             86400,
             GucContext::Sighup,
             GucFlags::UNIT_S,
+        );
+        let int = |name: &'static std::ffi::CStr,
+                   short: &'static std::ffi::CStr,
+                   setting: &'static GucSetting<i32>,
+                   min: i32,
+                   max: i32,
+                   flags: GucFlags| {
+            GucRegistry::define_int_guc(
+                name,
+                short,
+                c"",
+                setting,
+                min,
+                max,
+                GucContext::Sighup,
+                flags,
+            );
+        };
+        int(
+            c"pulse.overdue_after",
+            c"How long after a due slot without a run a job counts as overdue (and alerts).",
+            &OVERDUE_AFTER,
+            1,
+            i32::MAX,
+            GucFlags::UNIT_S,
+        );
+        int(
+            c"pulse.alert_after_failures",
+            c"Consecutive failures that open an incident, for jobs without alert_after_failures.",
+            &ALERT_AFTER_FAILURES,
+            1,
+            1_000_000,
+            GucFlags::default(),
+        );
+        int(
+            c"pulse.run_retention",
+            c"How long run rows other than failures are kept.",
+            &RUN_RETENTION,
+            60,
+            i32::MAX,
+            GucFlags::UNIT_S,
+        );
+        int(
+            c"pulse.run_retention_failed",
+            c"How long failed and timed-out run rows are kept.",
+            &RUN_RETENTION_FAILED,
+            60,
+            i32::MAX,
+            GucFlags::UNIT_S,
+        );
+        int(
+            c"pulse.status_max_failing_jobs",
+            c"pulse.scheduler_status() says NEEDS_ATTENTION when more jobs than this are failing.",
+            &STATUS_MAX_FAILING,
+            0,
+            i32::MAX,
+            GucFlags::default(),
+        );
+        int(
+            c"pulse.status_min_health_pct",
+            c"pulse.scheduler_status() says NEEDS_ATTENTION below this share (%) of healthy jobs.",
+            &STATUS_MIN_HEALTH_PCT,
+            0,
+            100,
+            GucFlags::default(),
+        );
+        GucRegistry::define_string_guc(
+            c"pulse.alert_target",
+            c"Alert target (jsonb) of jobs without their own alert, e.g. {\"notify\": \"pulse_alerts\"}.",
+            c"",
+            &ALERT_TARGET,
+            GucContext::Sighup,
+            GucFlags::default(),
+        );
+        GucRegistry::define_enum_guc(
+            c"pulse.log_runs",
+            c"Which finished runs keep a row in pulse.job_runs: all, failures or none.",
+            c"Statistics, health and the last run are kept in every case.",
+            &LOG_RUNS,
+            GucContext::Sighup,
+            GucFlags::default(),
         );
         unsafe {
             pg_sys::MarkGUCPrefixReserved(c"pulse".as_ptr());

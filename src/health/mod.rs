@@ -287,3 +287,6 @@ pub fn verdict(
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(feature = "pg")]
+pub mod api;

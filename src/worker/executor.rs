@@ -226,8 +226,16 @@ fn execute(slot: usize, run: Claimed) {
     let command = run.command.clone();
     let timeout_ms = run.timeout_ms;
 
-    let result =
-        xact::run(move || run_as_owner(run_id, started_at, owner, command.as_deref(), timeout_ms));
+    let job_id = run.ctx.job_id;
+    let result = xact::run(move || {
+        run_as_owner(
+            (run_id, job_id, started),
+            started_at,
+            owner,
+            command.as_deref(),
+            timeout_ms,
+        )
+    });
     unsafe {
         disable_timeout(STATEMENT_TIMEOUT, false);
     }
@@ -249,13 +257,24 @@ fn execute(slot: usize, run: Claimed) {
             "failed"
         };
         let message = f.message.clone();
+        let job_id = run.ctx.job_id;
+        let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
         let r = xact::run(move || {
-            Spi::run_with_args(
+            let r = Spi::run_with_args(
                 "UPDATE pulse.job_run SET status = $2, finished_at = clock_timestamp(), message = $3,
                         started_at = least($4, clock_timestamp())
                   WHERE run_id = $1",
-                &[run_id.into(), status.into(), message.into(), started_at.into()],
-            )
+                &[run_id.into(), status.into(), message.clone().into(), started_at.into()],
+            );
+            crate::health::api::record_outcome(&crate::health::api::Outcome {
+                job_id,
+                run_id,
+                status,
+                message: Some(&message),
+                started_at,
+                duration_ms,
+            });
+            r
         });
         if !matches!(r, Ok(Ok(()))) {
             warning!("pg_pulse executor: could not record the outcome of run {run_id}");
@@ -273,7 +292,7 @@ fn execute(slot: usize, run: Claimed) {
 /// timeout, run the command, switch back, undo the command's session-level settings, and record
 /// success (committed together with the command's own changes).
 fn run_as_owner(
-    run_id: i64,
+    (run_id, job_id, t0): (i64, i64, Instant),
     started_at: TimestampWithTimeZone,
     owner: pg_sys::Oid,
     command: Option<&str>,
@@ -334,13 +353,21 @@ fn run_as_owner(
                     PgOid::BuiltIn(PgBuiltInOids::TIMESTAMPTZOID),
                 ],
                 |c, stmt| {
-                    c.update(stmt, None, &[run_id.into(), tag.into(), started_at.into()])
+                    c.update(stmt, None, &[run_id.into(), tag.clone().into(), started_at.into()])
                         .map(|_| ())
                 },
             )
             .and_then(|r| r)
         })
         .unwrap_or_else(|e| pgrx::error!("could not record success: {e}"));
+        crate::health::api::record_outcome(&crate::health::api::Outcome {
+            job_id,
+            run_id,
+            status: "succeeded",
+            message: Some(&tag),
+            started_at,
+            duration_ms: t0.elapsed().as_secs_f64() * 1000.0,
+        });
     }
 }
 

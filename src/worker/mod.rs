@@ -11,7 +11,7 @@
 
 mod executor;
 mod scheduler;
-mod xact;
+pub(crate) mod xact;
 
 pub use executor::current_run;
 
@@ -69,6 +69,9 @@ pub struct Slot {
 #[derive(Copy, Clone)]
 pub struct Shared {
     pub scheduler_pid: i32,
+    /// Unix microseconds: when the running scheduler started, and when its loop last turned.
+    pub scheduler_started_us: i64,
+    pub scheduler_heartbeat_us: i64,
     pub slots: [Slot; MAX_EXECUTORS],
 }
 
@@ -76,6 +79,8 @@ impl Default for Shared {
     fn default() -> Self {
         Shared {
             scheduler_pid: 0,
+            scheduler_started_us: 0,
+            scheduler_heartbeat_us: 0,
             slots: [Slot::default(); MAX_EXECUTORS],
         }
     }
@@ -84,6 +89,33 @@ impl Default for Shared {
 unsafe impl PGRXSharedMemory for Shared {}
 
 pub static SHARED: PgLwLock<Shared> = unsafe { PgLwLock::new(c"pg_pulse_shared") };
+
+/// (alive, pid, started at, last heartbeat) of the scheduler, for `pulse.scheduler_status()`.
+pub fn scheduler_liveness() -> (
+    bool,
+    Option<i32>,
+    Option<chrono::DateTime<chrono::Utc>>,
+    Option<chrono::DateTime<chrono::Utc>>,
+) {
+    if !crate::PRELOADED.load(std::sync::atomic::Ordering::Relaxed) {
+        return (false, None, None, None);
+    }
+    let (pid, started, beat) = {
+        let sh = SHARED.share();
+        (
+            sh.scheduler_pid,
+            sh.scheduler_started_us,
+            sh.scheduler_heartbeat_us,
+        )
+    };
+    let ts = |us: i64| {
+        (us > 0)
+            .then(|| chrono::DateTime::from_timestamp_micros(us))
+            .flatten()
+    };
+    let alive = pid != 0 && unsafe { !pg_sys::BackendPidGetProc(pid).is_null() };
+    (alive, (pid != 0).then_some(pid), ts(started), ts(beat))
+}
 
 pub fn init_shared_memory() {
     pg_shmem_init!(SHARED);

@@ -23,6 +23,8 @@ pub extern "C-unwind" fn pulse_scheduler_main(_arg: pg_sys::Datum) {
     {
         let mut sh = SHARED.exclusive();
         sh.scheduler_pid = unsafe { pg_sys::MyProcPid };
+        sh.scheduler_started_us = Utc::now().timestamp_micros();
+        sh.scheduler_heartbeat_us = sh.scheduler_started_us;
     }
     log!("pg_pulse scheduler started for database \"{db}\"");
 
@@ -30,6 +32,7 @@ pub extern "C-unwind" fn pulse_scheduler_main(_arg: pg_sys::Datum) {
         handles: (0..MAX_EXECUTORS).map(|_| None).collect(),
         recovered: false,
         warned_at: None,
+        housekept_at: None,
     };
     loop {
         if BackgroundWorker::sigterm_received() {
@@ -38,7 +41,9 @@ pub extern "C-unwind" fn pulse_scheduler_main(_arg: pg_sys::Datum) {
         if BackgroundWorker::sighup_received() {
             unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
         }
+        SHARED.exclusive().scheduler_heartbeat_us = Utc::now().timestamp_micros();
         s.reap_executors();
+        s.housekeeping();
         let sleep_ms = match s.tick() {
             Ok(Tick::NoExtension) => MAX_SLEEP_MS,
             Ok(Tick::Ran { next_due, queued }) => {
@@ -100,6 +105,7 @@ struct Scheduler {
     handles: Vec<Option<DynamicBackgroundWorker>>,
     recovered: bool,
     warned_at: Option<Instant>,
+    housekept_at: Option<Instant>,
 }
 
 /// One due job as the scheduler reads it.
@@ -115,6 +121,48 @@ struct Due {
 }
 
 impl Scheduler {
+    /// At most once a minute: overdue alerts, then run-history retention in small batches (each
+    /// its own short transaction, so no long locks).
+    fn housekeeping(&mut self) {
+        if self
+            .housekept_at
+            .is_some_and(|t| t.elapsed() < Duration::from_secs(60))
+        {
+            return;
+        }
+        self.housekept_at = Some(Instant::now());
+        if !self.recovered {
+            return; // the first tick recovers interrupted runs first
+        }
+        let present = |_: ()| {
+            Spi::get_one::<bool>("SELECT pg_catalog.to_regclass('pulse.job_stats') IS NOT NULL")
+                .ok()
+                .flatten()
+                .unwrap_or(false)
+        };
+        match xact::run(|| present(()) && crate::health::api::alert_overdue() >= 0) {
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(f) => warning!("pg_pulse scheduler: overdue check failed: {}", f.message),
+        }
+        for _ in 0..20 {
+            match xact::run(|| {
+                xact::async_commit();
+                crate::health::api::prune_runs(1000)
+            }) {
+                Ok(n) if n >= 1000 => continue,
+                Ok(_) => break,
+                Err(f) => {
+                    warning!(
+                        "pg_pulse scheduler: pruning run history failed: {}",
+                        f.message
+                    );
+                    break;
+                }
+            }
+        }
+    }
+
     fn tick(&mut self) -> Result<Tick, Failure> {
         let recovered = self.recovered;
         let live_pids = live_executor_pids();
@@ -410,8 +458,18 @@ fn fire(now: chrono::DateTime<Utc>, due: Vec<Due>) {
          SELECT u.id, u.name, u.owner, u.slot, u.status, 'schedule', u.message,
                 CASE WHEN u.status = 'queued' THEN NULL ELSE clock_timestamp() END
            FROM unnest($1::bigint[], $2::text[], $3::oid[], $4::timestamptz[], $5::text[], $6::text[])
-                AS u(id, name, owner, slot, status, message)",
-        &[ids.clone().into(), names.into(), owners.into(), slots.into(), statuses.into(), messages.into()],
+                AS u(id, name, owner, slot, status, message)
+          WHERE u.status <> 'skipped' OR $7",
+        &[
+            ids.clone().into(),
+            names.into(),
+            owners.into(),
+            slots.into(),
+            statuses.into(),
+            messages.into(),
+            // pulse.log_runs = failures | none: a skipped slot leaves no row
+            (crate::LOG_RUNS.get() == crate::LogRuns::All).into(),
+        ],
     );
     if let Err(e) = r {
         pgrx::error!("could not record runs: {e}");

@@ -1,0 +1,587 @@
+//! The SQL side of health: statistics kept by the executors, alerts, retention, and the
+//! `pulse.scheduler_health()` / `pulse.scheduler_status()` functions.
+
+use super::{classify, verdict, AlertEvent, Facts, Health, Stats};
+use crate::pgutil::{from_pg_ts, to_pg_ts};
+use crate::worker::xact;
+use pgrx::prelude::*;
+use pgrx::spi::SpiClient;
+
+fn epoch(t: TimestampWithTimeZone) -> i64 {
+    from_pg_ts(t).timestamp()
+}
+
+fn now_s() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+fn interval_ms(ms: f64) -> Option<Interval> {
+    Interval::new(0, 0, (ms * 1000.0) as i64).ok()
+}
+
+/// What the executor knows about a finished run.
+pub struct Outcome<'a> {
+    pub job_id: i64,
+    pub run_id: i64,
+    pub status: &'a str,
+    pub message: Option<&'a str>,
+    pub started_at: TimestampWithTimeZone,
+    pub duration_ms: f64,
+}
+
+/// Called by the executor inside the transaction that records a run's outcome: updates the job's
+/// rolling statistics and last run, sends an alert when an incident starts or recovers, and
+/// (with pulse.log_runs) drops the run row. Cancelled runs only update the last run.
+pub fn record_outcome(o: &Outcome) {
+    let failed = matches!(o.status, "failed" | "timed_out");
+    let counted = o.status != "cancelled";
+    Spi::connect_mut(|c| {
+        // (a separate statement: a CTE's insert would be invisible to the select below)
+        let _ = xact::with_plan(
+            c,
+            "INSERT INTO pulse.job_stats (job_id, owner)
+             SELECT j.job_id, j.owner FROM pulse.job j WHERE j.job_id = $1
+             ON CONFLICT (job_id) DO NOTHING",
+            &[PgOid::BuiltIn(PgBuiltInOids::INT8OID)],
+            |c, stmt| c.update(stmt, None, &[o.job_id.into()]).map(|_| ()),
+        );
+        let row = xact::with_plan(
+            c,
+            "SELECT s.hour_base, s.runs, s.failures, s.dur_ms, s.recent_at, s.recent_ms,
+                    s.consecutive_failures, s.incident_open,
+                    coalesce(j.alert_after_failures, $2), coalesce(j.alert::text, $3), j.job_name, j.owner
+               FROM pulse.job_stats s JOIN pulse.job j ON j.job_id = s.job_id
+              WHERE s.job_id = $1 FOR UPDATE OF s",
+            &[
+                PgOid::BuiltIn(PgBuiltInOids::INT8OID),
+                PgOid::BuiltIn(PgBuiltInOids::INT4OID),
+                PgOid::BuiltIn(PgBuiltInOids::TEXTOID),
+            ],
+            |c, stmt| {
+                c.update(
+                    stmt,
+                    None,
+                    &[
+                        o.job_id.into(),
+                        crate::ALERT_AFTER_FAILURES.get().into(),
+                        alert_target_default().into(),
+                    ],
+                )
+                .ok()
+                .and_then(|t| {
+                    t.into_iter().next().map(|r| {
+                        let stats = Stats {
+                            hour_base: r.get::<i64>(1).ok().flatten().unwrap_or(0),
+                            runs: r.get::<Vec<i32>>(2).ok().flatten().unwrap_or_default(),
+                            failures: r.get::<Vec<i32>>(3).ok().flatten().unwrap_or_default(),
+                            dur_ms: r.get::<Vec<f64>>(4).ok().flatten().unwrap_or_default(),
+                            recent: r
+                                .get::<Vec<i64>>(5)
+                                .ok()
+                                .flatten()
+                                .unwrap_or_default()
+                                .into_iter()
+                                .zip(r.get::<Vec<f64>>(6).ok().flatten().unwrap_or_default())
+                                .collect(),
+                            consecutive_failures: r.get::<i32>(7).ok().flatten().unwrap_or(0),
+                            incident_open: r.get::<bool>(8).ok().flatten().unwrap_or(false),
+                        };
+                        (
+                            stats,
+                            r.get::<i32>(9).ok().flatten().unwrap_or(3),
+                            r.get::<String>(10).ok().flatten(),
+                            r.get::<String>(11).ok().flatten().unwrap_or_default(),
+                            r.get::<pg_sys::Oid>(12).ok().flatten(),
+                        )
+                    })
+                })
+            },
+        )
+        .ok()
+        .flatten();
+        // the job was removed meanwhile: nothing to keep statistics for
+        let Some((mut stats, threshold, target, job_name, owner)) = row else {
+            return;
+        };
+        let event = if counted {
+            stats.record(now_s(), failed, o.duration_ms, threshold)
+        } else {
+            AlertEvent::None
+        };
+        let (recent_at, recent_ms): (Vec<i64>, Vec<f64>) = stats.recent.iter().copied().unzip();
+        let _ = xact::with_plan(
+            c,
+            "UPDATE pulse.job_stats SET hour_base = $2, runs = $3, failures = $4, dur_ms = $5,
+                    recent_at = $6, recent_ms = $7, consecutive_failures = $8, incident_open = $9,
+                    overdue_alerted = false, last_run_id = $10, last_run_at = $11, last_status = $12,
+                    last_message = $13
+              WHERE job_id = $1",
+            &[
+                PgOid::BuiltIn(PgBuiltInOids::INT8OID),
+                PgOid::BuiltIn(PgBuiltInOids::INT8OID),
+                PgOid::BuiltIn(PgBuiltInOids::INT4ARRAYOID),
+                PgOid::BuiltIn(PgBuiltInOids::INT4ARRAYOID),
+                PgOid::BuiltIn(PgBuiltInOids::FLOAT8ARRAYOID),
+                PgOid::BuiltIn(PgBuiltInOids::INT8ARRAYOID),
+                PgOid::BuiltIn(PgBuiltInOids::FLOAT8ARRAYOID),
+                PgOid::BuiltIn(PgBuiltInOids::INT4OID),
+                PgOid::BuiltIn(PgBuiltInOids::BOOLOID),
+                PgOid::BuiltIn(PgBuiltInOids::INT8OID),
+                PgOid::BuiltIn(PgBuiltInOids::TIMESTAMPTZOID),
+                PgOid::BuiltIn(PgBuiltInOids::TEXTOID),
+                PgOid::BuiltIn(PgBuiltInOids::TEXTOID),
+            ],
+            |c, stmt| {
+                c.update(
+                    stmt,
+                    None,
+                    &[
+                        o.job_id.into(),
+                        stats.hour_base.into(),
+                        stats.runs.clone().into(),
+                        stats.failures.clone().into(),
+                        stats.dur_ms.clone().into(),
+                        recent_at.into(),
+                        recent_ms.into(),
+                        stats.consecutive_failures.into(),
+                        stats.incident_open.into(),
+                        o.run_id.into(),
+                        o.started_at.into(),
+                        o.status.into(),
+                        o.message.into(),
+                    ],
+                )
+            },
+        );
+        let event_name = match event {
+            AlertEvent::IncidentStarted => Some("incident"),
+            AlertEvent::Recovered => Some("recovered"),
+            AlertEvent::None => None,
+        };
+        if let (Some(event), Some(target)) = (event_name, target) {
+            let w = stats.window(now_s());
+            send_alert(
+                c,
+                &target,
+                &Alert {
+                    event,
+                    job_name: &job_name,
+                    job_id: o.job_id,
+                    owner,
+                    run_id: Some(o.run_id),
+                    status: Some(o.status),
+                    message: o.message,
+                    consecutive_failures: stats.consecutive_failures,
+                    runs_24h: w.runs,
+                    failures_24h: w.failures,
+                },
+            );
+        }
+        // pulse.log_runs: keep only the rows asked for (statistics above keep the rest)
+        let keep = match crate::LOG_RUNS.get() {
+            crate::LogRuns::All => true,
+            crate::LogRuns::Failures => failed,
+            crate::LogRuns::None => false,
+        };
+        if !keep {
+            let _ = c.update(
+                "DELETE FROM pulse.job_run WHERE run_id = $1",
+                None,
+                &[o.run_id.into()],
+            );
+        }
+    });
+}
+
+fn alert_target_default() -> Option<String> {
+    crate::ALERT_TARGET
+        .get()
+        .map(|c| c.to_string_lossy().into_owned())
+        .filter(|s| !s.trim().is_empty())
+}
+
+pub struct Alert<'a> {
+    pub event: &'a str,
+    pub job_name: &'a str,
+    pub job_id: i64,
+    pub owner: Option<pg_sys::Oid>,
+    pub run_id: Option<i64>,
+    pub status: Option<&'a str>,
+    pub message: Option<&'a str>,
+    pub consecutive_failures: i32,
+    pub runs_24h: i64,
+    pub failures_24h: i64,
+}
+
+/// Sends an alert to a target (`{"notify": "channel"}`), at commit of the current transaction.
+/// A bad target is reported in the server log, never raised (the run's outcome must be kept).
+pub fn send_alert(c: &mut SpiClient<'_>, target: &str, a: &Alert) {
+    let r = c.update(
+        "SELECT pg_catalog.pg_notify(t->>'notify', pg_catalog.json_build_object(
+                   'event', $2, 'job', $3, 'job_id', $4, 'owner', pg_catalog.pg_get_userbyid($5),
+                   'run_id', $6, 'status', $7, 'message', left($8, 2000),
+                   'consecutive_failures', $9, 'runs_24h', $10, 'failures_24h', $11,
+                   'at', now())::text)
+           FROM (SELECT $1::jsonb AS t) x
+          WHERE jsonb_typeof(t->'notify') = 'string'",
+        None,
+        &[
+            target.into(),
+            a.event.into(),
+            a.job_name.into(),
+            a.job_id.into(),
+            a.owner.into(),
+            a.run_id.into(),
+            a.status.into(),
+            a.message.into(),
+            a.consecutive_failures.into(),
+            a.runs_24h.into(),
+            a.failures_24h.into(),
+        ],
+    );
+    if let Err(e) = r {
+        warning!(
+            "pg_pulse: could not send an alert for job \"{}\": {e}",
+            a.job_name
+        );
+    }
+}
+
+/// Scheduler: alert once per job whose due slot passed more than pulse.overdue_after ago without
+/// a run starting (the scheduler was down, or no executor was free). Returns how many.
+pub fn alert_overdue() -> i64 {
+    let overdue = crate::OVERDUE_AFTER.get() as i64;
+    Spi::connect_mut(|c| {
+        let rows: Vec<(
+            i64,
+            String,
+            Option<pg_sys::Oid>,
+            Option<String>,
+            Option<TimestampWithTimeZone>,
+        )> = c
+            .update(
+                "WITH late AS (
+                   SELECT j.job_id, j.job_name, j.owner, coalesce(j.alert::text, $2) AS target,
+                          least(CASE WHEN j.enabled THEN j.next_run_at END,
+                                (SELECT min(r.scheduled_for) FROM pulse.job_run r
+                                  WHERE r.job_id = j.job_id AND r.status = 'queued')) AS slot
+                     FROM pulse.job j)
+                 SELECT l.job_id, l.job_name, l.owner, l.target, l.slot FROM late l
+                   LEFT JOIN pulse.job_stats s ON s.job_id = l.job_id
+                  WHERE l.slot < now() - $1 * interval '1 second'
+                    AND NOT coalesce(s.overdue_alerted, false)",
+                None,
+                &[overdue.into(), alert_target_default().into()],
+            )
+            .map(|t| {
+                t.map(|r| {
+                    (
+                        r.get::<i64>(1).ok().flatten().unwrap_or(0),
+                        r.get::<String>(2).ok().flatten().unwrap_or_default(),
+                        r.get::<pg_sys::Oid>(3).ok().flatten(),
+                        r.get::<String>(4).ok().flatten(),
+                        r.get::<TimestampWithTimeZone>(5).ok().flatten(),
+                    )
+                })
+                .collect()
+            })
+            .unwrap_or_default();
+        for (job_id, name, owner, target, slot) in &rows {
+            let _ = c.update(
+                "INSERT INTO pulse.job_stats (job_id, owner, overdue_alerted) VALUES ($1, $2, true)
+                 ON CONFLICT (job_id) DO UPDATE SET overdue_alerted = true",
+                None,
+                &[(*job_id).into(), (*owner).into()],
+            );
+            if let Some(target) = target {
+                let msg = slot.map(|s| {
+                    format!(
+                        "the slot at {} has not run: the scheduler was down or no executor was free",
+                        from_pg_ts(s).to_rfc3339()
+                    )
+                });
+                send_alert(
+                    c,
+                    target,
+                    &Alert {
+                        event: "overdue",
+                        job_name: name,
+                        job_id: *job_id,
+                        owner: *owner,
+                        run_id: None,
+                        status: None,
+                        message: msg.as_deref(),
+                        consecutive_failures: 0,
+                        runs_24h: 0,
+                        failures_24h: 0,
+                    },
+                );
+            }
+        }
+        rows.len() as i64
+    })
+}
+
+/// Scheduler: deletes up to `batch` run rows past their retention; returns how many.
+pub fn prune_runs(batch: i64) -> i64 {
+    let keep = crate::RUN_RETENTION.get() as i64;
+    let keep_failed = crate::RUN_RETENTION_FAILED.get() as i64;
+    Spi::connect_mut(|c| {
+        xact::with_plan(
+            c,
+            "DELETE FROM pulse.job_run WHERE run_id IN (
+               SELECT run_id FROM pulse.job_run
+                WHERE created_at < now() - least($1, $2) * interval '1 second'
+                  AND status NOT IN ('queued', 'running')
+                  AND finished_at < now() - CASE WHEN status IN ('failed', 'timed_out')
+                                                 THEN $2 ELSE $1 END * interval '1 second'
+                LIMIT $3)",
+            &[
+                PgOid::BuiltIn(PgBuiltInOids::INT8OID),
+                PgOid::BuiltIn(PgBuiltInOids::INT8OID),
+                PgOid::BuiltIn(PgBuiltInOids::INT8OID),
+            ],
+            |c, stmt| {
+                c.update(stmt, None, &[keep.into(), keep_failed.into(), batch.into()])
+                    .map(|t| t.len() as i64)
+                    .unwrap_or(0)
+            },
+        )
+        .unwrap_or(0)
+    })
+}
+
+struct Row {
+    job_id: i64,
+    facts: Facts,
+    name: String,
+    schedule: Option<String>,
+    timezone: String,
+    next_run_at: Option<TimestampWithTimeZone>,
+    last_run_at: Option<TimestampWithTimeZone>,
+    stats: Stats,
+}
+
+/// Every visible job (row-level security applies: the caller's own, or all for superusers) with
+/// its facts; the one query behind both health functions.
+fn gather() -> Vec<Row> {
+    let default_threshold = crate::ALERT_AFTER_FAILURES.get();
+    Spi::connect(|c| {
+        let queued: std::collections::HashMap<i64, i64> = c
+            .select(
+                "SELECT job_id, min(scheduled_for) FROM pulse.job_run WHERE status = 'queued' GROUP BY job_id",
+                None,
+                &[],
+            )
+            .map(|t| {
+                t.filter_map(|r| {
+                    Some((
+                        r.get::<i64>(1).ok()??,
+                        epoch(r.get::<TimestampWithTimeZone>(2).ok()??),
+                    ))
+                })
+                .collect()
+            })
+            .unwrap_or_default();
+        c.select(
+            "SELECT j.job_id, j.job_name, j.schedule, j.timezone, j.enabled, j.next_run_at,
+                    coalesce(j.alert_after_failures, $1), s.hour_base, s.runs, s.failures, s.dur_ms,
+                    s.recent_at, s.recent_ms, s.consecutive_failures, s.last_run_at, s.last_status,
+                    s.last_message
+               FROM pulse.job j LEFT JOIN pulse.job_stats s ON s.job_id = j.job_id
+              ORDER BY j.job_name, j.job_id",
+            None,
+            &[default_threshold.into()],
+        )
+        .map(|t| {
+            t.map(|r| {
+                let job_id = r.get::<i64>(1).ok().flatten().unwrap_or(0);
+                let stats = Stats {
+                    hour_base: r.get::<i64>(8).ok().flatten().unwrap_or(0),
+                    runs: r.get::<Vec<i32>>(9).ok().flatten().unwrap_or_default(),
+                    failures: r.get::<Vec<i32>>(10).ok().flatten().unwrap_or_default(),
+                    dur_ms: r.get::<Vec<f64>>(11).ok().flatten().unwrap_or_default(),
+                    recent: r
+                        .get::<Vec<i64>>(12)
+                        .ok()
+                        .flatten()
+                        .unwrap_or_default()
+                        .into_iter()
+                        .zip(r.get::<Vec<f64>>(13).ok().flatten().unwrap_or_default())
+                        .collect(),
+                    consecutive_failures: r.get::<i32>(14).ok().flatten().unwrap_or(0),
+                    incident_open: false,
+                };
+                let next_run_at = r.get::<TimestampWithTimeZone>(6).ok().flatten();
+                let last_run_at = r.get::<TimestampWithTimeZone>(15).ok().flatten();
+                let enabled = r.get::<bool>(5).ok().flatten().unwrap_or(false);
+                Row {
+                    job_id,
+                    facts: Facts {
+                        enabled,
+                        next_run_at: next_run_at.map(epoch),
+                        oldest_queued: queued.get(&job_id).copied(),
+                        last_run_at: last_run_at.map(epoch),
+                        last_status: r.get::<String>(16).ok().flatten(),
+                        last_message: r.get::<String>(17).ok().flatten(),
+                        consecutive_failures: stats.consecutive_failures,
+                        threshold: r.get::<i32>(7).ok().flatten().unwrap_or(3),
+                        window: stats.window(now_s()),
+                    },
+                    name: r.get::<String>(2).ok().flatten().unwrap_or_default(),
+                    schedule: r.get::<String>(3).ok().flatten(),
+                    timezone: r.get::<String>(4).ok().flatten().unwrap_or_default(),
+                    next_run_at,
+                    last_run_at,
+                    stats,
+                }
+            })
+            .collect()
+        })
+        .unwrap_or_default()
+    })
+}
+
+type HealthRow = (
+    i64,
+    String,
+    bool,
+    Option<String>,
+    String,
+    Option<TimestampWithTimeZone>,
+    Option<TimestampWithTimeZone>,
+    Option<String>,
+    i64,
+    i64,
+    Option<f64>,
+    Option<Interval>,
+    Option<Interval>,
+    i32,
+    String,
+    String,
+);
+
+#[pg_extern(stable, parallel_safe)]
+fn scheduler_health() -> TableIterator<
+    'static,
+    (
+        name!(job_id, i64),
+        name!(job_name, String),
+        name!(enabled, bool),
+        name!(schedule, Option<String>),
+        name!(timezone, String),
+        name!(next_run_at, Option<TimestampWithTimeZone>),
+        name!(last_run_at, Option<TimestampWithTimeZone>),
+        name!(last_status, Option<String>),
+        name!(runs_24h, i64),
+        name!(failures_24h, i64),
+        name!(success_rate, Option<f64>),
+        name!(avg_duration, Option<Interval>),
+        name!(p95_duration, Option<Interval>),
+        name!(consecutive_failures, i32),
+        name!(health, String),
+        name!(reason, String),
+    ),
+> {
+    let now = now_s();
+    let overdue = crate::OVERDUE_AFTER.get() as i64;
+    let rows: Vec<HealthRow> = gather()
+        .into_iter()
+        .map(|r| {
+            let (health, reason) = classify(&r.facts, now, overdue);
+            let w = r.facts.window;
+            (
+                r.job_id,
+                r.name,
+                r.facts.enabled,
+                r.schedule,
+                r.timezone,
+                r.next_run_at,
+                r.last_run_at,
+                r.facts.last_status,
+                w.runs,
+                w.failures,
+                w.success_rate,
+                w.avg_ms.and_then(interval_ms),
+                w.p95_ms.and_then(interval_ms),
+                r.stats.consecutive_failures,
+                health.as_str().to_string(),
+                reason,
+            )
+        })
+        .collect();
+    TableIterator::new(rows)
+}
+
+#[pg_extern(stable, parallel_safe)]
+fn scheduler_status() -> TableIterator<
+    'static,
+    (
+        name!(worker_alive, bool),
+        name!(worker_pid, Option<i32>),
+        name!(worker_started_at, Option<TimestampWithTimeZone>),
+        name!(last_heartbeat, Option<TimestampWithTimeZone>),
+        name!(database_name, String),
+        name!(jobs_total, i64),
+        name!(jobs_enabled, i64),
+        name!(jobs_paused, i64),
+        name!(jobs_failing, i64),
+        name!(jobs_overdue, i64),
+        name!(runs_last_hour, i64),
+        name!(failures_last_hour, i64),
+        name!(health_pct, Option<f64>),
+        name!(verdict, String),
+    ),
+> {
+    let now = now_s();
+    let overdue = crate::OVERDUE_AFTER.get() as i64;
+    let (alive, pid, started, beat) = crate::worker::scheduler_liveness();
+    let rows = gather();
+    let mut enabled = 0i64;
+    let mut failing = 0i64;
+    let mut overdue_n = 0i64;
+    let mut good = 0i64;
+    for r in &rows {
+        let (h, _) = classify(&r.facts, now, overdue);
+        if r.facts.enabled {
+            enabled += 1;
+        }
+        match h {
+            Health::Failing => failing += 1,
+            Health::Overdue => overdue_n += 1,
+            Health::Healthy | Health::NeverRun => good += 1,
+            _ => {}
+        }
+    }
+    let pct = (enabled > 0).then(|| good as f64 * 100.0 / enabled as f64);
+    let (runs_hour, failures_hour) = Spi::get_two::<i64, i64>(
+        "SELECT (SELECT count(*) FROM pulse.job_run WHERE created_at > now() - interval '1 hour'),
+                (SELECT count(*) FROM pulse.job_run WHERE status IN ('failed', 'timed_out')
+                                                     AND finished_at > now() - interval '1 hour')",
+    )
+    .unwrap_or((None, None));
+    let v = verdict(
+        alive,
+        failing,
+        overdue_n,
+        pct,
+        crate::STATUS_MAX_FAILING.get() as i64,
+        crate::STATUS_MIN_HEALTH_PCT.get() as f64,
+    );
+    TableIterator::once((
+        alive,
+        pid,
+        started.map(to_pg_ts),
+        beat.map(to_pg_ts),
+        crate::database_name(),
+        rows.len() as i64,
+        enabled,
+        rows.len() as i64 - enabled,
+        failing,
+        overdue_n,
+        runs_hour.unwrap_or(0),
+        failures_hour.unwrap_or(0),
+        pct,
+        v.to_string(),
+    ))
+}
