@@ -3,6 +3,7 @@
 //! so they run one at a time (a lock), in their own test binary (cargo runs binaries one by one).
 mod common;
 use common::*;
+use postgres::fallible_iterator::FallibleIterator;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -433,4 +434,276 @@ fn without_preloading_or_in_another_database_calls_fail_with_a_hint() {
     if let Err(e) = result {
         std::panic::resume_unwind(e);
     }
+}
+
+/// Sets server settings (ALTER SYSTEM + reload) and waits until this session sees them.
+fn set_system(c: &mut postgres::Client, settings: &[(&str, &str)]) {
+    for (k, v) in settings {
+        c.batch_execute(&format!("ALTER SYSTEM SET {k} = '{v}'"))
+            .unwrap();
+    }
+    c.batch_execute("SELECT pg_reload_conf()").unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+}
+
+fn reset_system(c: &mut postgres::Client, names: &[&str]) {
+    for k in names {
+        c.batch_execute(&format!("ALTER SYSTEM RESET {k}")).unwrap();
+    }
+    c.batch_execute("SELECT pg_reload_conf()").unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+}
+
+fn health_of(c: &mut postgres::Client, job: &str) -> (String, String) {
+    let r = c
+        .query_one(
+            "SELECT health, reason FROM pulse.scheduler_health() WHERE job_name = $1",
+            &[&job],
+        )
+        .unwrap();
+    (r.get(0), r.get(1))
+}
+
+#[test]
+fn health_states_and_one_alert_per_incident() {
+    let _g = serial();
+    let mut c = admin();
+    let mut listener = connect_as("postgres");
+    listener.batch_execute("LISTEN pulse_alerts").unwrap();
+
+    let ok = unique("h_ok");
+    let bad = unique("h_bad");
+    let paused = unique("h_paused");
+    let never = unique("h_never");
+    for (j, cmd) in [
+        (&ok, "SELECT 1"),
+        (&bad, "SELECT 1/0"),
+        (&paused, "SELECT 1"),
+        (&never, "SELECT 1"),
+    ] {
+        c.query_one("SELECT pulse.schedule_job($1, '@yearly', $2)", &[j, &cmd])
+            .unwrap();
+    }
+    c.query_one("SELECT pulse.toggle_job($1, false)", &[&paused])
+        .unwrap();
+    let r = run_job(&mut c, &ok);
+    assert_eq!(wait_run_final(&mut c, r).0, "succeeded");
+    assert_eq!(health_of(&mut c, &ok).0, "healthy");
+    assert_eq!(health_of(&mut c, &paused).0, "paused");
+    assert_eq!(health_of(&mut c, &never).0, "never_run");
+
+    // Five failures in a row: degraded, then failing at the threshold (3), one alert only.
+    for i in 1..=5 {
+        let r = run_job(&mut c, &bad);
+        assert_eq!(wait_run_final(&mut c, r).0, "failed");
+        let (h, why) = health_of(&mut c, &bad);
+        if i < 3 {
+            assert_eq!(h, "degraded", "after {i}");
+        } else {
+            assert_eq!(h, "failing", "after {i}");
+            assert!(why.contains("division by zero"), "{why}");
+        }
+    }
+    let row = c
+        .query_one(
+            "SELECT runs_24h, failures_24h, success_rate, consecutive_failures, p95_duration IS NOT NULL
+               FROM pulse.scheduler_health() WHERE job_name = $1",
+            &[&bad],
+        )
+        .unwrap();
+    assert_eq!(row.get::<_, i64>(0), 5);
+    assert_eq!(row.get::<_, i64>(1), 5);
+    assert_eq!(row.get::<_, Option<f64>>(2), Some(0.0));
+    assert_eq!(row.get::<_, i32>(3), 5);
+    assert!(row.get::<_, bool>(4));
+    // Recovery.
+    c.query_one("SELECT pulse.alter_job($1, command => 'SELECT 2')", &[&bad])
+        .unwrap();
+    let r = run_job(&mut c, &bad);
+    assert_eq!(wait_run_final(&mut c, r).0, "succeeded");
+    assert_eq!(health_of(&mut c, &bad).0, "degraded", "5 of 6 failed today");
+
+    // Exactly two notifications for this job: the incident and its recovery.
+    let mut events = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::time::Instant::now() < deadline && events.len() < 2 {
+        let mut n = listener.notifications();
+        let mut it = n.timeout_iter(Duration::from_millis(500));
+        while let Ok(Some(msg)) = it.next() {
+            if msg.payload().contains(&format!("\"job\" : \"{bad}\"")) {
+                events.push(msg.payload().to_string());
+            }
+        }
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    {
+        let mut n = listener.notifications();
+        let mut it = n.timeout_iter(Duration::from_millis(200));
+        while let Ok(Some(msg)) = it.next() {
+            if msg.payload().contains(&format!("\"job\" : \"{bad}\"")) {
+                events.push(msg.payload().to_string());
+            }
+        }
+    }
+    assert_eq!(events.len(), 2, "{events:?}");
+    assert!(
+        events[0].contains("\"event\" : \"incident\"")
+            && events[0].contains("\"consecutive_failures\" : 3"),
+        "{}",
+        events[0]
+    );
+    assert!(
+        events[1].contains("\"event\" : \"recovered\""),
+        "{}",
+        events[1]
+    );
+
+    let s = c
+        .query_one(
+            "SELECT worker_alive, jobs_failing, verdict FROM pulse.scheduler_status()",
+            &[],
+        )
+        .unwrap();
+    assert!(s.get::<_, bool>(0));
+    assert_eq!(s.get::<_, i64>(1), 0);
+    for j in [&ok, &bad, &paused, &never] {
+        c.query_one("SELECT pulse.unschedule_job($1)", &[j])
+            .unwrap();
+    }
+}
+
+#[test]
+fn overdue_jobs_and_a_dead_scheduler_are_reported() {
+    let _g = serial();
+    let mut c = admin();
+    set_system(&mut c, &[("pulse.overdue_after", "2")]);
+    let job = unique("h_overdue");
+    c.query_one(
+        "SELECT pulse.schedule_job($1, '1 seconds', 'SELECT 1')",
+        &[&job],
+    )
+    .unwrap();
+    wait_for(60, "a run", || {
+        (count_runs(&mut c, &job, "succeeded") > 0).then_some(())
+    });
+    assert_eq!(health_of(&mut c, &job).0, "healthy");
+    // Stop the scheduler (a clean exit is not restarted: the worker stays down).
+    c.batch_execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE backend_type = 'pg_pulse scheduler'",
+    )
+    .unwrap();
+    let (h, why) = wait_for(60, "the job to be overdue", || {
+        let (h, why) = health_of(&mut c, &job);
+        (h == "overdue").then_some((h, why))
+    });
+    assert_eq!(h, "overdue");
+    assert!(why.contains("scheduler_status"), "{why}");
+    let s = c
+        .query_one(
+            "SELECT worker_alive, jobs_overdue, verdict FROM pulse.scheduler_status()",
+            &[],
+        )
+        .unwrap();
+    assert!(!s.get::<_, bool>(0));
+    assert!(s.get::<_, i64>(1) >= 1);
+    assert_eq!(s.get::<_, String>(2), "NEEDS_ATTENTION");
+    // A restart brings the scheduler back; it alerts about the overdue job once, then runs it.
+    pgctl(&["restart", &pgdata()]);
+    let mut c = admin();
+    // (the alert goes out at the scheduler's start, before anyone could LISTEN: the log shows it)
+    wait_for(60, "the overdue alert", || {
+        let log = std::fs::read_to_string(format!("{}/server.log", pgdata())).unwrap_or_default();
+        log.contains(&format!("job \"{job}\" is overdue")).then_some(())
+    });
+    wait_for(60, "the job to be healthy again", || {
+        (health_of(&mut c, &job).0 == "healthy").then_some(())
+    });
+    c.query_one("SELECT pulse.unschedule_job($1)", &[&job])
+        .unwrap();
+    reset_system(&mut c, &["pulse.overdue_after"]);
+}
+
+#[test]
+fn retention_prunes_old_runs_and_log_runs_failures_keeps_only_failures() {
+    let _g = serial();
+    let mut c = admin();
+    let job = unique("h_ret");
+    let id: i64 = c
+        .query_one(
+            "SELECT pulse.schedule_job($1, '@yearly', 'SELECT 1')",
+            &[&job],
+        )
+        .unwrap()
+        .get(0);
+    // History: old successes (8 days), old failures (10 and 31 days), and recent rows.
+    c.execute(
+        "INSERT INTO pulse.job_run (job_id, job_name, owner, scheduled_for, created_at, started_at, finished_at, status, message)
+         SELECT $1, $2, 10, t, t, t, t, s, m
+           FROM (VALUES (now() - interval '8 days', 'succeeded', 'old ok'),
+                        (now() - interval '10 days', 'failed', 'recent enough failure'),
+                        (now() - interval '31 days', 'failed', 'old failure'),
+                        (now() - interval '1 hour', 'succeeded', 'recent ok')) v(t, s, m)",
+        &[&id, &job],
+    )
+    .unwrap();
+    set_system(&mut c, &[("pulse.overdue_after", "2")]); // housekeeping every second
+    wait_for(60, "old rows to be pruned", || {
+        let n: i64 = c
+            .query_one(
+                "SELECT count(*) FROM pulse.job_run WHERE job_id = $1 AND message IN ('old ok', 'old failure')",
+                &[&id],
+            )
+            .unwrap()
+            .get(0);
+        (n == 0).then_some(())
+    });
+    let kept: Vec<String> = c
+        .query(
+            "SELECT message FROM pulse.job_run WHERE job_id = $1 ORDER BY created_at",
+            &[&id],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(kept, vec!["recent enough failure", "recent ok"]);
+
+    // log_runs = failures: a success leaves no row, a failure does; the last run is still known.
+    set_system(&mut c, &[("pulse.log_runs", "failures")]);
+    let before: i64 = c
+        .query_one(
+            "SELECT count(*) FROM pulse.job_run WHERE job_id = $1",
+            &[&id],
+        )
+        .unwrap()
+        .get(0);
+    let r = run_job(&mut c, &job);
+    wait_for(60, "the run to be recorded", || {
+        let last: Option<i64> = c
+            .query_one(
+                "SELECT last_run_id FROM pulse.jobs WHERE job_id = $1",
+                &[&id],
+            )
+            .unwrap()
+            .get(0);
+        (last == Some(r)).then_some(())
+    });
+    let after: i64 = c
+        .query_one(
+            "SELECT count(*) FROM pulse.job_run WHERE job_id = $1",
+            &[&id],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(before, after, "the successful run left no row");
+    c.query_one(
+        "SELECT pulse.alter_job($1, command => 'SELECT 1/0')",
+        &[&job],
+    )
+    .unwrap();
+    let r = run_job(&mut c, &job);
+    assert_eq!(wait_run_final(&mut c, r).0, "failed");
+    reset_system(&mut c, &["pulse.log_runs", "pulse.overdue_after"]);
+    c.query_one("SELECT pulse.unschedule_job($1)", &[&job])
+        .unwrap();
 }

@@ -293,6 +293,10 @@ pub fn alert_overdue() -> i64 {
                 None,
                 &[(*job_id).into(), (*owner).into()],
             );
+            log!(
+                "pg_pulse: job \"{name}\" is overdue: its slot at {} has not run",
+                slot.map(|s| from_pg_ts(s).to_rfc3339()).unwrap_or_default()
+            );
             if let Some(target) = target {
                 let msg = slot.map(|s| {
                     format!(

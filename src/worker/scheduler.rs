@@ -68,6 +68,7 @@ pub extern "C-unwind" fn pulse_scheduler_main(_arg: pg_sys::Datum) {
                 1000
             }
         };
+        let sleep_ms = sleep_ms.min(s.housekeeping_in().as_millis() as i64 + 1);
         if sleep_ms > 0 {
             wait(sleep_ms);
         } else {
@@ -120,20 +121,30 @@ struct Due {
     active: bool,
 }
 
+/// Half of pulse.overdue_after, between 1 and 60 seconds: an overdue job is noticed in time
+/// without waking an idle scheduler more than twice a minute by default.
+fn housekeeping_interval() -> Duration {
+    Duration::from_secs((crate::OVERDUE_AFTER.get().max(2) as u64 / 2).clamp(1, 60))
+}
+
 impl Scheduler {
-    /// At most once a minute: overdue alerts, then run-history retention in small batches (each
+    /// How long until housekeeping is due again (the loop sleeps no longer than this).
+    fn housekeeping_in(&self) -> Duration {
+        self.housekept_at.map_or(Duration::ZERO, |t| {
+            housekeeping_interval().saturating_sub(t.elapsed())
+        })
+    }
+
+    /// Every housekeeping_interval(): overdue alerts, then run-history retention in small batches (each
     /// its own short transaction, so no long locks).
     fn housekeeping(&mut self) {
         if self
             .housekept_at
-            .is_some_and(|t| t.elapsed() < Duration::from_secs(60))
+            .is_some_and(|t| t.elapsed() < housekeeping_interval())
         {
             return;
         }
         self.housekept_at = Some(Instant::now());
-        if !self.recovered {
-            return; // the first tick recovers interrupted runs first
-        }
         let present = |_: ()| {
             Spi::get_one::<bool>("SELECT pg_catalog.to_regclass('pulse.job_stats') IS NOT NULL")
                 .ok()
