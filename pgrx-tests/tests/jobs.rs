@@ -786,3 +786,77 @@ fn current_run_describes_the_run_inside_its_command() {
     c.query_one("SELECT pulse.unschedule_job($1)", &[&job])
         .unwrap();
 }
+
+#[test]
+fn per_job_alert_settings() {
+    use postgres::fallible_iterator::FallibleIterator;
+    let mut c = admin();
+    let job = unique("alerting");
+    let channel = unique("chan");
+    let mut l = connect_as("postgres");
+    l.batch_execute(&format!("LISTEN {channel}")).unwrap();
+    c.query_one(
+        "SELECT pulse.schedule_job($1, '@yearly', 'SELECT 1/0', alert_after_failures => 1,
+                                   alert => jsonb_build_object('notify', $2::text))",
+        &[&job, &channel],
+    )
+    .unwrap();
+    let r = run_job(&mut c, &job);
+    assert_eq!(wait_run_final(&mut c, r).0, "failed");
+    let got = {
+        let mut n = l.notifications();
+        let mut it = n.timeout_iter(std::time::Duration::from_secs(10));
+        it.next().unwrap()
+    };
+    let msg = got.expect("an alert on the job's own channel");
+    assert!(
+        msg.payload().contains("\"event\" : \"incident\""),
+        "{}",
+        msg.payload()
+    );
+    let row = c
+        .query_one(
+            "SELECT alert_after_failures, alert->>'notify' FROM pulse.jobs WHERE job_name = $1",
+            &[&job],
+        )
+        .unwrap();
+    assert_eq!(row.get::<_, Option<i32>>(0), Some(1));
+    assert_eq!(row.get::<_, Option<String>>(1), Some(channel.clone()));
+    // alter_job: 0 and 'null' go back to the defaults; '{}' silences the job.
+    c.query_one(
+        "SELECT pulse.alter_job($1, alert_after_failures => 0, alert => '{}')",
+        &[&job],
+    )
+    .unwrap();
+    let row = c
+        .query_one(
+            "SELECT alert_after_failures, alert::text FROM pulse.jobs WHERE job_name = $1",
+            &[&job],
+        )
+        .unwrap();
+    assert_eq!(row.get::<_, Option<i32>>(0), None);
+    assert_eq!(row.get::<_, Option<String>>(1).as_deref(), Some("{}"));
+    for (target, code) in [
+        ("'[1]'", "22023"),
+        ("'{\"notify\": 5}'", "22023"),
+        ("'{\"email\": \"x\"}'", "22023"),
+        ("'{\"webhook\": {}}'", "22023"),
+    ] {
+        expect_error(
+            c.query_one(
+                &format!("SELECT pulse.alter_job($1, alert => {target})"),
+                &[&job],
+            ),
+            code,
+        );
+    }
+    expect_error(
+        c.query_one(
+            "SELECT pulse.alter_job($1, alert_after_failures => -2)",
+            &[&job],
+        ),
+        "22023",
+    );
+    c.query_one("SELECT pulse.unschedule_job($1)", &[&job])
+        .unwrap();
+}

@@ -613,7 +613,8 @@ fn overdue_jobs_and_a_dead_scheduler_are_reported() {
     // (the alert goes out at the scheduler's start, before anyone could LISTEN: the log shows it)
     wait_for(60, "the overdue alert", || {
         let log = std::fs::read_to_string(format!("{}/server.log", pgdata())).unwrap_or_default();
-        log.contains(&format!("job \"{job}\" is overdue")).then_some(())
+        log.contains(&format!("job \"{job}\" is overdue"))
+            .then_some(())
     });
     wait_for(60, "the job to be healthy again", || {
         (health_of(&mut c, &job).0 == "healthy").then_some(())

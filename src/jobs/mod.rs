@@ -194,6 +194,92 @@ fn next_from_now(sched: &Schedule, tz: chrono_tz::Tz) -> Option<TimestampWithTim
     sched.next_after(tz, Utc::now()).map(to_pg_ts)
 }
 
+/// A job's alerting: consecutive failures that open an incident, and where alerts go.
+struct Alerts {
+    after: Option<i32>,
+    /// `None`: not given; `Some(None)`: the default target (JSON null); `Some(Some(t))`: a target
+    /// (`{}` means no alerts).
+    target: Option<Option<String>>,
+}
+
+const ALERT_HINT: &str = "Use alert => '{\"notify\": \"pulse_alerts\"}' (a NOTIFY channel), '{}' for no alerts, or 'null' for the default target (pulse.alert_target).";
+
+impl Alerts {
+    fn new(after: Option<i32>, alert: Option<pgrx::JsonB>) -> Alerts {
+        if let Some(n) = after.filter(|n| *n <= 0) {
+            invalid(
+                format!("alert_after_failures must be positive, not {n}"),
+                "Alert after this many consecutive failures, e.g. alert_after_failures => 3.",
+            );
+        }
+        let target = alert.map(|j| {
+            let v = j.0;
+            if v.is_null() {
+                return None;
+            }
+            let Some(obj) = v.as_object() else {
+                invalid(format!("invalid alert target {v}: not a JSON object"), ALERT_HINT);
+            };
+            for (k, val) in obj {
+                match k.as_str() {
+                    "notify" => {
+                        let ok = val
+                            .as_str()
+                            .is_some_and(|c| !c.is_empty() && c.len() <= 63);
+                        if !ok {
+                            invalid(
+                                format!("invalid alert target: \"notify\" must be a channel name, not {val}"),
+                                ALERT_HINT,
+                            );
+                        }
+                    }
+                    "webhook" => invalid(
+                        "webhook alert targets are not available yet",
+                        "They arrive with HTTP jobs; until then use a NOTIFY target and LISTEN pulse_alerts.",
+                    ),
+                    other => invalid(format!("invalid alert target: unknown key \"{other}\""), ALERT_HINT),
+                }
+            }
+            Some(v.to_string())
+        });
+        Alerts { after, target }
+    }
+
+    /// Stores the settings; `full` (schedule_job, schedule_once) sets both fields from the call,
+    /// otherwise (alter_job) only those given. Writes nothing when nothing changes.
+    fn apply(&self, job_id: i64, full: bool) {
+        let (set_after, set_target) = (full || self.after.is_some(), full || self.target.is_some());
+        if !set_after && !set_target {
+            return;
+        }
+        let target = self.target.clone().flatten();
+        Spi::run_with_args(
+            "UPDATE pulse.job SET
+                    alert_after_failures = CASE WHEN $2 THEN $3 ELSE alert_after_failures END,
+                    alert = CASE WHEN $4 THEN $5::jsonb ELSE alert END,
+                    updated_at = now()
+              WHERE job_id = $1
+                AND (CASE WHEN $2 THEN $3 ELSE alert_after_failures END IS DISTINCT FROM alert_after_failures
+                     OR CASE WHEN $4 THEN $5::jsonb ELSE alert END IS DISTINCT FROM alert)",
+            &[
+                job_id.into(),
+                set_after.into(),
+                self.after.into(),
+                set_target.into(),
+                target.into(),
+            ],
+        )
+        .unwrap_or_else(|e| invalid(format!("could not store alert settings: {e}"), ""));
+    }
+
+    fn reset_threshold(job_id: i64) {
+        let _ = Spi::run_with_args(
+            "UPDATE pulse.job SET alert_after_failures = NULL WHERE job_id = $1 AND alert_after_failures IS NOT NULL",
+            &[job_id.into()],
+        );
+    }
+}
+
 fn wake() {
     crate::worker::wake_scheduler_at_commit();
 }
@@ -339,9 +425,12 @@ fn schedule_job(
     timeout: default!(Option<Interval>, "NULL"),
     overlap: default!(Option<&str>, "'skip'"),
     comment: default!(Option<&str>, "NULL"),
+    alert_after_failures: default!(Option<i32>, "NULL"),
+    alert: default!(Option<pgrx::JsonB>, "NULL"),
 ) -> i64 {
     let name = required(job_name, "job_name");
     let schedule_text = required(schedule, "schedule");
+    let alerts = Alerts::new(alert_after_failures, alert);
     let command = required(command, "command");
     check_name(name);
     let tz = resolve_timezone(timezone);
@@ -350,7 +439,7 @@ fn schedule_job(
     check_timeout(&timeout);
     let overlap = overlap.unwrap_or("skip");
     check_overlap(overlap);
-    upsert(Def {
+    let id = upsert(Def {
         name,
         schedule: Some((schedule_text.trim(), sched)),
         run_at: None,
@@ -360,7 +449,9 @@ fn schedule_job(
         timeout,
         overlap,
         comment,
-    })
+    });
+    privileged(|| alerts.apply(id, true));
+    id
 }
 
 /// Creates or updates a one-shot job that runs once at `run_at` (at once if that has passed).
@@ -372,9 +463,12 @@ fn schedule_once(
     enabled: default!(Option<bool>, true),
     timeout: default!(Option<Interval>, "NULL"),
     comment: default!(Option<&str>, "NULL"),
+    alert_after_failures: default!(Option<i32>, "NULL"),
+    alert: default!(Option<pgrx::JsonB>, "NULL"),
 ) -> i64 {
     let name = required(job_name, "job_name");
     let run_at = required(run_at, "run_at");
+    let alerts = Alerts::new(alert_after_failures, alert);
     let command = required(command, "command");
     check_name(name);
     if !run_at.is_finite() {
@@ -385,7 +479,7 @@ fn schedule_once(
     }
     check_command(command);
     check_timeout(&timeout);
-    upsert(Def {
+    let id = upsert(Def {
         name,
         schedule: None,
         run_at: Some(run_at),
@@ -395,7 +489,9 @@ fn schedule_once(
         timeout,
         overlap: "skip",
         comment,
-    })
+    });
+    privileged(|| alerts.apply(id, true));
+    id
 }
 
 /// Removes a job (its run history stays in pulse.job_runs). False if there was no such job.
@@ -487,9 +583,13 @@ fn alter_job(
     comment: default!(Option<&str>, "NULL"),
     new_name: default!(Option<&str>, "NULL"),
     run_at: default!(Option<TimestampWithTimeZone>, "NULL"),
+    alert_after_failures: default!(Option<i32>, "NULL"),
+    alert: default!(Option<pgrx::JsonB>, "NULL"),
 ) -> i64 {
     let name = required(job_name, "job_name");
     pgutil::require_scheduler_database();
+    let alerts = Alerts::new(alert_after_failures.filter(|n| *n != 0), alert);
+    let reset_threshold = alert_after_failures == Some(0);
     if schedule.is_some() && run_at.is_some() {
         invalid(
             "pass either schedule or run_at, not both",
@@ -607,6 +707,10 @@ fn alter_job(
             cancel_queued(job.job_id, "the job was paused");
         }
         wake();
+        if reset_threshold {
+            Alerts::reset_threshold(job.job_id);
+        }
+        alerts.apply(job.job_id, false);
         job.job_id
     })
 }
