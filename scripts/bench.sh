@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # make bench: a dedicated server with pg_pulse and pg_cron (Debian's postgresql-15-cron) preloaded,
-# then the pulse-bench program, which prints the figures. About 8 minutes.
-# Arguments select parts: scripts/bench.sh scheduler | queue (default: all).
+# then the pulse-bench program, which prints the figures. About 12 minutes.
+# Arguments select parts: scripts/bench.sh scheduler | queue | health (default: all).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PG_MAJOR=${PG_MAJOR:-15}
@@ -21,6 +21,6 @@ scripts/pgctl.sh start "$DIR" "$PORT" \
   "max_worker_processes = 64" \
   "max_connections = 200" \
   "log_min_messages = warning"
-trap 'scripts/pgctl.sh stop "$DIR"' EXIT
+[ -n "${PULSE_BENCH_KEEP:-}" ] || trap 'scripts/pgctl.sh stop "$DIR"' EXIT
 cargo build -q --release -p pulse-e2e --bin pulse-bench
 PULSE_BENCH_PORT=$PORT target/release/pulse-bench "$@"

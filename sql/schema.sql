@@ -63,6 +63,7 @@ CREATE TABLE pulse.job_stats (
     dur_ms               float8[]    NOT NULL DEFAULT '{}', -- summed durations per hour
     recent_at            bigint[]    NOT NULL DEFAULT '{}', -- latest runs (epoch s), for the p95
     recent_ms            float8[]    NOT NULL DEFAULT '{}',
+    p95_ms               float8,     -- p95 of recent_ms within 24 hours, as of the last run
     consecutive_failures integer     NOT NULL DEFAULT 0,
     incident_open        boolean     NOT NULL DEFAULT false, -- a failure alert awaits its recovery
     overdue_alerted      boolean     NOT NULL DEFAULT false,

@@ -10,6 +10,7 @@
 use postgres::{Client, NoTls};
 use std::time::{Duration, Instant};
 
+mod health;
 mod queue;
 
 fn main() {
@@ -24,6 +25,9 @@ fn main() {
     }
     if wants("queue") {
         queue::run(port);
+    }
+    if wants("health") {
+        health::run(port);
     }
 }
 

@@ -114,7 +114,7 @@ pub fn record_outcome(o: &Outcome) {
             "UPDATE pulse.job_stats SET hour_base = $2, runs = $3, failures = $4, dur_ms = $5,
                     recent_at = $6, recent_ms = $7, consecutive_failures = $8, incident_open = $9,
                     overdue_alerted = false, last_run_id = $10, last_run_at = $11, last_status = $12,
-                    last_message = $13
+                    last_message = $13, p95_ms = $14
               WHERE job_id = $1",
             &[
                 PgOid::BuiltIn(PgBuiltInOids::INT8OID),
@@ -130,6 +130,7 @@ pub fn record_outcome(o: &Outcome) {
                 PgOid::BuiltIn(PgBuiltInOids::TIMESTAMPTZOID),
                 PgOid::BuiltIn(PgBuiltInOids::TEXTOID),
                 PgOid::BuiltIn(PgBuiltInOids::TEXTOID),
+                PgOid::BuiltIn(PgBuiltInOids::FLOAT8OID),
             ],
             |c, stmt| {
                 c.update(
@@ -149,6 +150,7 @@ pub fn record_outcome(o: &Outcome) {
                         o.started_at.into(),
                         o.status.into(),
                         o.message.into(),
+                        stats.window(now_s()).p95_ms.into(),
                     ],
                 )
             },
@@ -390,8 +392,7 @@ fn gather() -> Vec<Row> {
         c.select(
             "SELECT j.job_id, j.job_name, j.schedule, j.timezone, j.enabled, j.next_run_at,
                     coalesce(j.alert_after_failures, $1), s.hour_base, s.runs, s.failures, s.dur_ms,
-                    s.recent_at, s.recent_ms, s.consecutive_failures, s.last_run_at, s.last_status,
-                    s.last_message
+                    s.p95_ms, s.consecutive_failures, s.last_run_at, s.last_status, s.last_message
                FROM pulse.job j LEFT JOIN pulse.job_stats s ON s.job_id = j.job_id
               ORDER BY j.job_name, j.job_id",
             None,
@@ -405,19 +406,13 @@ fn gather() -> Vec<Row> {
                     runs: r.get::<Vec<i32>>(9).ok().flatten().unwrap_or_default(),
                     failures: r.get::<Vec<i32>>(10).ok().flatten().unwrap_or_default(),
                     dur_ms: r.get::<Vec<f64>>(11).ok().flatten().unwrap_or_default(),
-                    recent: r
-                        .get::<Vec<i64>>(12)
-                        .ok()
-                        .flatten()
-                        .unwrap_or_default()
-                        .into_iter()
-                        .zip(r.get::<Vec<f64>>(13).ok().flatten().unwrap_or_default())
-                        .collect(),
-                    consecutive_failures: r.get::<i32>(14).ok().flatten().unwrap_or(0),
+                    recent: Vec::new(),
+                    consecutive_failures: r.get::<i32>(13).ok().flatten().unwrap_or(0),
                     incident_open: false,
                 };
+                let p95 = r.get::<f64>(12).ok().flatten();
                 let next_run_at = r.get::<TimestampWithTimeZone>(6).ok().flatten();
-                let last_run_at = r.get::<TimestampWithTimeZone>(15).ok().flatten();
+                let last_run_at = r.get::<TimestampWithTimeZone>(14).ok().flatten();
                 let enabled = r.get::<bool>(5).ok().flatten().unwrap_or(false);
                 Row {
                     job_id,
@@ -426,11 +421,15 @@ fn gather() -> Vec<Row> {
                         next_run_at: next_run_at.map(epoch),
                         oldest_queued: queued.get(&job_id).copied(),
                         last_run_at: last_run_at.map(epoch),
-                        last_status: r.get::<String>(16).ok().flatten(),
-                        last_message: r.get::<String>(17).ok().flatten(),
+                        last_status: r.get::<String>(15).ok().flatten(),
+                        last_message: r.get::<String>(16).ok().flatten(),
                         consecutive_failures: stats.consecutive_failures,
                         threshold: r.get::<i32>(7).ok().flatten().unwrap_or(3),
-                        window: stats.window(now_s()),
+                        // the p95 is kept as of the job's last run (see pulse.job_stats.p95_ms)
+                        window: super::Window {
+                            p95_ms: p95.filter(|_| last_run_at.is_some_and(|t| now_s() - epoch(t) < 86_400)),
+                            ..stats.window(now_s())
+                        },
                     },
                     name: r.get::<String>(2).ok().flatten().unwrap_or_default(),
                     schedule: r.get::<String>(3).ok().flatten(),
