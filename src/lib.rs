@@ -6,6 +6,7 @@
 //! * [`schedule`]: cron, macro and seconds schedules, time zones, next-run math with DST rules;
 //! * [`retry`]: exponential backoff with jitter and a cap, retry or dead-letter decisions;
 //! * [`health`]: rolling 24-hour job statistics, health classification, alert transitions;
+//! * [`http::template`], [`http::policy`]: request templates and the outbound address policy;
 //! * [`queue::spec`]: what makes a table a queue, and the claim/complete/fail statements.
 //!
 //! PostgreSQL shell (feature `pg`, thin, calls the core):
@@ -15,6 +16,7 @@
 //! * `queue::api`: `pulse.make_queue`, `pulse.claim_batch`, `pulse.complete`, `pulse.fail`, ...;
 //! * `worker`: shared memory, the scheduler background worker and its pool of executors.
 pub mod health;
+pub mod http;
 pub mod queue;
 pub mod retry;
 pub mod schedule;
