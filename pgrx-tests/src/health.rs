@@ -48,9 +48,12 @@ pub fn run(port: u16) {
     ))
     .unwrap();
     c.batch_execute("VACUUM ANALYZE pulse.job_run").unwrap();
-    c.batch_execute("VACUUM ANALYZE pulse.job, pulse.job_stats").unwrap();
+    c.batch_execute("VACUUM ANALYZE pulse.job, pulse.job_stats")
+        .unwrap();
     eprintln!("[health] data ready in {:.0} s", t.elapsed().as_secs_f64());
-    println!("\nhealth functions with {JOBS} jobs and {RUNS} run rows (5 calls each after a warm-up):");
+    println!(
+        "\nhealth functions with {JOBS} jobs and {RUNS} run rows (5 calls each after a warm-up):"
+    );
     for f in ["pulse.scheduler_health()", "pulse.scheduler_status()"] {
         let q = format!("SELECT count(*) FROM {f}");
         c.query_one(&q, &[]).unwrap();

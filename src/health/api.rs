@@ -36,16 +36,8 @@ pub fn record_outcome(o: &Outcome) {
     let failed = matches!(o.status, "failed" | "timed_out");
     let counted = o.status != "cancelled";
     Spi::connect_mut(|c| {
-        // (a separate statement: a CTE's insert would be invisible to the select below)
-        let _ = xact::with_plan(
-            c,
-            "INSERT INTO pulse.job_stats (job_id, owner)
-             SELECT j.job_id, j.owner FROM pulse.job j WHERE j.job_id = $1
-             ON CONFLICT (job_id) DO NOTHING",
-            &[PgOid::BuiltIn(PgBuiltInOids::INT8OID)],
-            |c, stmt| c.update(stmt, None, &[o.job_id.into()]).map(|_| ()),
-        );
-        let row = xact::with_plan(
+        let read = |c: &mut pgrx::spi::SpiClient<'_>| {
+            xact::with_plan(
             c,
             "SELECT s.hour_base, s.runs, s.failures, s.dur_ms, s.recent_at, s.recent_ms,
                     s.consecutive_failures, s.incident_open,
@@ -98,7 +90,21 @@ pub fn record_outcome(o: &Outcome) {
             },
         )
         .ok()
-        .flatten();
+        .flatten()
+        };
+        let mut row = read(c);
+        if row.is_none() {
+            // the job's first finished run: create its statistics row, then read it
+            let _ = xact::with_plan(
+                c,
+                "INSERT INTO pulse.job_stats (job_id, owner)
+                 SELECT j.job_id, j.owner FROM pulse.job j WHERE j.job_id = $1
+                 ON CONFLICT (job_id) DO NOTHING",
+                &[PgOid::BuiltIn(PgBuiltInOids::INT8OID)],
+                |c, stmt| c.update(stmt, None, &[o.job_id.into()]).map(|_| ()),
+            );
+            row = read(c);
+        }
         // the job was removed meanwhile: nothing to keep statistics for
         let Some((mut stats, threshold, target, job_name, owner)) = row else {
             return;
@@ -427,7 +433,9 @@ fn gather() -> Vec<Row> {
                         threshold: r.get::<i32>(7).ok().flatten().unwrap_or(3),
                         // the p95 is kept as of the job's last run (see pulse.job_stats.p95_ms)
                         window: super::Window {
-                            p95_ms: p95.filter(|_| last_run_at.is_some_and(|t| now_s() - epoch(t) < 86_400)),
+                            p95_ms: p95.filter(|_| {
+                                last_run_at.is_some_and(|t| now_s() - epoch(t) < 86_400)
+                            }),
                             ..stats.window(now_s())
                         },
                     },

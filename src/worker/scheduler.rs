@@ -43,7 +43,11 @@ pub extern "C-unwind" fn pulse_scheduler_main(_arg: pg_sys::Datum) {
         }
         SHARED.exclusive().scheduler_heartbeat_us = Utc::now().timestamp_micros();
         s.reap_executors();
-        s.housekeeping();
+        if s.housekept_at.is_none() {
+            // at start, before the first tick runs them: alert about jobs that became overdue
+            // while the scheduler was down
+            s.housekeeping(Duration::from_secs(1));
+        }
         let sleep_ms = match s.tick() {
             Ok(Tick::NoExtension) => MAX_SLEEP_MS,
             Ok(Tick::Ran { next_due, queued }) => {
@@ -68,6 +72,13 @@ pub extern "C-unwind" fn pulse_scheduler_main(_arg: pg_sys::Datum) {
                 1000
             }
         };
+        // Housekeeping only in a quiet gap, so it never delays a due slot.
+        if sleep_ms >= HOUSEKEEPING_GAP_MS && s.housekeeping_in().is_zero() {
+            s.housekeeping(Duration::from_millis(
+                (sleep_ms - HOUSEKEEPING_GAP_MS / 2) as u64,
+            ));
+            continue; // recompute the sleep: time has passed
+        }
         let sleep_ms = sleep_ms.min(s.housekeeping_in().as_millis() as i64 + 1);
         if sleep_ms > 0 {
             wait(sleep_ms);
@@ -121,6 +132,9 @@ struct Due {
     active: bool,
 }
 
+/// Housekeeping runs only when the next due wake-up is at least this far away.
+const HOUSEKEEPING_GAP_MS: i64 = 200;
+
 /// Half of pulse.overdue_after, between 1 and 60 seconds: an overdue job is noticed in time
 /// without waking an idle scheduler more than twice a minute by default.
 fn housekeeping_interval() -> Duration {
@@ -137,14 +151,9 @@ impl Scheduler {
 
     /// Every housekeeping_interval(): overdue alerts, then run-history retention in small batches (each
     /// its own short transaction, so no long locks).
-    fn housekeeping(&mut self) {
-        if self
-            .housekept_at
-            .is_some_and(|t| t.elapsed() < housekeeping_interval())
-        {
-            return;
-        }
-        self.housekept_at = Some(Instant::now());
+    fn housekeeping(&mut self, budget: Duration) {
+        let start = Instant::now();
+        self.housekept_at = Some(start);
         let present = |_: ()| {
             Spi::get_one::<bool>("SELECT pg_catalog.to_regclass('pulse.job_stats') IS NOT NULL")
                 .ok()
@@ -156,7 +165,7 @@ impl Scheduler {
             Ok(false) => return,
             Err(f) => warning!("pg_pulse scheduler: overdue check failed: {}", f.message),
         }
-        for _ in 0..20 {
+        while start.elapsed() < budget.min(Duration::from_millis(500)) {
             match xact::run(|| {
                 xact::async_commit();
                 crate::health::api::prune_runs(1000)
