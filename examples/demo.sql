@@ -71,3 +71,14 @@ SELECT job_id, org_id, kind, status FROM demo.ingestion_jobs ORDER BY job_id LIM
 
 \echo '== Pausing keeps the definition and history (resume with pulse.toggle_job(name, true)):'
 SELECT pulse.toggle_job('always-fails', false) AS always_fails_enabled;
+
+\echo '== Is everything running? (pulse.scheduler_status and pulse.scheduler_health)'
+SELECT verdict, worker_alive, jobs_total, jobs_failing, jobs_overdue, round(health_pct::numeric, 1) AS health_pct
+  FROM pulse.scheduler_status();
+SELECT job_name, health, reason, runs_24h, failures_24h FROM pulse.scheduler_health();
+
+\echo '== The ingestion_jobs table as a work queue: claim a batch like a worker would'
+SELECT pulse.make_queue('demo.ingestion_jobs') AS made_queue;
+SELECT j->>'job_id' AS job_id, j->>'org_id' AS org_id, j->>'status' AS status, j->>'attempts' AS attempts
+  FROM pulse.claim_batch('demo.ingestion_jobs', 2, worker => 'demo-worker') AS j;
+SELECT * FROM pulse.queue_health('demo.ingestion_jobs');

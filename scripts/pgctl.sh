@@ -24,7 +24,7 @@ pulse.database_name = 'postgres'
 max_worker_processes = 32
 pulse.max_running_jobs = 8
 logging_collector = off
-log_min_messages = log
+log_min_messages = warning
 CONF
       for line in "$@"; do echo "$line" >> "$dir/postgresql.conf"; done
     fi

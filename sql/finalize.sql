@@ -20,6 +20,11 @@ COMMENT ON FUNCTION pulse.current_run() IS
 COMMENT ON FUNCTION pulse._wake_scheduler() IS
 'Internal: wakes the pg_pulse scheduler when the calling transaction commits.';
 
+COMMENT ON FUNCTION pulse.set_secret(text, text) IS
+'Stores a secret of yours for {{secret:NAME}} placeholders in HTTP requests (true: created, false: replaced). The value is readable by no role; errors in this call do not log the statement.';
+COMMENT ON FUNCTION pulse.drop_secret(text) IS
+'Removes a secret of yours; false (and a NOTICE) if there was none.';
+
 REVOKE ALL ON FUNCTION pulse._wake_scheduler() FROM PUBLIC;
 SELECT pulse._wake_scheduler();
 COMMENT ON FUNCTION pulse.scheduler_health() IS

@@ -135,6 +135,26 @@ COMMENT ON TABLE pulse.job_run IS 'pg_pulse run history, one row per run (read p
 COMMENT ON VIEW pulse.jobs IS 'Jobs you own (all jobs for superusers), with the next run and the last run''s status';
 COMMENT ON VIEW pulse.job_runs IS 'Runs of the jobs you own (all for superusers): queued, running, succeeded, failed, timed_out, skipped, cancelled';
 
+-- Secrets for {{secret:NAME}} placeholders in HTTP requests. No role has any privilege on the
+-- table: values are written by pulse.set_secret and read only by pg_pulse's workers. They are not
+-- part of pg_dump (set them again after a restore).
+CREATE TABLE pulse.secret (
+    owner      oid         NOT NULL,
+    name       text        NOT NULL,
+    value      text        NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    updated_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (owner, name)
+);
+REVOKE ALL ON pulse.secret FROM PUBLIC;
+CREATE VIEW pulse.secrets WITH (security_barrier = true) AS
+SELECT s.name, pg_catalog.pg_get_userbyid(s.owner)::text AS owner, s.created_at, s.updated_at
+  FROM pulse.secret s
+ WHERE s.owner = (SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname = current_user)
+    OR (SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.rolname = current_user);
+GRANT SELECT ON pulse.secrets TO PUBLIC;
+COMMENT ON VIEW pulse.secrets IS 'Names and timestamps of your secrets (all for superusers); values are never shown';
+
 -- jobs are part of a pg_dump of the database; run history is not
 SELECT pg_catalog.pg_extension_config_dump('pulse.job', '');
 SELECT pg_catalog.pg_extension_config_dump('pulse.job_job_id_seq', '');

@@ -41,6 +41,11 @@ impl fmt::Display for TemplateError {
 
 pub const TEMPLATE_HINT: &str = "Placeholders are {{secret:NAME}}, {{setting:app.settings.name}}, {{job_name}}, {{run_id}}, {{scheduled_for}} and {{attempt}}.";
 
+/// A secret's name: letters, digits, `_` and `-`, at most 128 characters.
+pub fn valid_secret_name(s: &str) -> bool {
+    valid_name(s, false)
+}
+
 fn valid_name(s: &str, dots: bool) -> bool {
     !s.is_empty()
         && s.len() <= 128
