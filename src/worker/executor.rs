@@ -116,15 +116,9 @@ pub extern "C-unwind" fn pulse_executor_main(arg: pg_sys::Datum) {
         if idle_for >= idle_limit {
             break;
         }
+        // (the latch is reset at the top of the loop, before claiming)
         let ms = (idle_limit - idle_for).as_millis().max(1) as i64;
-        unsafe {
-            pg_sys::WaitLatch(
-                pg_sys::MyLatch,
-                (pg_sys::WL_LATCH_SET | pg_sys::WL_TIMEOUT | pg_sys::WL_EXIT_ON_PM_DEATH) as i32,
-                ms as _,
-                pg_sys::PG_WAIT_EXTENSION,
-            );
-        }
+        super::wait_latch(ms);
     }
     // idle for too long, or retiring: give the slot back and let the scheduler restaff if needed
     let scheduler = {

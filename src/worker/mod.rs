@@ -28,6 +28,20 @@ pub const MAX_EXECUTORS: usize = 64;
 /// instant itself, so the scheduler's and the claim's own latency do not delay the start.
 pub const LEAD_MS: i64 = 20;
 
+/// Sleeps on this process's latch for at most `ms` milliseconds (or until it is set), then resets
+/// it. Exits if the postmaster dies.
+pub fn wait_latch(ms: i64) {
+    unsafe {
+        pg_sys::WaitLatch(
+            pg_sys::MyLatch,
+            (pg_sys::WL_LATCH_SET | pg_sys::WL_TIMEOUT | pg_sys::WL_EXIT_ON_PM_DEATH) as i32,
+            ms.max(0) as _,
+            pg_sys::PG_WAIT_EXTENSION,
+        );
+        pg_sys::ResetLatch(pg_sys::MyLatch);
+    }
+}
+
 /// `pulse.max_running_jobs`, within the slot array's bounds.
 pub fn max_running() -> usize {
     crate::MAX_RUNNING_JOBS.get().clamp(1, MAX_EXECUTORS as i32) as usize

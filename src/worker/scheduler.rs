@@ -81,7 +81,7 @@ pub extern "C-unwind" fn pulse_scheduler_main(_arg: pg_sys::Datum) {
         }
         let sleep_ms = sleep_ms.min(s.housekeeping_in().as_millis() as i64 + 1);
         if sleep_ms > 0 {
-            wait(sleep_ms);
+            super::wait_latch(sleep_ms);
         } else {
             unsafe { pg_sys::ResetLatch(pg_sys::MyLatch) };
         }
@@ -91,18 +91,6 @@ pub extern "C-unwind" fn pulse_scheduler_main(_arg: pg_sys::Datum) {
         sh.scheduler_pid = 0;
     }
     log!("pg_pulse scheduler shutting down");
-}
-
-fn wait(ms: i64) {
-    unsafe {
-        pg_sys::WaitLatch(
-            pg_sys::MyLatch,
-            (pg_sys::WL_LATCH_SET | pg_sys::WL_TIMEOUT | pg_sys::WL_EXIT_ON_PM_DEATH) as i32,
-            ms as _,
-            pg_sys::PG_WAIT_EXTENSION,
-        );
-        pg_sys::ResetLatch(pg_sys::MyLatch);
-    }
 }
 
 enum Tick {
