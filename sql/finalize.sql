@@ -22,6 +22,8 @@ COMMENT ON FUNCTION pulse._wake_scheduler() IS
 
 COMMENT ON FUNCTION pulse.set_secret(text, text) IS
 'Stores a secret of yours for {{secret:NAME}} placeholders in HTTP requests (true: created, false: replaced). The value is readable by no role; errors in this call do not log the statement.';
+COMMENT ON FUNCTION pulse.http_request(text, text, jsonb, jsonb, interval, boolean, text) IS
+'Builds and validates an HTTP request description (method GET/POST/PUT/PATCH/DELETE/HEAD, http(s) URL, headers, JSON body or body_text, timeout, follow_redirects) as jsonb. Placeholders {{secret:NAME}}, {{setting:name}}, {{job_name}}, {{run_id}}, {{scheduled_for}}, {{attempt}} are checked now and resolved only when the request is sent.';
 COMMENT ON FUNCTION pulse.drop_secret(text) IS
 'Removes a secret of yours; false (and a NOTICE) if there was none.';
 

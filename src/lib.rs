@@ -67,6 +67,8 @@ mod shell {
     pub static RUN_RETENTION_FAILED: GucSetting<i32> = GucSetting::<i32>::new(30 * 86_400);
     /// `pulse.log_runs`: which finished runs keep a row in pulse.job_run.
     pub static LOG_RUNS: GucSetting<LogRuns> = GucSetting::<LogRuns>::new(LogRuns::All);
+    /// `pulse.http_max_request_bytes`: the largest request body `pulse.http_request` accepts.
+    pub static HTTP_MAX_REQUEST_BYTES: GucSetting<i32> = GucSetting::<i32>::new(1_048_576);
     /// `pulse.status_max_failing_jobs` / `pulse.status_min_health_pct`: verdict thresholds.
     pub static STATUS_MAX_FAILING: GucSetting<i32> = GucSetting::<i32>::new(0);
     pub static STATUS_MIN_HEALTH_PCT: GucSetting<i32> = GucSetting::<i32>::new(90);
@@ -205,6 +207,16 @@ mod shell {
             0,
             100,
             GucFlags::default(),
+        );
+        GucRegistry::define_int_guc(
+            c"pulse.http_max_request_bytes",
+            c"Largest HTTP request body (JSON or text) accepted by pulse.http_request.",
+            c"",
+            &HTTP_MAX_REQUEST_BYTES,
+            1,
+            i32::MAX,
+            GucContext::Suset,
+            GucFlags::UNIT_BYTE,
         );
         GucRegistry::define_string_guc(
             c"pulse.alert_target",

@@ -1,0 +1,229 @@
+//! Building and validating an HTTP request (`pulse.http_request`). Pure Rust: the shell turns
+//! SQL arguments into a [`Spec`], this module checks it and the shell stores the normalized form.
+//! Placeholders (see [`super::template`]) are allowed in the URL, header values and body strings.
+
+use super::template;
+use std::fmt;
+
+pub const METHODS: [&str; 6] = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"];
+
+/// A request as the user described it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Spec {
+    pub method: String,
+    pub url: String,
+    pub headers: Vec<(String, String)>,
+    /// Body bytes as they will be sent (JSON text or plain text), before templating.
+    pub body_len: usize,
+    pub timeout_ms: i64,
+}
+
+/// What is wrong, naming the field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invalid {
+    pub field: &'static str,
+    pub message: String,
+    pub hint: &'static str,
+}
+
+impl fmt::Display for Invalid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid {}: {}", self.field, self.message)
+    }
+}
+
+fn bad(field: &'static str, message: String, hint: &'static str) -> Invalid {
+    Invalid {
+        field,
+        message,
+        hint,
+    }
+}
+
+const URL_HINT: &str = "Use an absolute http or https URL, e.g. 'https://project.supabase.co/functions/v1/ingest' or '{{setting:app.settings.supabase_url}}/functions/v1/ingest'.";
+const HEADER_HINT: &str = "Header names are letters, digits and !#$%&'*+-.^_`|~; values are one line, e.g. '{\"Authorization\": \"Bearer {{secret:service_role_key}}\"}'.";
+
+/// The method in upper case, if it is one of [`METHODS`].
+pub fn method(m: &str) -> Result<String, Invalid> {
+    let up = m.trim().to_ascii_uppercase();
+    if METHODS.contains(&up.as_str()) {
+        Ok(up)
+    } else {
+        Err(bad(
+            "method",
+            format!("\"{m}\" is not supported"),
+            "Use GET, POST, PUT, PATCH, DELETE or HEAD.",
+        ))
+    }
+}
+
+/// Checks an absolute URL: scheme http or https and a host. A URL that starts with a placeholder
+/// is checked when it is resolved, at send time.
+pub fn url(u: &str) -> Result<(), Invalid> {
+    template::parse(u).map_err(|e| bad("url", e.to_string(), template::TEMPLATE_HINT))?;
+    if u.starts_with("{{") {
+        return Ok(());
+    }
+    check_resolved_url(u)
+}
+
+/// The same check for a resolved URL.
+pub fn check_resolved_url(u: &str) -> Result<(), Invalid> {
+    if u.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(bad(
+            "url",
+            format!("\"{u}\" contains spaces or control characters"),
+            URL_HINT,
+        ));
+    }
+    let Some((scheme, rest)) = u.split_once("://") else {
+        return Err(bad(
+            "url",
+            format!("\"{u}\" is not an absolute URL"),
+            URL_HINT,
+        ));
+    };
+    if !matches!(scheme.to_ascii_lowercase().as_str(), "http" | "https") {
+        return Err(bad(
+            "url",
+            format!("scheme \"{scheme}\" is not allowed (only http and https)"),
+            URL_HINT,
+        ));
+    }
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let hostport = authority.rsplit('@').next().unwrap_or("");
+    let host = if hostport.starts_with('[') {
+        hostport
+            .split(']')
+            .next()
+            .unwrap_or("")
+            .trim_start_matches('[')
+    } else {
+        hostport.split(':').next().unwrap_or("")
+    };
+    if host.is_empty() {
+        return Err(bad("url", format!("\"{u}\" has no host"), URL_HINT));
+    }
+    if let Some(port) = hostport.strip_prefix('[').map_or_else(
+        || hostport.split_once(':').map(|(_, p)| p),
+        |v6| v6.split_once("]:").map(|(_, p)| p),
+    ) {
+        if port.parse::<u16>().map_or(true, |p| p == 0) {
+            return Err(bad("url", format!("\"{u}\" has an invalid port"), URL_HINT));
+        }
+    }
+    Ok(())
+}
+
+fn token_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c)
+}
+
+pub fn header(name: &str, value: &str) -> Result<(), Invalid> {
+    if name.is_empty() || !name.chars().all(token_char) {
+        return Err(bad(
+            "header",
+            format!("name \"{name}\" is not a valid header name"),
+            HEADER_HINT,
+        ));
+    }
+    if value.chars().any(|c| c == '\r' || c == '\n' || c == '\0') {
+        return Err(bad(
+            "header",
+            format!("the value of \"{name}\" contains a line break"),
+            HEADER_HINT,
+        ));
+    }
+    template::parse(value).map_err(|e| bad("header", e.to_string(), template::TEMPLATE_HINT))?;
+    Ok(())
+}
+
+/// Checks a whole request against the size limit.
+pub fn check(s: &Spec, max_body: usize) -> Result<(), Invalid> {
+    method(&s.method)?;
+    url(&s.url)?;
+    for (n, v) in &s.headers {
+        header(n, v)?;
+    }
+    if s.timeout_ms <= 0 {
+        return Err(bad(
+            "timeout",
+            "must be a positive interval".into(),
+            "Use e.g. timeout => '30 seconds'.",
+        ));
+    }
+    if s.body_len > max_body {
+        return Err(bad(
+            "body",
+            format!(
+                "{} bytes exceed pulse.http_max_request_bytes ({max_body})",
+                s.body_len
+            ),
+            "Send less, or raise pulse.http_max_request_bytes.",
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> Spec {
+        Spec {
+            method: "post".into(),
+            url: "https://x.supabase.co/functions/v1/ingest".into(),
+            headers: vec![("Authorization".into(), "Bearer {{secret:key}}".into())],
+            body_len: 10,
+            timeout_ms: 30_000,
+        }
+    }
+
+    #[test]
+    fn a_good_request_passes() {
+        assert!(check(&spec(), 1024).is_ok());
+        assert_eq!(method("patch").unwrap(), "PATCH");
+    }
+
+    #[test]
+    fn urls() {
+        for ok in [
+            "http://127.0.0.1:8080/x",
+            "https://example.com",
+            "https://user:pw@example.com:443/a?b=c#d",
+            "http://[::1]:9000/",
+            "{{setting:app.settings.supabase_url}}/functions/v1/x",
+            "https://example.com/{{job_name}}?run={{run_id}}",
+        ] {
+            assert!(url(ok).is_ok(), "{ok}");
+        }
+        for (badurl, what) in [
+            ("ftp://example.com/x", "scheme"),
+            ("file:///etc/passwd", "scheme"),
+            ("example.com/x", "absolute"),
+            ("https:///x", "no host"),
+            ("https://exa mple.com", "spaces"),
+            ("http://example.com:0/", "port"),
+            ("http://example.com:99999/", "port"),
+            ("https://x/{{nope}}", "unknown variable"),
+        ] {
+            let e = url(badurl).unwrap_err();
+            assert_eq!(e.field, "url");
+            assert!(e.message.contains(what), "{badurl}: {e}");
+        }
+    }
+
+    #[test]
+    fn headers_methods_timeouts_and_size() {
+        assert!(header("X-Ok", "a b c").is_ok());
+        assert!(header("Bad Name", "x").is_err());
+        assert!(header("X-Injected", "a\r\nHost: evil").is_err());
+        assert!(method("TRACE").is_err());
+        let mut s = spec();
+        s.timeout_ms = 0;
+        assert_eq!(check(&s, 1024).unwrap_err().field, "timeout");
+        let mut s = spec();
+        s.body_len = 2000;
+        assert_eq!(check(&s, 1024).unwrap_err().field, "body");
+    }
+}
