@@ -1,5 +1,5 @@
 //! End-to-end: HTTP building blocks. Secrets are stored per role, shown by name only, readable
-//! written to the server log, even when a call fails.
+//! by no role and never written to the server log; `pulse.http_request` validates requests.
 mod common;
 use common::*;
 
