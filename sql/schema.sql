@@ -17,6 +17,8 @@ CREATE TABLE pulse.job (
     next_run_at  timestamptz,                -- NULL: paused, or a one-shot that has run
     alert_after_failures integer CHECK (alert_after_failures > 0), -- NULL: pulse.alert_after_failures
     alert        jsonb,                      -- alert target; NULL: pulse.alert_target
+    max_attempts integer     NOT NULL DEFAULT 1 CHECK (max_attempts BETWEEN 1 AND 100),
+    retry_backoff interval   NOT NULL DEFAULT '10 seconds' CHECK (retry_backoff > '0'),
     created_at   timestamptz NOT NULL DEFAULT now(),
     updated_at   timestamptz NOT NULL DEFAULT now(),
     CONSTRAINT job_schedule_or_run_at CHECK ((schedule IS NULL) <> (run_at IS NULL)),
@@ -105,6 +107,8 @@ SELECT j.job_id,
        s.last_message,
        j.alert_after_failures,
        j.alert,
+       j.max_attempts,
+       j.retry_backoff,
        j.created_at,
        j.updated_at
   FROM pulse.job j

@@ -860,3 +860,92 @@ fn per_job_alert_settings() {
     c.query_one("SELECT pulse.unschedule_job($1)", &[&job])
         .unwrap();
 }
+
+#[test]
+fn failed_attempts_are_retried_with_backoff_as_their_own_runs() {
+    let mut c = admin();
+    let job = unique("retrying");
+    c.query_one(
+        "SELECT pulse.schedule_job($1, '@yearly', 'SELECT 1/0', max_attempts => 3, retry_backoff => '1 second')",
+        &[&job],
+    )
+    .unwrap();
+    let first = run_job(&mut c, &job);
+    wait_for(60, "three attempts", || {
+        let n: i64 = c
+            .query_one(
+                "SELECT count(*) FROM pulse.job_runs WHERE job_name = $1 AND status = 'failed'",
+                &[&job],
+            )
+            .unwrap()
+            .get(0);
+        (n >= 3).then_some(())
+    });
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    let rows = c
+        .query(
+            "SELECT attempt, trigger, status,
+                    extract(epoch FROM scheduled_for - lag(finished_at) OVER (ORDER BY run_id))::float8
+               FROM pulse.job_runs WHERE job_name = $1 ORDER BY run_id",
+            &[&job],
+        )
+        .unwrap();
+    assert_eq!(rows.len(), 3, "no fourth attempt");
+    let got: Vec<(i32, String)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    assert_eq!(
+        got,
+        vec![
+            (1, "manual".to_string()),
+            (2, "retry".to_string()),
+            (3, "retry".to_string())
+        ]
+    );
+    // backoff 1 s, then 2 s, each less at most 20 % jitter
+    assert!(
+        rows[1].get::<_, f64>(3) >= 0.79,
+        "{}",
+        rows[1].get::<_, f64>(3)
+    );
+    assert!(
+        rows[2].get::<_, f64>(3) >= 1.59,
+        "{}",
+        rows[2].get::<_, f64>(3)
+    );
+    let _ = first;
+
+    // A retry that succeeds ends the sequence.
+    c.query_one(
+        "SELECT pulse.alter_job($1, command => 'SELECT 1 / ((SELECT attempt FROM pulse.current_run()) - 1)')",
+        &[&job],
+    )
+    .unwrap();
+    let r = run_job(&mut c, &job);
+    wait_for(60, "the retry to succeed", || {
+        let n: i64 = c
+            .query_one(
+                "SELECT count(*) FROM pulse.job_runs WHERE job_name = $1 AND run_id > $2 AND status = 'succeeded'",
+                &[&job, &r],
+            )
+            .unwrap()
+            .get(0);
+        (n == 1).then_some(())
+    });
+    let row = c
+        .query_one(
+            "SELECT max_attempts, retry_backoff::text FROM pulse.jobs WHERE job_name = $1",
+            &[&job],
+        )
+        .unwrap();
+    assert_eq!(row.get::<_, i32>(0), 3);
+    assert_eq!(row.get::<_, String>(1), "00:00:01");
+    expect_error(
+        c.query_one("SELECT pulse.alter_job($1, max_attempts => 0)", &[&job]),
+        "22023",
+    );
+    expect_error(
+        c.query_one("SELECT pulse.alter_job($1, retry_backoff => '0')", &[&job]),
+        "22023",
+    );
+    c.query_one("SELECT pulse.unschedule_job($1)", &[&job])
+        .unwrap();
+}

@@ -194,6 +194,55 @@ fn next_from_now(sched: &Schedule, tz: chrono_tz::Tz) -> Option<TimestampWithTim
     sched.next_after(tz, Utc::now()).map(to_pg_ts)
 }
 
+/// A job's retries: attempts per run (1 = no retry) and the first backoff (doubling, with jitter,
+/// at most an hour).
+struct Retries {
+    max_attempts: Option<i32>,
+    backoff: Option<Interval>,
+}
+
+const RETRY_HINT: &str =
+    "Use max_attempts => 3 (1 to 100; 1 means no retries) and retry_backoff => '10 seconds'.";
+
+impl Retries {
+    fn new(max_attempts: Option<i32>, backoff: Option<Interval>) -> Retries {
+        if let Some(n) = max_attempts.filter(|n| !(1..=100).contains(n)) {
+            invalid(
+                format!("max_attempts must be between 1 and 100, not {n}"),
+                RETRY_HINT,
+            );
+        }
+        if let Some(b) = backoff.filter(|b| interval_micros(b) <= 0) {
+            let _ = b;
+            invalid("retry_backoff must be a positive interval", RETRY_HINT);
+        }
+        Retries {
+            max_attempts,
+            backoff,
+        }
+    }
+
+    /// Like `Alerts::apply`: `full` resets what is not given to the defaults (1, 10 seconds).
+    fn apply(&self, job_id: i64, full: bool) {
+        let max = self.max_attempts.or(full.then_some(1));
+        let backoff = self
+            .backoff
+            .or_else(|| full.then(|| Interval::new(0, 0, 10_000_000).expect("10 s")));
+        if max.is_none() && backoff.is_none() {
+            return;
+        }
+        Spi::run_with_args(
+            "UPDATE pulse.job SET max_attempts = coalesce($2, max_attempts),
+                    retry_backoff = coalesce($3, retry_backoff), updated_at = now()
+              WHERE job_id = $1
+                AND (coalesce($2, max_attempts) IS DISTINCT FROM max_attempts
+                     OR coalesce($3, retry_backoff) IS DISTINCT FROM retry_backoff)",
+            &[job_id.into(), max.into(), backoff.into()],
+        )
+        .unwrap_or_else(|e| invalid(format!("could not store retry settings: {e}"), ""));
+    }
+}
+
 /// A job's alerting: consecutive failures that open an incident, and where alerts go.
 struct Alerts {
     after: Option<i32>,
@@ -427,10 +476,13 @@ fn schedule_job(
     comment: default!(Option<&str>, "NULL"),
     alert_after_failures: default!(Option<i32>, "NULL"),
     alert: default!(Option<pgrx::JsonB>, "NULL"),
+    max_attempts: default!(Option<i32>, "NULL"),
+    retry_backoff: default!(Option<Interval>, "NULL"),
 ) -> i64 {
     let name = required(job_name, "job_name");
     let schedule_text = required(schedule, "schedule");
     let alerts = Alerts::new(alert_after_failures, alert);
+    let retries = Retries::new(max_attempts, retry_backoff);
     let command = required(command, "command");
     check_name(name);
     let tz = resolve_timezone(timezone);
@@ -450,7 +502,10 @@ fn schedule_job(
         overlap,
         comment,
     });
-    privileged(|| alerts.apply(id, true));
+    privileged(|| {
+        alerts.apply(id, true);
+        retries.apply(id, true);
+    });
     id
 }
 
@@ -465,10 +520,13 @@ fn schedule_once(
     comment: default!(Option<&str>, "NULL"),
     alert_after_failures: default!(Option<i32>, "NULL"),
     alert: default!(Option<pgrx::JsonB>, "NULL"),
+    max_attempts: default!(Option<i32>, "NULL"),
+    retry_backoff: default!(Option<Interval>, "NULL"),
 ) -> i64 {
     let name = required(job_name, "job_name");
     let run_at = required(run_at, "run_at");
     let alerts = Alerts::new(alert_after_failures, alert);
+    let retries = Retries::new(max_attempts, retry_backoff);
     let command = required(command, "command");
     check_name(name);
     if !run_at.is_finite() {
@@ -490,7 +548,10 @@ fn schedule_once(
         overlap: "skip",
         comment,
     });
-    privileged(|| alerts.apply(id, true));
+    privileged(|| {
+        alerts.apply(id, true);
+        retries.apply(id, true);
+    });
     id
 }
 
@@ -585,10 +646,13 @@ fn alter_job(
     run_at: default!(Option<TimestampWithTimeZone>, "NULL"),
     alert_after_failures: default!(Option<i32>, "NULL"),
     alert: default!(Option<pgrx::JsonB>, "NULL"),
+    max_attempts: default!(Option<i32>, "NULL"),
+    retry_backoff: default!(Option<Interval>, "NULL"),
 ) -> i64 {
     let name = required(job_name, "job_name");
     pgutil::require_scheduler_database();
     let alerts = Alerts::new(alert_after_failures.filter(|n| *n != 0), alert);
+    let retries = Retries::new(max_attempts, retry_backoff);
     let reset_threshold = alert_after_failures == Some(0);
     if schedule.is_some() && run_at.is_some() {
         invalid(
@@ -711,6 +775,7 @@ fn alter_job(
             Alerts::reset_threshold(job.job_id);
         }
         alerts.apply(job.job_id, false);
+        retries.apply(job.job_id, false);
         job.job_id
     })
 }

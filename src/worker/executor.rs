@@ -129,6 +129,36 @@ pub extern "C-unwind" fn pulse_executor_main(arg: pg_sys::Datum) {
     set_latch_of(scheduler);
 }
 
+/// After a failed attempt: queue the next one (`trigger = retry`) after the job's backoff, if the
+/// job allows more attempts and is enabled. Returns whether a retry was queued.
+fn schedule_retry(job_id: i64, attempt: i32) -> bool {
+    let Ok((Some(max), Some(backoff), Some(true))) = Spi::get_three_with_args::<i32, Interval, bool>(
+        "SELECT max_attempts, retry_backoff, enabled FROM pulse.job WHERE job_id = $1",
+        &[job_id.into()],
+    ) else {
+        return false;
+    };
+    if attempt >= max {
+        return false;
+    }
+    let base = Duration::from_micros(interval_micros(&backoff).max(1) as u64);
+    let policy = crate::retry::Backoff {
+        base,
+        cap: base.max(Duration::from_secs(3600)),
+        jitter: crate::retry::Backoff::default().jitter,
+    };
+    let unit = unsafe { pg_sys::pg_prng_double(&raw mut pg_sys::pg_global_prng_state) };
+    let delay_us = policy.delay(attempt.max(1) as u32, unit).as_micros() as i64;
+    Spi::run_with_args(
+        "INSERT INTO pulse.job_run (job_id, job_name, owner, scheduled_for, status, trigger, attempt)
+         SELECT j.job_id, j.job_name, j.owner, clock_timestamp() + $2 * interval '1 microsecond',
+                'queued', 'retry', $3
+           FROM pulse.job j WHERE j.job_id = $1",
+        &[job_id.into(), delay_us.into(), (attempt + 1).into()],
+    )
+    .is_ok()
+}
+
 /// Did a command of this session create temporary objects (a temp schema exists)?
 fn used_temp_objects() -> bool {
     let mut temp = pg_sys::Oid::INVALID;
@@ -252,6 +282,7 @@ fn execute(slot: usize, run: Claimed) {
         };
         let message = f.message.clone();
         let job_id = run.ctx.job_id;
+        let attempt = run.ctx.attempt;
         let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
         let r = xact::run(move || {
             let r = Spi::run_with_args(
@@ -268,6 +299,14 @@ fn execute(slot: usize, run: Claimed) {
                 started_at,
                 duration_ms,
             });
+            let retried = status != "cancelled" && schedule_retry(job_id, attempt);
+            (r, retried)
+        });
+        let r = r.map(|(r, retried)| {
+            if retried {
+                // the retry is due later: let the scheduler plan its wake-up
+                set_latch_of(SHARED.share().scheduler_pid);
+            }
             r
         });
         if !matches!(r, Ok(Ok(()))) {
