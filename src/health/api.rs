@@ -268,12 +268,13 @@ pub fn alert_overdue() -> i64 {
             Option<TimestampWithTimeZone>,
         )> = c
             .update(
-                "WITH late AS (
+                "WITH queued AS (
+                   SELECT job_id, min(scheduled_for) AS slot FROM pulse.job_run
+                    WHERE status = 'queued' GROUP BY job_id),
+                 late AS (
                    SELECT j.job_id, j.job_name, j.owner, coalesce(j.alert::text, $2) AS target,
-                          least(CASE WHEN j.enabled THEN j.next_run_at END,
-                                (SELECT min(r.scheduled_for) FROM pulse.job_run r
-                                  WHERE r.job_id = j.job_id AND r.status = 'queued')) AS slot
-                     FROM pulse.job j)
+                          least(CASE WHEN j.enabled THEN j.next_run_at END, q.slot) AS slot
+                     FROM pulse.job j LEFT JOIN queued q ON q.job_id = j.job_id)
                  SELECT l.job_id, l.job_name, l.owner, l.target, l.slot FROM late l
                    LEFT JOIN pulse.job_stats s ON s.job_id = l.job_id
                   WHERE l.slot < now() - $1 * interval '1 second'

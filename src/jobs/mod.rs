@@ -212,8 +212,7 @@ impl Retries {
                 RETRY_HINT,
             );
         }
-        if let Some(b) = backoff.filter(|b| interval_micros(b) <= 0) {
-            let _ = b;
+        if backoff.is_some_and(|b| interval_micros(&b) <= 0) {
             invalid("retry_backoff must be a positive interval", RETRY_HINT);
         }
         Retries {

@@ -270,9 +270,7 @@ fn execute(slot: usize, run: Claimed) {
         let status = if f.sqlstate == PgSqlErrorCode::ERRCODE_QUERY_CANCELED {
             let timed_out =
                 timeout_ms.is_some_and(|ms| started.elapsed() >= Duration::from_millis(ms as u64));
-            if cancelled {
-                "cancelled"
-            } else if timed_out {
+            if timed_out && !cancelled {
                 "timed_out"
             } else {
                 "cancelled"
@@ -281,17 +279,10 @@ fn execute(slot: usize, run: Claimed) {
             "failed"
         };
         let message = f.message.clone();
-        let job_id = run.ctx.job_id;
         let attempt = run.ctx.attempt;
         let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
         let r = xact::run(move || {
-            let r = Spi::run_with_args(
-                "UPDATE pulse.job_run SET status = $2, finished_at = clock_timestamp(), message = $3,
-                        started_at = least($4, clock_timestamp())
-                  WHERE run_id = $1",
-                &[run_id.into(), status.into(), message.clone().into(), started_at.into()],
-            );
-            crate::health::api::record_outcome(&crate::health::api::Outcome {
+            let r = finish_run(&crate::health::api::Outcome {
                 job_id,
                 run_id,
                 status,
@@ -374,34 +365,51 @@ fn run_as_owner(
         pg_sys::AtEOXact_GUC(false, nest);
         // session-level advisory locks taken by the command must not outlive its run
         let _ = Spi::run("SELECT pg_catalog.pg_advisory_unlock_all()");
-        Spi::connect_mut(|c| {
-            xact::with_plan(
-                c,
-                "UPDATE pulse.job_run SET status = 'succeeded', finished_at = clock_timestamp(), message = $2,
-                        started_at = least($3, clock_timestamp())
-                  WHERE run_id = $1",
-                &[
-                    PgOid::BuiltIn(PgBuiltInOids::INT8OID),
-                    PgOid::BuiltIn(PgBuiltInOids::TEXTOID),
-                    PgOid::BuiltIn(PgBuiltInOids::TIMESTAMPTZOID),
-                ],
-                |c, stmt| {
-                    c.update(stmt, None, &[run_id.into(), tag.clone().into(), started_at.into()])
-                        .map(|_| ())
-                },
-            )
-            .and_then(|r| r)
-        })
-        .unwrap_or_else(|e| pgrx::error!("could not record success: {e}"));
-        crate::health::api::record_outcome(&crate::health::api::Outcome {
+        finish_run(&crate::health::api::Outcome {
             job_id,
             run_id,
             status: "succeeded",
             message: Some(&tag),
             started_at,
             duration_ms: t0.elapsed().as_secs_f64() * 1000.0,
-        });
+        })
+        .unwrap_or_else(|e| pgrx::error!("could not record success: {e}"));
     }
+}
+
+/// Writes a run's outcome (status, message, real start, finish) and updates the job's statistics
+/// and alerts, in the current transaction: the one shared path of successes and failures.
+fn finish_run(o: &crate::health::api::Outcome) -> Result<(), pgrx::spi::SpiError> {
+    Spi::connect_mut(|c| {
+        xact::with_plan(
+            c,
+            "UPDATE pulse.job_run SET status = $2, finished_at = clock_timestamp(), message = $3,
+                    started_at = least($4, clock_timestamp())
+              WHERE run_id = $1",
+            &[
+                PgOid::BuiltIn(PgBuiltInOids::INT8OID),
+                PgOid::BuiltIn(PgBuiltInOids::TEXTOID),
+                PgOid::BuiltIn(PgBuiltInOids::TEXTOID),
+                PgOid::BuiltIn(PgBuiltInOids::TIMESTAMPTZOID),
+            ],
+            |c, stmt| {
+                c.update(
+                    stmt,
+                    None,
+                    &[
+                        o.run_id.into(),
+                        o.status.into(),
+                        o.message.into(),
+                        o.started_at.into(),
+                    ],
+                )
+                .map(|_| ())
+            },
+        )
+        .and_then(|r| r)
+    })?;
+    crate::health::api::record_outcome(o);
+    Ok(())
 }
 
 /// Settings from ALTER ROLE owner [IN DATABASE this] SET ..., applied for this run only.

@@ -142,13 +142,19 @@ impl Scheduler {
     fn housekeeping(&mut self, budget: Duration) {
         let start = Instant::now();
         self.housekept_at = Some(start);
-        let present = |_: ()| {
-            Spi::get_one::<bool>("SELECT pg_catalog.to_regclass('pulse.job_stats') IS NOT NULL")
-                .ok()
-                .flatten()
-                .unwrap_or(false)
-        };
-        match xact::run(|| present(()) && crate::health::api::alert_overdue() >= 0) {
+        let overdue_checked = xact::run(|| {
+            let present = Spi::get_one::<bool>(
+                "SELECT pg_catalog.to_regclass('pulse.job_stats') IS NOT NULL",
+            )
+            .ok()
+            .flatten()
+            .unwrap_or(false);
+            if present {
+                crate::health::api::alert_overdue();
+            }
+            present
+        });
+        match overdue_checked {
             Ok(true) => {}
             Ok(false) => return,
             Err(f) => warning!("pg_pulse scheduler: overdue check failed: {}", f.message),
