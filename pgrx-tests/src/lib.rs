@@ -1,0 +1,2 @@
+//! Shared by the end-to-end suites and the benchmark.
+pub mod server;

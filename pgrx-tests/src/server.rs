@@ -1,0 +1,199 @@
+//! A small HTTP/1.1 server on 127.0.0.1 for the HTTP tests and the benchmark: keep-alive, one
+//! thread per connection, every request recorded (with its arrival instant).
+//!
+//! Routes: `/ok` (200, JSON), `/status/N`, `/flaky/KEY` (500 the first time, then 200),
+//! `/busy/KEY` (429 with `Retry-After: 1` the first time, then 200), `/slow/MS`, `/redirect`
+//! (302 to /ok), `/big/N` (N bytes), `/garbage` (not HTTP), anything else 404.
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: String,
+    pub path: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    pub at: Instant,
+}
+
+impl Seen {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+    pub fn body_text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+#[derive(Default)]
+struct State {
+    seen: Mutex<Vec<Seen>>,
+    hits: Mutex<HashMap<String, u32>>,
+    connections: AtomicUsize,
+}
+
+#[derive(Clone)]
+pub struct Server {
+    pub port: u16,
+    state: Arc<State>,
+}
+
+impl Server {
+    pub fn start() -> Server {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1");
+        let port = listener.local_addr().unwrap().port();
+        let state = Arc::new(State::default());
+        let st = state.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(conn) = conn else { continue };
+                st.connections.fetch_add(1, Ordering::Relaxed);
+                let st = st.clone();
+                std::thread::spawn(move || serve(conn, st));
+            }
+        });
+        Server { port, state }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// Requests received so far whose path starts with `prefix`.
+    pub fn seen(&self, prefix: &str) -> Vec<Seen> {
+        self.state
+            .seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|s| s.path.starts_with(prefix))
+            .cloned()
+            .collect()
+    }
+
+    /// Waits until at least `n` requests with that prefix arrived (or the timeout passed).
+    pub fn wait_for(&self, prefix: &str, n: usize, timeout: Duration) -> Vec<Seen> {
+        let t = Instant::now();
+        loop {
+            let s = self.seen(prefix);
+            if s.len() >= n || t.elapsed() > timeout {
+                return s;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// TCP connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.state.connections.load(Ordering::Relaxed)
+    }
+}
+
+fn serve(conn: TcpStream, st: Arc<State>) {
+    let _ = conn.set_nodelay(true);
+    let mut out = match conn.try_clone() {
+        Ok(c) => c,
+        Err(_) => return,
+    };
+    let mut r = BufReader::new(conn);
+    loop {
+        let mut line = String::new();
+        if r.read_line(&mut line).unwrap_or(0) == 0 {
+            return;
+        }
+        let mut parts = line.split_whitespace();
+        let method = parts.next().unwrap_or("").to_string();
+        let path = parts.next().unwrap_or("").to_string();
+        let mut headers = Vec::new();
+        loop {
+            let mut h = String::new();
+            if r.read_line(&mut h).unwrap_or(0) == 0 {
+                return;
+            }
+            let h = h.trim_end();
+            if h.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = h.split_once(':') {
+                headers.push((k.trim().to_string(), v.trim().to_string()));
+            }
+        }
+        let len = headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+            .and_then(|(_, v)| v.parse::<usize>().ok())
+            .unwrap_or(0);
+        let mut body = vec![0; len];
+        if r.read_exact(&mut body).is_err() {
+            return;
+        }
+        let at = Instant::now();
+        st.seen.lock().unwrap().push(Seen {
+            method: method.clone(),
+            path: path.clone(),
+            headers,
+            body,
+            at,
+        });
+        let first_hit = |key: &str| {
+            let mut hits = st.hits.lock().unwrap();
+            let n = hits.entry(key.to_string()).or_insert(0);
+            *n += 1;
+            *n == 1
+        };
+        let p = path.split('?').next().unwrap_or("").to_string();
+        let seg: Vec<&str> = p.trim_start_matches('/').split('/').collect();
+        let (status, extra, body): (u16, Vec<String>, Vec<u8>) = match seg.as_slice() {
+            ["ok", ..] => (200, vec![], br#"{"ok": true}"#.to_vec()),
+            ["status", n] => (n.parse().unwrap_or(500), vec![], b"status".to_vec()),
+            ["flaky", key] => {
+                if first_hit(&format!("flaky/{key}")) {
+                    (500, vec![], b"try again".to_vec())
+                } else {
+                    (200, vec![], b"recovered".to_vec())
+                }
+            }
+            ["busy", key] => {
+                if first_hit(&format!("busy/{key}")) {
+                    (429, vec!["Retry-After: 1".into()], b"slow down".to_vec())
+                } else {
+                    (200, vec![], b"ok now".to_vec())
+                }
+            }
+            ["slow", ms] => {
+                std::thread::sleep(Duration::from_millis(ms.parse().unwrap_or(1000)));
+                (200, vec![], b"finally".to_vec())
+            }
+            ["redirect", ..] => (302, vec!["Location: /ok".into()], Vec::new()),
+            ["big", n] => (200, vec![], vec![b'x'; n.parse().unwrap_or(0)]),
+            ["garbage", ..] => {
+                let _ = out.write_all(b"this is not HTTP\r\n\r\n");
+                return;
+            }
+            _ => (404, vec![], b"not found".to_vec()),
+        };
+        let mut head = format!(
+            "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nContent-Type: text/plain\r\nX-Test: yes\r\n",
+            body.len()
+        );
+        for e in extra {
+            head.push_str(&e);
+            head.push_str("\r\n");
+        }
+        head.push_str("\r\n");
+        let mut msg = head.into_bytes();
+        if method != "HEAD" {
+            msg.extend_from_slice(&body);
+        }
+        if out.write_all(&msg).is_err() {
+            return;
+        }
+    }
+}

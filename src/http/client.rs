@@ -1,0 +1,560 @@
+//! The HTTP client: a pool of threads that send requests with ureq (keep-alive connections, at
+//! most one connection in use per thread), checking the address policy after DNS resolution and
+//! on every redirect. Pure Rust: the threads never call PostgreSQL; the HTTP worker hands
+//! requests in with [`Pool::submit`] and takes replies out with [`Pool::try_recv`], and a
+//! `notify` callback (the worker writes to a pipe it waits on) says that replies are ready.
+
+use super::policy::Policy;
+use std::io::{self, Read};
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, Mutex, RwLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// Redirects followed by a request with `follow_redirects` (each checked against the policy).
+pub const MAX_REDIRECTS: u32 = 5;
+
+/// A resolved request (placeholders already replaced), ready to send.
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// The caller's handle, returned in the reply.
+    pub tag: u64,
+    pub method: String,
+    pub url: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Option<Vec<u8>>,
+    pub timeout: Duration,
+    pub follow_redirects: bool,
+    /// Response bodies longer than this are cut (and flagged).
+    pub max_response_bytes: usize,
+    /// Do not send before this instant (a scheduled run claimed a little early).
+    pub not_before: Option<Instant>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Response {
+    pub status: u16,
+    pub reason: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    pub truncated: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    /// No answer within the request's timeout.
+    Timeout,
+    /// The connection could not be made or broke (refused, reset, DNS failure).
+    Connect,
+    /// Refused by pulse.http_allowed_hosts / pulse.http_denied_networks.
+    Policy,
+    /// The server answered with something that is not HTTP, or redirected too often.
+    Protocol,
+}
+
+/// Why there is no response. The message never contains the URL (which may hold a secret).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    pub kind: FailureKind,
+    pub message: String,
+}
+
+#[derive(Debug)]
+pub struct Reply {
+    pub tag: u64,
+    pub result: Result<Response, Failure>,
+    /// Time spent waiting for a free thread (and for `not_before`).
+    pub queued: Duration,
+    /// Until the response headers arrived.
+    pub headers_after: Option<Duration>,
+    /// Until the whole body was read (or the failure).
+    pub total: Duration,
+}
+
+/// How a reply ends a run or request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Succeeded,
+    /// `retry`: worth another attempt (connection errors, timeouts, 429, 5xx).
+    Failed { retry: bool },
+    TimedOut,
+}
+
+impl Reply {
+    pub fn verdict(&self) -> Verdict {
+        verdict(&self.result)
+    }
+}
+
+pub fn verdict(r: &Result<Response, Failure>) -> Verdict {
+    match r {
+        Ok(resp) if (200..300).contains(&resp.status) => Verdict::Succeeded,
+        Ok(resp) => Verdict::Failed {
+            retry: resp.status == 429 || resp.status >= 500,
+        },
+        Err(f) => match f.kind {
+            FailureKind::Timeout => Verdict::TimedOut,
+            FailureKind::Connect => Verdict::Failed { retry: true },
+            FailureKind::Policy | FailureKind::Protocol => Verdict::Failed { retry: false },
+        },
+    }
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// `Retry-After`: delay seconds, or an HTTP date (relative to `now`). None if unparsable.
+pub fn parse_retry_after(value: &str, now: chrono::DateTime<chrono::Utc>) -> Option<Duration> {
+    let v = value.trim();
+    if let Ok(secs) = v.parse::<u64>() {
+        return Some(Duration::from_secs(secs.min(86_400)));
+    }
+    let at = chrono::DateTime::parse_from_rfc2822(v).ok()?;
+    Some(
+        (at.with_timezone(&chrono::Utc) - now)
+            .to_std()
+            .unwrap_or(Duration::ZERO)
+            .min(Duration::from_secs(86_400)),
+    )
+}
+
+/// Splits `host:port` (IPv6 in brackets) as ureq hands it to a resolver.
+fn split_netloc(netloc: &str) -> (&str, &str) {
+    match netloc.rsplit_once(':') {
+        Some((h, p)) if !h.is_empty() => (h.trim_start_matches('[').trim_end_matches(']'), p),
+        _ => (netloc, ""),
+    }
+}
+
+/// Resolves a host and refuses it unless the policy allows every address it resolves to.
+struct PolicyResolver(Arc<Policy>);
+
+impl ureq::Resolver for PolicyResolver {
+    fn resolve(&self, netloc: &str) -> io::Result<Vec<SocketAddr>> {
+        let (host, _) = split_netloc(netloc);
+        let addrs: Vec<SocketAddr> = netloc.to_socket_addrs()?.collect();
+        let ips: Vec<IpAddr> = addrs.iter().map(SocketAddr::ip).collect();
+        self.0
+            .check(host, &ips)
+            .map_err(|d| io::Error::new(io::ErrorKind::PermissionDenied, d.to_string()))?;
+        Ok(addrs)
+    }
+}
+
+struct Agents {
+    direct: ureq::Agent,
+    follow: ureq::Agent,
+}
+
+impl Agents {
+    fn new(policy: &Arc<Policy>, threads: usize) -> Agents {
+        let build = |redirects: u32| {
+            ureq::AgentBuilder::new()
+                .resolver(PolicyResolver(policy.clone()))
+                .redirects(redirects)
+                .max_idle_connections(threads * 2)
+                .max_idle_connections_per_host(threads)
+                .no_delay(true)
+                .user_agent(concat!("pg_pulse/", env!("CARGO_PKG_VERSION")))
+                .build()
+        };
+        Agents {
+            direct: build(0),
+            follow: build(MAX_REDIRECTS),
+        }
+    }
+}
+
+enum Msg {
+    Send(Request, Instant),
+    Quit,
+}
+
+struct Inner {
+    agents: RwLock<Arc<Agents>>,
+    policy: RwLock<Arc<Policy>>,
+    threads: AtomicUsize,
+    notify: Box<dyn Fn() + Send + Sync>,
+}
+
+/// The thread pool. Dropping it lets the threads finish the request in hand and exit.
+pub struct Pool {
+    inner: Arc<Inner>,
+    tx: mpsc::Sender<Msg>,
+    rx: Arc<Mutex<mpsc::Receiver<Msg>>>,
+    done_tx: mpsc::Sender<Reply>,
+    done_rx: mpsc::Receiver<Reply>,
+    handles: Vec<JoinHandle<()>>,
+    size: usize,
+}
+
+impl Pool {
+    pub fn new(threads: usize, policy: Policy, notify: Box<dyn Fn() + Send + Sync>) -> Pool {
+        let threads = threads.max(1);
+        let policy = Arc::new(policy);
+        let (tx, rx) = mpsc::channel();
+        let (done_tx, done_rx) = mpsc::channel();
+        let mut pool = Pool {
+            inner: Arc::new(Inner {
+                agents: RwLock::new(Arc::new(Agents::new(&policy, threads))),
+                policy: RwLock::new(policy),
+                threads: AtomicUsize::new(threads),
+                notify,
+            }),
+            tx,
+            rx: Arc::new(Mutex::new(rx)),
+            done_tx,
+            done_rx,
+            handles: Vec::new(),
+            size: 0,
+        };
+        pool.resize(threads);
+        pool
+    }
+
+    pub fn size(&self) -> usize {
+        self.size
+    }
+
+    /// Grows or shrinks the pool (a shrinking thread finishes its request first).
+    pub fn resize(&mut self, threads: usize) {
+        let threads = threads.max(1);
+        while self.size < threads {
+            let rx = self.rx.clone();
+            let done = self.done_tx.clone();
+            let inner = self.inner.clone();
+            let h = std::thread::Builder::new()
+                .name("pg_pulse http".into())
+                .spawn(move || worker(rx, done, inner))
+                .expect("spawn an HTTP thread");
+            self.handles.push(h);
+            self.size += 1;
+        }
+        while self.size > threads {
+            let _ = self.tx.send(Msg::Quit);
+            self.size -= 1;
+        }
+        self.inner.threads.store(threads, Ordering::Relaxed);
+        self.handles.retain(|h| !h.is_finished());
+    }
+
+    /// A new address policy; connections made under the old one are closed.
+    pub fn set_policy(&self, policy: Policy) {
+        let mut p = self.inner.policy.write().expect("policy lock");
+        if **p == policy {
+            return;
+        }
+        *p = Arc::new(policy);
+        let threads = self.inner.threads.load(Ordering::Relaxed);
+        *self.inner.agents.write().expect("agents lock") = Arc::new(Agents::new(&p, threads));
+    }
+
+    pub fn submit(&self, r: Request) {
+        let _ = self.tx.send(Msg::Send(r, Instant::now()));
+    }
+
+    pub fn try_recv(&self) -> Option<Reply> {
+        self.done_rx.try_recv().ok()
+    }
+
+    pub fn recv_timeout(&self, d: Duration) -> Option<Reply> {
+        self.done_rx.recv_timeout(d).ok()
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        for _ in 0..self.size {
+            let _ = self.tx.send(Msg::Quit);
+        }
+    }
+}
+
+fn worker(rx: Arc<Mutex<mpsc::Receiver<Msg>>>, done: mpsc::Sender<Reply>, inner: Arc<Inner>) {
+    loop {
+        let msg = {
+            let Ok(rx) = rx.lock() else { return };
+            rx.recv()
+        };
+        let (req, queued_at) = match msg {
+            Ok(Msg::Send(r, t)) => (r, t),
+            Ok(Msg::Quit) | Err(_) => return,
+        };
+        if let Some(t) = req.not_before {
+            let now = Instant::now();
+            if t > now {
+                std::thread::sleep(t - now);
+            }
+        }
+        let agents = inner.agents.read().expect("agents lock").clone();
+        let queued = queued_at.elapsed();
+        let tag = req.tag;
+        let start = Instant::now();
+        // a panic in the client (it should not happen) becomes a failed request, not a lost one
+        let outcome =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| send(&agents, &req)))
+                .unwrap_or_else(|_| {
+                    (
+                        Err(Failure {
+                            kind: FailureKind::Protocol,
+                            message: "internal error in the HTTP client".into(),
+                        }),
+                        None,
+                    )
+                });
+        let reply = Reply {
+            tag,
+            result: outcome.0,
+            queued,
+            headers_after: outcome.1.map(|t: Instant| t - start),
+            total: start.elapsed(),
+        };
+        if done.send(reply).is_err() {
+            return;
+        }
+        (inner.notify)();
+    }
+}
+
+type Sent = (Result<Response, Failure>, Option<Instant>);
+
+fn send(agents: &Agents, r: &Request) -> Sent {
+    let agent = if r.follow_redirects {
+        &agents.follow
+    } else {
+        &agents.direct
+    };
+    let mut req = agent.request(&r.method, &r.url).timeout(r.timeout);
+    for (k, v) in &r.headers {
+        req = req.set(k, v);
+    }
+    let res = match &r.body {
+        Some(b) => req.send_bytes(b),
+        None => req.call(),
+    };
+    let resp = match res {
+        Ok(resp) | Err(ureq::Error::Status(_, resp)) => resp,
+        Err(ureq::Error::Transport(t)) => return (Err(transport_failure(&t, r.timeout)), None),
+    };
+    let at = Instant::now();
+    let status = resp.status();
+    let reason = resp.status_text().to_string();
+    let mut headers = Vec::new();
+    for name in resp.headers_names() {
+        for v in resp.all(&name) {
+            headers.push((name.clone(), v.to_string()));
+        }
+    }
+    let mut body = Vec::new();
+    let limit = r.max_response_bytes;
+    let read = resp
+        .into_reader()
+        .take(limit as u64 + 1)
+        .read_to_end(&mut body);
+    if let Err(e) = read {
+        return (Err(io_failure(&e, r.timeout, "reading the response body")), Some(at));
+    }
+    let truncated = body.len() > limit;
+    body.truncate(limit);
+    (
+        Ok(Response {
+            status,
+            reason,
+            headers,
+            body,
+            truncated,
+        }),
+        Some(at),
+    )
+}
+
+fn io_failure(e: &io::Error, timeout: Duration, doing: &str) -> Failure {
+    use io::ErrorKind as K;
+    match e.kind() {
+        K::TimedOut | K::WouldBlock => Failure {
+            kind: FailureKind::Timeout,
+            message: format!("timed out after {} ms ({doing})", timeout.as_millis()),
+        },
+        K::PermissionDenied => Failure {
+            kind: FailureKind::Policy,
+            message: format!("refused by the address policy: {e}"),
+        },
+        K::ConnectionRefused => Failure {
+            kind: FailureKind::Connect,
+            message: "connection refused".into(),
+        },
+        _ => Failure {
+            kind: FailureKind::Connect,
+            message: format!("{doing}: {e}"),
+        },
+    }
+}
+
+fn transport_failure(t: &ureq::Transport, timeout: Duration) -> Failure {
+    use ureq::ErrorKind as K;
+    let io = std::error::Error::source(t).and_then(|s| s.downcast_ref::<io::Error>());
+    let doing = match t.kind() {
+        K::Dns => "resolving the host",
+        K::ConnectionFailed => "connecting",
+        _ => "sending the request",
+    };
+    if let Some(e) = io {
+        let f = io_failure(e, timeout, doing);
+        // a resolver error that is not a refusal is a DNS failure
+        if t.kind() == K::Dns && f.kind != FailureKind::Policy {
+            return Failure {
+                kind: FailureKind::Connect,
+                message: format!("could not resolve the host: {e}"),
+            };
+        }
+        return f;
+    }
+    let detail = t.message().unwrap_or("").to_string();
+    match t.kind() {
+        K::Dns => Failure {
+            kind: FailureKind::Connect,
+            message: format!("could not resolve the host {detail}").trim_end().into(),
+        },
+        K::ConnectionFailed | K::Io => Failure {
+            kind: FailureKind::Connect,
+            message: format!("connection failed {detail}").trim_end().into(),
+        },
+        K::TooManyRedirects => Failure {
+            kind: FailureKind::Protocol,
+            message: format!("more than {MAX_REDIRECTS} redirects"),
+        },
+        K::InvalidUrl | K::UnknownScheme => Failure {
+            kind: FailureKind::Protocol,
+            message: "invalid URL (or redirect to one)".into(),
+        },
+        _ => Failure {
+            kind: FailureKind::Protocol,
+            message: format!("invalid HTTP response {detail}").trim_end().into(),
+        },
+    }
+}
+
+/// Percent-encodes a query-string component (RFC 3986 unreserved characters stay).
+pub fn encode_component(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Appends `params` to a URL as a query string.
+pub fn with_query(url: &str, params: &[(String, String)]) -> String {
+    if params.is_empty() {
+        return url.to_string();
+    }
+    let (base, fragment) = match url.split_once('#') {
+        Some((b, f)) => (b, Some(f)),
+        None => (url, None),
+    };
+    let mut out = base.to_string();
+    out.push(if base.contains('?') { '&' } else { '?' });
+    let q: Vec<String> = params
+        .iter()
+        .map(|(k, v)| format!("{}={}", encode_component(k), encode_component(v)))
+        .collect();
+    out.push_str(&q.join("&"));
+    if let Some(f) = fragment {
+        out.push('#');
+        out.push_str(f);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verdicts() {
+        let resp = |status| {
+            Ok(Response {
+                status,
+                reason: String::new(),
+                headers: vec![],
+                body: vec![],
+                truncated: false,
+            })
+        };
+        assert_eq!(verdict(&resp(200)), Verdict::Succeeded);
+        assert_eq!(verdict(&resp(204)), Verdict::Succeeded);
+        assert_eq!(verdict(&resp(302)), Verdict::Failed { retry: false });
+        assert_eq!(verdict(&resp(404)), Verdict::Failed { retry: false });
+        assert_eq!(verdict(&resp(429)), Verdict::Failed { retry: true });
+        assert_eq!(verdict(&resp(503)), Verdict::Failed { retry: true });
+        let fail = |kind| {
+            Err(Failure {
+                kind,
+                message: String::new(),
+            })
+        };
+        assert_eq!(verdict(&fail(FailureKind::Timeout)), Verdict::TimedOut);
+        assert_eq!(
+            verdict(&fail(FailureKind::Connect)),
+            Verdict::Failed { retry: true }
+        );
+        assert_eq!(
+            verdict(&fail(FailureKind::Policy)),
+            Verdict::Failed { retry: false }
+        );
+    }
+
+    #[test]
+    fn retry_after() {
+        let now = chrono::DateTime::parse_from_rfc3339("2026-11-22T10:00:00Z")
+            .unwrap()
+            .with_timezone(&chrono::Utc);
+        assert_eq!(parse_retry_after("120", now), Some(Duration::from_secs(120)));
+        assert_eq!(
+            parse_retry_after("Sun, 22 Nov 2026 10:00:30 GMT", now),
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(
+            parse_retry_after("Sun, 22 Nov 2026 09:00:00 GMT", now),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(parse_retry_after("soon", now), None);
+        assert_eq!(
+            parse_retry_after("99999999", now),
+            Some(Duration::from_secs(86_400))
+        );
+    }
+
+    #[test]
+    fn query_strings() {
+        let p = |v: &[(&str, &str)]| -> Vec<(String, String)> {
+            v.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+        };
+        assert_eq!(with_query("http://h/x", &[]), "http://h/x");
+        assert_eq!(
+            with_query("http://h/x", &p(&[("a", "1 2"), ("b&", "é")])),
+            "http://h/x?a=1%202&b%26=%C3%A9"
+        );
+        assert_eq!(
+            with_query("http://h/x?z=0#top", &p(&[("a", "1")])),
+            "http://h/x?z=0&a=1#top"
+        );
+    }
+
+    #[test]
+    fn netlocs() {
+        assert_eq!(split_netloc("example.com:443"), ("example.com", "443"));
+        assert_eq!(split_netloc("[::1]:8080"), ("::1", "8080"));
+    }
+}
