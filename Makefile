@@ -25,14 +25,14 @@ unit:
 # End-to-end: a fresh cluster with pg_pulse preloaded, the suites in pgrx-tests/, then stop it.
 e2e: install
 	@scripts/pgctl.sh stop $(TEST_DIR); rm -rf $(TEST_DIR)
-	@scripts/pgctl.sh start $(TEST_DIR) $(TEST_PORT)
+	@scripts/pgctl.sh start $(TEST_DIR) $(TEST_PORT) "pulse.http_allowed_hosts = '127.0.0.1'"
 	PULSE_TEST_PORT=$(TEST_PORT) PULSE_TEST_PGDATA=$(TEST_DIR) cargo test -p pulse-e2e --no-fail-fast -- --test-threads=4; \
 	  rc=$$?; scripts/pgctl.sh stop $(TEST_DIR); exit $$rc
 
 test: setup unit e2e
 
 demo: install
-	@scripts/pgctl.sh start $(DEMO_DIR) $(DEMO_PORT)
+	@scripts/pgctl.sh start $(DEMO_DIR) $(DEMO_PORT) "pulse.http_allowed_hosts = '127.0.0.1'"
 	@$(PSQL) -p $(DEMO_PORT) -d postgres -v ON_ERROR_STOP=1 -f examples/demo.sql
 	@echo
 	@echo "pg_pulse demo server is running. Connect with:"

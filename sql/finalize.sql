@@ -1,14 +1,14 @@
 -- Documentation of every SQL function, and a wake-up for the scheduler once the catalog exists.
-COMMENT ON FUNCTION pulse.schedule_job(text, text, text, text, boolean, interval, text, text, integer, jsonb, integer, interval) IS
-'Creates a recurring job, or updates your job of that name in place (same id, history kept): schedule_job(job_name, schedule, command, timezone, enabled, timeout, overlap, comment, alert_after_failures, alert, max_attempts, retry_backoff). Returns the job id. Safe to repeat in migrations.';
-COMMENT ON FUNCTION pulse.schedule_once(text, timestamptz, text, boolean, interval, text, integer, jsonb, integer, interval) IS
-'Creates or updates a one-shot job that runs once at run_at (at once if run_at has passed). Returns the job id.';
+COMMENT ON FUNCTION pulse.schedule_job(text, text, text, text, boolean, interval, text, text, integer, jsonb, integer, interval, jsonb) IS
+'Creates a recurring job, or updates your job of that name in place (same id, history kept): schedule_job(job_name, schedule, command, timezone, enabled, timeout, overlap, comment, alert_after_failures, alert, max_attempts, retry_backoff, http). A job runs SQL (command) or sends an HTTP request (http => pulse.http_request(...)). Returns the job id. Safe to repeat in migrations.';
+COMMENT ON FUNCTION pulse.schedule_once(text, timestamptz, text, boolean, interval, text, integer, jsonb, integer, interval, jsonb) IS
+'Creates or updates a one-shot job that runs once at run_at (at once if run_at has passed): SQL (command) or an HTTP request (http). Returns the job id.';
 COMMENT ON FUNCTION pulse.unschedule_job(text) IS
 'Removes a job; its run history stays in pulse.job_runs. Returns false (with a NOTICE) if there was no such job.';
 COMMENT ON FUNCTION pulse.toggle_job(text, boolean) IS
 'Pauses (false) or resumes (true) a job, keeping its definition and history. Returns the new state.';
-COMMENT ON FUNCTION pulse.alter_job(text, text, text, text, boolean, interval, text, text, text, timestamptz, integer, jsonb, integer, interval) IS
-'Changes any field of a job; NULL leaves a field unchanged. new_name renames, timeout => ''0'' removes the timeout, comment => '''' clears the comment, alert_after_failures => 0 and alert => ''null'' return to the defaults. Returns the job id.';
+COMMENT ON FUNCTION pulse.alter_job(text, text, text, text, boolean, interval, text, text, text, timestamptz, integer, jsonb, integer, interval, jsonb) IS
+'Changes any field of a job; NULL leaves a field unchanged; command => makes it a SQL job, http => an HTTP job. new_name renames, timeout => ''0'' removes the timeout, comment => '''' clears the comment, alert_after_failures => 0 and alert => ''null'' return to the defaults. Returns the job id.';
 COMMENT ON FUNCTION pulse.run_job(text) IS
 'Runs a job now, out of schedule (paused jobs too), and returns the run id: the replacement for hand-written trigger_*() helpers.';
 COMMENT ON FUNCTION pulse.cancel_run(bigint) IS
@@ -24,6 +24,14 @@ COMMENT ON FUNCTION pulse.set_secret(text, text) IS
 'Stores a secret of yours for {{secret:NAME}} placeholders in HTTP requests (true: created, false: replaced). The value is readable by no role; errors in this call do not log the statement.';
 COMMENT ON FUNCTION pulse.http_request(text, text, jsonb, jsonb, interval, boolean, text) IS
 'Builds and validates an HTTP request description (method GET/POST/PUT/PATCH/DELETE/HEAD, http(s) URL, headers, JSON body or body_text, timeout, follow_redirects) as jsonb. Placeholders {{secret:NAME}}, {{setting:name}}, {{job_name}}, {{run_id}}, {{scheduled_for}}, {{attempt}} are checked now and resolved only when the request is sent.';
+COMMENT ON FUNCTION pulse.http_post(text, jsonb, jsonb, interval, jsonb) IS
+'POSTs body (JSON) to url once the calling transaction commits (never if it rolls back); returns the request id at once. Results in pulse.http_responses. Placeholders such as {{secret:NAME}} are resolved when it is sent. Works in triggers.';
+COMMENT ON FUNCTION pulse.http_get(text, jsonb, jsonb, interval) IS
+'GETs url with params (a JSON object, added to the query string) once the calling transaction commits; returns the request id. Results in pulse.http_responses.';
+COMMENT ON FUNCTION pulse.http_delete(text, jsonb, jsonb, interval) IS
+'DELETEs url with params once the calling transaction commits; returns the request id. Results in pulse.http_responses.';
+COMMENT ON FUNCTION pulse.http(jsonb, integer, interval) IS
+'Sends a request built with pulse.http_request once the calling transaction commits, with up to max_attempts attempts on connection errors, timeouts, 429 and 5xx (backoff from retry_backoff, honouring Retry-After). Returns the request id.';
 COMMENT ON FUNCTION pulse.drop_secret(text) IS
 'Removes a secret of yours; false (and a NOTICE) if there was none.';
 

@@ -9,7 +9,8 @@ CREATE TABLE pulse.job (
     schedule     text,                       -- NULL for a one-shot job
     run_at       timestamptz,                -- the instant of a one-shot job
     timezone     text        NOT NULL DEFAULT 'UTC',
-    command      text        NOT NULL,
+    command      text,                       -- SQL to run, or NULL for an HTTP job
+    http         jsonb,                      -- the request of an HTTP job (pulse.http_request), placeholders unresolved
     enabled      boolean     NOT NULL DEFAULT true,
     timeout      interval,
     overlap      text        NOT NULL DEFAULT 'skip' CHECK (overlap IN ('skip', 'allow')),
@@ -22,6 +23,7 @@ CREATE TABLE pulse.job (
     created_at   timestamptz NOT NULL DEFAULT now(),
     updated_at   timestamptz NOT NULL DEFAULT now(),
     CONSTRAINT job_schedule_or_run_at CHECK ((schedule IS NULL) <> (run_at IS NULL)),
+    CONSTRAINT job_command_or_http CHECK ((command IS NULL) <> (http IS NULL)),
     CONSTRAINT job_name_per_owner UNIQUE (owner, job_name)
 );
 -- the scheduler's "what is due" and "when is the next one" lookups
@@ -41,7 +43,9 @@ CREATE TABLE pulse.job_run (
     trigger       text        NOT NULL DEFAULT 'schedule' CHECK (trigger IN ('schedule', 'manual', 'retry')),
     attempt       integer     NOT NULL DEFAULT 1,
     message       text,
-    executor_pid  integer
+    executor_pid  integer,
+    kind          text        NOT NULL DEFAULT 'sql' CHECK (kind IN ('sql', 'http')), -- who runs it
+    response      jsonb       -- HTTP runs: status_code, headers, body, body_truncated, timings
 );
 -- "latest runs of job X"
 CREATE INDEX job_run_job_idx ON pulse.job_run (job_id, run_id DESC);
@@ -96,6 +100,7 @@ SELECT j.job_id,
        j.run_at,
        j.timezone,
        j.command,
+       j.http,
        j.enabled,
        j.timeout,
        j.overlap,
@@ -128,7 +133,9 @@ SELECT r.run_id,
        r.message,
        r.finished_at - r.started_at AS duration,
        r.created_at,
-       r.executor_pid
+       r.executor_pid,
+       r.kind,
+       r.response
   FROM pulse.job_run r;
 
 GRANT SELECT ON pulse.jobs, pulse.job_runs TO PUBLIC;
@@ -158,6 +165,78 @@ SELECT s.name, pg_catalog.pg_get_userbyid(s.owner)::text AS owner, s.created_at,
     OR (SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.rolname = current_user);
 GRANT SELECT ON pulse.secrets TO PUBLIC;
 COMMENT ON VIEW pulse.secrets IS 'Names and timestamps of your secrets (all for superusers); values are never shown';
+
+-- After-commit HTTP requests (pulse.http_post, http_get, http_delete, http) and webhook alerts.
+-- A logged table: a request is visible to the HTTP worker only once its transaction commits, is
+-- leased (state 'sending') while in flight, and is sent again if a crash interrupted it.
+CREATE TABLE pulse.http_request (
+    id               bigserial   PRIMARY KEY,
+    owner            oid         NOT NULL,
+    request          jsonb       NOT NULL,   -- as pulse.http_request builds it, placeholders unresolved
+    origin           text,                   -- NULL: a call; 'alert': a webhook alert
+    state            text        NOT NULL DEFAULT 'pending' CHECK (state IN
+                     ('pending', 'sending', 'succeeded', 'failed', 'timed_out')),
+    attempts         integer     NOT NULL DEFAULT 0,
+    max_attempts     integer     NOT NULL DEFAULT 1 CHECK (max_attempts BETWEEN 1 AND 100),
+    retry_backoff    interval    NOT NULL DEFAULT '10 seconds' CHECK (retry_backoff > '0'),
+    created_at       timestamptz NOT NULL DEFAULT now(),
+    next_attempt_at  timestamptz NOT NULL DEFAULT now(),
+    lease_until      timestamptz,            -- while 'sending'
+    sent_at          timestamptz,            -- the last attempt
+    finished_at      timestamptz,
+    status_code      integer,
+    response_headers jsonb,
+    body             text,                   -- cut to pulse.http_max_response_bytes
+    body_truncated   boolean,
+    timed_out        boolean,
+    error            text,
+    timings          jsonb                   -- queued_ms, headers_ms, total_ms of the last attempt
+);
+CREATE INDEX http_request_pending_idx ON pulse.http_request (next_attempt_at, id) WHERE state = 'pending';
+CREATE INDEX http_request_created_brin ON pulse.http_request USING brin (created_at);
+ALTER TABLE pulse.http_request ENABLE ROW LEVEL SECURITY;
+CREATE POLICY http_request_owner ON pulse.http_request
+    USING (owner = (SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname = current_user));
+REVOKE ALL ON pulse.http_request FROM PUBLIC;
+GRANT SELECT ON pulse.http_request TO PUBLIC;
+
+CREATE VIEW pulse.http_requests WITH (security_invoker = true) AS
+SELECT h.id,
+       pg_catalog.pg_get_userbyid(h.owner)::text AS owner,
+       h.request->>'method' AS method,
+       h.request->>'url' AS url,
+       h.origin,
+       h.state,
+       h.attempts,
+       h.max_attempts,
+       h.created_at,
+       h.next_attempt_at,
+       h.sent_at,
+       h.finished_at,
+       h.status_code,
+       h.error
+  FROM pulse.http_request h;
+
+-- pg_net's net._http_response, for finished requests
+CREATE VIEW pulse.http_responses WITH (security_invoker = true) AS
+SELECT h.id,
+       h.status_code,
+       h.response_headers->>'content-type' AS content_type,
+       h.response_headers AS headers,
+       h.body AS content,
+       h.body_truncated AS content_truncated,
+       coalesce(h.timed_out, false) AS timed_out,
+       h.error AS error_msg,
+       h.created_at AS created,
+       h.finished_at,
+       h.attempts,
+       h.timings
+  FROM pulse.http_request h
+ WHERE h.finished_at IS NOT NULL;
+GRANT SELECT ON pulse.http_requests, pulse.http_responses TO PUBLIC;
+COMMENT ON TABLE pulse.http_request IS 'After-commit HTTP requests and their results (read pulse.http_requests and pulse.http_responses)';
+COMMENT ON VIEW pulse.http_requests IS 'Your after-commit HTTP requests (all for superusers): state pending, sending, succeeded, failed or timed_out';
+COMMENT ON VIEW pulse.http_responses IS 'Results of your finished HTTP requests: status, headers, body (content), timed_out, error (pg_net''s net._http_response)';
 
 -- jobs are part of a pg_dump of the database; run history is not
 SELECT pg_catalog.pg_extension_config_dump('pulse.job', '');

@@ -69,6 +69,17 @@ mod shell {
     pub static LOG_RUNS: GucSetting<LogRuns> = GucSetting::<LogRuns>::new(LogRuns::All);
     /// `pulse.http_max_request_bytes`: the largest request body `pulse.http_request` accepts.
     pub static HTTP_MAX_REQUEST_BYTES: GucSetting<i32> = GucSetting::<i32>::new(1_048_576);
+    /// `pulse.http_max_concurrency`: HTTP threads (and so at most this many connections).
+    pub static HTTP_MAX_CONCURRENCY: GucSetting<i32> = GucSetting::<i32>::new(16);
+    /// `pulse.http_max_response_bytes`: response bodies are cut to this size (and flagged).
+    pub static HTTP_MAX_RESPONSE_BYTES: GucSetting<i32> = GucSetting::<i32>::new(1_048_576);
+    /// `pulse.http_allowed_hosts` / `pulse.http_denied_networks`: the outbound address policy.
+    pub static HTTP_ALLOWED_HOSTS: GucSetting<Option<CString>> =
+        GucSetting::<Option<CString>>::new(None);
+    pub static HTTP_DENIED_NETWORKS: GucSetting<Option<CString>> =
+        GucSetting::<Option<CString>>::new(Some(crate::http::policy::DEFAULT_DENIED_C));
+    /// `pulse.http_retention`: seconds finished after-commit requests are kept.
+    pub static HTTP_RETENTION: GucSetting<i32> = GucSetting::<i32>::new(86_400);
     /// `pulse.status_max_failing_jobs` / `pulse.status_min_health_pct`: verdict thresholds.
     pub static STATUS_MAX_FAILING: GucSetting<i32> = GucSetting::<i32>::new(0);
     pub static STATUS_MIN_HEALTH_PCT: GucSetting<i32> = GucSetting::<i32>::new(90);
@@ -91,6 +102,20 @@ mod shell {
             .get()
             .map(|c| c.to_string_lossy().into_owned())
             .unwrap_or_else(|| "postgres".into())
+    }
+
+    fn guc_text(g: &GucSetting<Option<CString>>) -> String {
+        g.get()
+            .map(|c| c.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    }
+
+    /// The address policy from `pulse.http_allowed_hosts` and `pulse.http_denied_networks`.
+    pub fn http_policy() -> Result<crate::http::policy::Policy, String> {
+        crate::http::policy::Policy::parse(
+            &guc_text(&HTTP_ALLOWED_HOSTS),
+            &guc_text(&HTTP_DENIED_NETWORKS),
+        )
     }
 
     pub fn default_timezone() -> String {
@@ -218,6 +243,46 @@ mod shell {
             GucContext::Suset,
             GucFlags::UNIT_BYTE,
         );
+        int(
+            c"pulse.http_max_concurrency",
+            c"Threads sending HTTP requests (each uses at most one connection at a time).",
+            &HTTP_MAX_CONCURRENCY,
+            1,
+            256,
+            GucFlags::default(),
+        );
+        int(
+            c"pulse.http_max_response_bytes",
+            c"Response bodies longer than this are cut (and flagged as truncated).",
+            &HTTP_MAX_RESPONSE_BYTES,
+            0,
+            1 << 30,
+            GucFlags::UNIT_BYTE,
+        );
+        int(
+            c"pulse.http_retention",
+            c"How long finished after-commit HTTP requests (pulse.http_responses) are kept.",
+            &HTTP_RETENTION,
+            60,
+            i32::MAX,
+            GucFlags::UNIT_S,
+        );
+        GucRegistry::define_string_guc(
+            c"pulse.http_allowed_hosts",
+            c"Hosts HTTP requests may reach (comma-separated names, IPs or *.domain); empty: any host not in a denied network.",
+            c"A listed host may also be in a denied network: list 127.0.0.1 to call a local service.",
+            &HTTP_ALLOWED_HOSTS,
+            GucContext::Sighup,
+            GucFlags::default(),
+        );
+        GucRegistry::define_string_guc(
+            c"pulse.http_denied_networks",
+            c"Networks HTTP requests may not reach, checked after DNS resolution and on every redirect.",
+            c"The default refuses link-local and cloud-metadata addresses and loopback.",
+            &HTTP_DENIED_NETWORKS,
+            GucContext::Sighup,
+            GucFlags::default(),
+        );
         GucRegistry::define_string_guc(
             c"pulse.alert_target",
             c"Alert target (jsonb) of jobs without their own alert, e.g. {\"notify\": \"pulse_alerts\"}.",
@@ -241,6 +306,7 @@ mod shell {
             PRELOADED.store(true, Ordering::Relaxed);
             crate::worker::init_shared_memory();
             crate::worker::register_scheduler();
+            crate::worker::register_http_worker();
         }
     }
 }

@@ -3,7 +3,8 @@
 //!
 //! Routes: `/ok` (200, JSON), `/status/N`, `/flaky/KEY` (500 the first time, then 200),
 //! `/busy/KEY` (429 with `Retry-After: 1` the first time, then 200), `/slow/MS`, `/redirect`
-//! (302 to /ok), `/big/N` (N bytes), `/garbage` (not HTTP), anything else 404.
+//! (302 to /ok), `/big/N` (N bytes), `/garbage` (not HTTP), `/echo` (the request's headers and
+//! body), anything else 404.
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -170,6 +171,16 @@ fn serve(conn: TcpStream, st: Arc<State>) {
             ["slow", ms] => {
                 std::thread::sleep(Duration::from_millis(ms.parse().unwrap_or(1000)));
                 (200, vec![], b"finally".to_vec())
+            }
+            ["echo", ..] => {
+                let seen = st.seen.lock().unwrap();
+                let last = seen.last().unwrap();
+                let mut b = String::new();
+                for (k, v) in &last.headers {
+                    b.push_str(&format!("{k}: {v}\n"));
+                }
+                b.push_str(&String::from_utf8_lossy(&last.body));
+                (200, vec![format!("X-Echo-Auth: {}", last.header("authorization").unwrap_or(""))], b.into_bytes())
             }
             ["redirect", ..] => (302, vec!["Location: /ok".into()], Vec::new()),
             ["big", n] => (200, vec![], vec![b'x'; n.parse().unwrap_or(0)]),

@@ -67,6 +67,36 @@ fn kill_9_of_an_executor_leaves_no_run_running() {
 }
 
 #[test]
+fn http_requests_in_flight_at_a_crash_are_sent_again() {
+    let _g = serial();
+    let srv = pulse_e2e::server::Server::start();
+    let mut c = admin();
+    let path = format!("/slow/2500?{}", unique("inflight"));
+    let id: i64 = c
+        .query_one(
+            "SELECT pulse.http(pulse.http_request('POST', $1, timeout => '20 seconds'))",
+            &[&srv.url(&path)],
+        )
+        .unwrap()
+        .get(0);
+    // in flight: the server has it and has not answered yet
+    srv.wait_for(&path, 1, Duration::from_secs(30));
+    drop(c);
+    pgctl(&["restart", &pgdata(), "immediate"]);
+    let mut c = admin();
+    let (state, code, _) = wait_request_final(&mut c, id);
+    assert_eq!((state.as_str(), code), ("succeeded", Some(200)));
+    assert_eq!(srv.seen(&path).len(), 2, "sent again after the crash");
+    // (the claim that counted the first attempt commits asynchronously: a crash may lose it, and
+    // the request, which is what matters, is sent again either way)
+    let attempts: i32 = c
+        .query_one("SELECT attempts FROM pulse.http_requests WHERE id = $1", &[&id])
+        .unwrap()
+        .get(0);
+    assert!((1..=2).contains(&attempts), "{attempts}");
+}
+
+#[test]
 fn immediate_shutdown_mid_run_leaves_no_run_running() {
     let _g = serial();
     let mut c = admin();

@@ -253,6 +253,56 @@ pub fn send_alert(c: &mut SpiClient<'_>, target: &str, a: &Alert) {
             a.job_name
         );
     }
+    let webhook = serde_json::from_str::<serde_json::Value>(target)
+        .ok()
+        .and_then(|t| t.get("webhook").cloned());
+    if let Some(w) = webhook {
+        send_webhook(c, w, a);
+    }
+}
+
+/// The text of an alert, for people (Slack's `text`).
+pub fn alert_text(a: &Alert) -> String {
+    let what = match a.event {
+        "incident" => format!(
+            ":rotating_light: pg_pulse job \"{}\" is failing ({} consecutive failures, {} of {} runs failed in 24 h)",
+            a.job_name, a.consecutive_failures, a.failures_24h, a.runs_24h
+        ),
+        "recovered" => format!(":white_check_mark: pg_pulse job \"{}\" recovered", a.job_name),
+        "overdue" => format!(":warning: pg_pulse job \"{}\" is overdue", a.job_name),
+        other => format!("pg_pulse job \"{}\": {other}", a.job_name),
+    };
+    match (a.status, a.message) {
+        (Some(st), Some(m)) => format!("{what}. Last run {st}: {}", m.chars().take(500).collect::<String>()),
+        (None, Some(m)) => format!("{what}: {m}"),
+        _ => what,
+    }
+}
+
+/// A webhook alert: the target's request (built with pulse.http_request) goes out after commit
+/// through pulse.http_request, as the job's owner (its secrets), with up to 3 attempts. Without a
+/// body it sends Slack-compatible JSON: {"text": "..."}.
+fn send_webhook(c: &mut SpiClient<'_>, mut request: serde_json::Value, a: &Alert) {
+    if let Some(o) = request.as_object_mut() {
+        let empty = |k: &str| o.get(k).is_none_or(|v| v.is_null());
+        if empty("body") && empty("body_text") {
+            o.insert("body".into(), serde_json::json!({ "text": alert_text(a) }));
+        }
+    }
+    let Some(owner) = a.owner else { return };
+    let r = c.update(
+        "INSERT INTO pulse.http_request (owner, request, max_attempts, origin)
+         VALUES ($1, $2::jsonb, 3, 'alert')",
+        None,
+        &[owner.into(), request.to_string().into()],
+    );
+    match r {
+        Ok(_) => crate::worker::wake_http_at_commit(),
+        Err(e) => warning!(
+            "pg_pulse: could not queue the webhook alert for job \"{}\": {e}",
+            a.job_name
+        ),
+    }
 }
 
 /// Scheduler: alert once per job whose due slot passed more than pulse.overdue_after ago without

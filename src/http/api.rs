@@ -1,7 +1,9 @@
-//! `pulse.http_request`: builds and validates a request description (jsonb) for HTTP jobs.
+//! `pulse.http_request` (builds and validates a request description, jsonb) and the after-commit
+//! requests `pulse.http_post`, `http_get`, `http_delete` and `http`: each stores a request in
+//! `pulse.http_request` and wakes the HTTP worker when the transaction commits.
 
 use super::request::{self, Spec};
-use crate::pgutil::{interval_micros, raise};
+use crate::pgutil::{self, interval_micros, privileged, raise};
 use pgrx::prelude::*;
 use pgrx::{JsonB, PgSqlErrorCode};
 use serde_json::{Map, Value};
@@ -12,6 +14,160 @@ fn reject(e: request::Invalid) -> ! {
         e.to_string(),
         e.hint,
     )
+}
+
+fn bad(field: &'static str, message: String, hint: &'static str) -> request::Invalid {
+    request::Invalid {
+        field,
+        message,
+        hint,
+    }
+}
+
+/// A JSON object of strings (headers, params), checked.
+fn string_map(field: &'static str, v: Option<&Value>) -> Result<Map<String, Value>, request::Invalid> {
+    match v {
+        None | Some(Value::Null) => Ok(Map::new()),
+        Some(Value::Object(m)) => {
+            for (k, v) in m {
+                if !v.is_string() {
+                    return Err(bad(
+                        field,
+                        format!("the value of \"{k}\" must be a string, not {v}"),
+                        "Pass a JSON object of strings, e.g. '{\"Content-Type\": \"application/json\"}'.",
+                    ));
+                }
+            }
+            Ok(m.clone())
+        }
+        Some(other) => Err(bad(
+            field,
+            format!("{other} is not a JSON object"),
+            "Pass a JSON object of strings, e.g. '{\"Content-Type\": \"application/json\"}'.",
+        )),
+    }
+}
+
+/// Checks a request description (as built by `pulse.http_request`, or written by hand) and
+/// returns its normalized form: method, url, headers, params, body or body_text, timeout_ms,
+/// follow_redirects.
+pub fn normalize(v: &Value) -> Result<Value, request::Invalid> {
+    let Some(o) = v.as_object() else {
+        return Err(bad(
+            "request",
+            format!("{v} is not a JSON object"),
+            "Build it with pulse.http_request('POST', 'https://...', ...).",
+        ));
+    };
+    for k in o.keys() {
+        if !matches!(
+            k.as_str(),
+            "method" | "url" | "headers" | "params" | "body" | "body_text" | "timeout_ms" | "follow_redirects"
+        ) {
+            return Err(bad(
+                "request",
+                format!("unknown key \"{k}\""),
+                "Build requests with pulse.http_request(method, url, headers, body, timeout, follow_redirects, body_text).",
+            ));
+        }
+    }
+    let text = |k: &'static str| -> Result<String, request::Invalid> {
+        o.get(k)
+            .and_then(Value::as_str)
+            .map(|s| s.trim().to_string())
+            .ok_or_else(|| bad(k, "is missing (it must be a string)".into(), "pulse.http_request('GET', 'https://example.com/health')"))
+    };
+    let method = request::method(&text("method")?)?;
+    let url = text("url")?;
+    let headers = string_map("headers", o.get("headers"))?;
+    let params = string_map("params", o.get("params"))?;
+    let body = o.get("body").filter(|b| !b.is_null()).cloned();
+    let body_text = match o.get("body_text") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(other) => return Err(bad("body_text", format!("{other} is not a string"), "Pass body_text => 'plain text'.")),
+    };
+    if body.is_some() && body_text.is_some() {
+        return Err(bad(
+            "body",
+            "pass body (JSON) or body_text, not both".into(),
+            "body => '{\"a\": 1}' sends JSON; body_text => 'plain text' sends text.",
+        ));
+    }
+    for (k, v) in &params {
+        super::template::parse(k)
+            .and_then(|_| super::template::parse(v.as_str().unwrap_or_default()))
+            .map_err(|e| bad("params", e.to_string(), super::template::TEMPLATE_HINT))?;
+    }
+    if let Some(b) = &body {
+        check_body_templates(b)?;
+    }
+    if let Some(t) = &body_text {
+        super::template::parse(t).map_err(|e| bad("body", e.to_string(), super::template::TEMPLATE_HINT))?;
+    }
+    let timeout_ms = match o.get("timeout_ms") {
+        None | Some(Value::Null) => 30_000,
+        Some(t) => t.as_i64().ok_or_else(|| {
+            bad("timeout", format!("{t} is not a number of milliseconds"), "Use e.g. timeout => '30 seconds'.")
+        })?,
+    };
+    let follow_redirects = match o.get("follow_redirects") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(other) => return Err(bad("follow_redirects", format!("{other} is not a boolean"), "Pass true or false.")),
+    };
+    let body_len = body.as_ref().map_or(0, |b| b.to_string().len()) + body_text.as_ref().map_or(0, String::len);
+    let spec = Spec {
+        method: method.clone(),
+        url: url.clone(),
+        headers: headers
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+            .collect(),
+        body_len,
+        timeout_ms,
+    };
+    request::check(&spec, crate::HTTP_MAX_REQUEST_BYTES.get().max(1) as usize)?;
+    let mut out = Map::new();
+    out.insert("method".into(), Value::String(method));
+    out.insert("url".into(), Value::String(url));
+    out.insert("headers".into(), Value::Object(headers));
+    if !params.is_empty() {
+        out.insert("params".into(), Value::Object(params));
+    }
+    out.insert("body".into(), body.unwrap_or(Value::Null));
+    out.insert("body_text".into(), body_text.map_or(Value::Null, Value::String));
+    out.insert("timeout_ms".into(), Value::from(timeout_ms));
+    out.insert("follow_redirects".into(), Value::Bool(follow_redirects));
+    Ok(Value::Object(out))
+}
+
+fn check_body_templates(v: &Value) -> Result<(), request::Invalid> {
+    match v {
+        Value::String(s) => super::template::parse(s)
+            .map(|_| ())
+            .map_err(|e| bad("body", e.to_string(), super::template::TEMPLATE_HINT)),
+        Value::Array(a) => a.iter().try_for_each(check_body_templates),
+        Value::Object(m) => m.values().try_for_each(check_body_templates),
+        _ => Ok(()),
+    }
+}
+
+/// The checked, normalized request, or an ERROR (22023 with a HINT).
+pub fn normalize_or_raise(v: &Value) -> Value {
+    normalize(v).unwrap_or_else(|e| reject(e))
+}
+
+fn null(what: &str) -> ! {
+    raise(
+        PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
+        format!("{what} must not be NULL"),
+        "pulse.http_request('POST', 'https://example.com/hook', '{\"Content-Type\": \"application/json\"}', '{\"a\": 1}')",
+    )
+}
+
+fn timeout_ms(t: Option<Interval>) -> Value {
+    Value::from(t.map(|t| interval_micros(&t) / 1000).unwrap_or(30_000))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -25,73 +181,115 @@ fn http_request(
     follow_redirects: default!(Option<bool>, false),
     body_text: default!(Option<&str>, "NULL"),
 ) -> JsonB {
-    let null = |what: &str| -> ! {
-        raise(
-            PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
-            format!("{what} must not be NULL"),
-            "pulse.http_request('POST', 'https://example.com/hook', '{\"Content-Type\": \"application/json\"}', '{\"a\": 1}')",
-        )
-    };
-    let method =
-        request::method(method.unwrap_or_else(|| null("method"))).unwrap_or_else(|e| reject(e));
-    let url = url.unwrap_or_else(|| null("url")).trim().to_string();
-    let mut hdrs = Map::new();
-    let mut pairs = Vec::new();
-    match headers.map(|h| h.0) {
-        None | Some(Value::Null) => {}
-        Some(Value::Object(m)) => {
-            for (k, v) in m {
-                let Value::String(s) = v else {
-                    reject(request::Invalid {
-                        field: "header",
-                        message: format!("the value of \"{k}\" must be a string, not {v}"),
-                        hint: "Pass headers as a JSON object of strings.",
-                    });
-                };
-                pairs.push((k.clone(), s.clone()));
-                hdrs.insert(k, Value::String(s));
-            }
-        }
-        Some(other) => reject(request::Invalid {
-            field: "headers",
-            message: format!("{other} is not a JSON object"),
-            hint: "Pass headers as a JSON object, e.g. '{\"Content-Type\": \"application/json\"}'.",
-        }),
+    let mut o = Map::new();
+    o.insert("method".into(), Value::String(method.unwrap_or_else(|| null("method")).into()));
+    o.insert("url".into(), Value::String(url.unwrap_or_else(|| null("url")).into()));
+    o.insert("headers".into(), headers.map_or(Value::Null, |h| h.0));
+    o.insert("body".into(), body.map_or(Value::Null, |b| b.0));
+    o.insert("body_text".into(), body_text.map_or(Value::Null, |t| Value::String(t.into())));
+    o.insert("timeout_ms".into(), timeout_ms(timeout));
+    o.insert("follow_redirects".into(), Value::Bool(follow_redirects.unwrap_or(false)));
+    JsonB(normalize_or_raise(&Value::Object(o)))
+}
+
+/// Stores a checked request for the HTTP worker, which sends it after this transaction commits.
+/// Returns its id. `owner`: whose secrets and settings it uses (the caller by default).
+pub fn enqueue(
+    request: &Value,
+    owner: Option<pg_sys::Oid>,
+    max_attempts: i32,
+    retry_backoff: Option<Interval>,
+    origin: Option<&str>,
+) -> Result<i64, pgrx::spi::SpiError> {
+    let owner = owner.unwrap_or_else(pgutil::current_user_oid_outer);
+    let id = Spi::get_one_with_args::<i64>(
+        "INSERT INTO pulse.http_request (owner, request, max_attempts, retry_backoff, origin)
+         VALUES ($1, $2, $3, coalesce($4, interval '10 seconds'), $5) RETURNING id",
+        &[
+            owner.into(),
+            JsonB(request.clone()).into(),
+            max_attempts.into(),
+            retry_backoff.into(),
+            origin.into(),
+        ],
+    )?
+    .unwrap_or_default();
+    crate::worker::wake_http_at_commit();
+    Ok(id)
+}
+
+fn send_after_commit(request: Value, max_attempts: i32, retry_backoff: Option<Interval>) -> i64 {
+    pgutil::require_scheduler_database();
+    let request = normalize_or_raise(&request);
+    privileged(move || {
+        enqueue(&request, None, max_attempts, retry_backoff, None)
+            .unwrap_or_else(|e| pgutil::invalid(format!("could not store the request: {e}"), ""))
+    })
+}
+
+fn simple(method: &str, url: Option<&str>, params: Option<JsonB>, headers: Option<JsonB>, body: Option<JsonB>, timeout: Option<Interval>) -> i64 {
+    let mut o = Map::new();
+    o.insert("method".into(), Value::String(method.into()));
+    o.insert("url".into(), Value::String(url.unwrap_or_else(|| null("url")).into()));
+    o.insert("headers".into(), headers.map_or(Value::Null, |h| h.0));
+    o.insert("params".into(), params.map_or(Value::Null, |p| p.0));
+    o.insert("body".into(), body.map_or(Value::Null, |b| b.0));
+    o.insert("timeout_ms".into(), timeout_ms(timeout));
+    send_after_commit(Value::Object(o), 1, None)
+}
+
+/// POSTs a JSON body after the transaction commits (never if it rolls back). Returns the id.
+#[pg_extern(volatile, parallel_unsafe)]
+fn http_post(
+    url: Option<&str>,
+    body: default!(Option<JsonB>, "'{}'"),
+    headers: default!(Option<JsonB>, "'{}'"),
+    timeout: default!(Option<Interval>, "'30 seconds'"),
+    params: default!(Option<JsonB>, "'{}'"),
+) -> i64 {
+    simple("POST", url, params, headers, body, timeout)
+}
+
+/// GETs a URL (with query parameters) after the transaction commits. Returns the id.
+#[pg_extern(volatile, parallel_unsafe)]
+fn http_get(
+    url: Option<&str>,
+    params: default!(Option<JsonB>, "'{}'"),
+    headers: default!(Option<JsonB>, "'{}'"),
+    timeout: default!(Option<Interval>, "'30 seconds'"),
+) -> i64 {
+    simple("GET", url, params, headers, None, timeout)
+}
+
+/// DELETEs a URL (with query parameters) after the transaction commits. Returns the id.
+#[pg_extern(volatile, parallel_unsafe)]
+fn http_delete(
+    url: Option<&str>,
+    params: default!(Option<JsonB>, "'{}'"),
+    headers: default!(Option<JsonB>, "'{}'"),
+    timeout: default!(Option<Interval>, "'30 seconds'"),
+) -> i64 {
+    simple("DELETE", url, params, headers, None, timeout)
+}
+
+/// Sends any request built with `pulse.http_request` after the transaction commits, with retries
+/// on connection errors, timeouts, 429 and 5xx when max_attempts > 1. Returns the id.
+#[pg_extern(volatile, parallel_unsafe)]
+fn http(
+    request: Option<JsonB>,
+    max_attempts: default!(Option<i32>, 1),
+    retry_backoff: default!(Option<Interval>, "'10 seconds'"),
+) -> i64 {
+    let request = request.unwrap_or_else(|| null("request")).0;
+    let max_attempts = max_attempts.unwrap_or(1);
+    if !(1..=100).contains(&max_attempts) {
+        pgutil::invalid(
+            format!("max_attempts must be between 1 and 100, not {max_attempts}"),
+            "Use max_attempts => 3 (1 means no retries).",
+        );
     }
-    let body = body.map(|b| b.0).filter(|b| !b.is_null());
-    if body.is_some() && body_text.is_some() {
-        reject(request::Invalid {
-            field: "body",
-            message: "pass body (JSON) or body_text, not both".into(),
-            hint: "body => '{\"a\": 1}' sends JSON; body_text => 'plain text' sends text.",
-        });
+    if retry_backoff.is_some_and(|b| interval_micros(&b) <= 0) {
+        pgutil::invalid("retry_backoff must be a positive interval", "Use retry_backoff => '10 seconds'.");
     }
-    let body_len = body.as_ref().map_or(0, |b| b.to_string().len()) + body_text.map_or(0, str::len);
-    let timeout_ms = timeout
-        .map(|t| interval_micros(&t) / 1000)
-        .unwrap_or(30_000);
-    let spec = Spec {
-        method: method.clone(),
-        url: url.clone(),
-        headers: pairs,
-        body_len,
-        timeout_ms,
-    };
-    request::check(&spec, crate::HTTP_MAX_REQUEST_BYTES.get().max(1) as usize)
-        .unwrap_or_else(|e| reject(e));
-    let mut out = Map::new();
-    out.insert("method".into(), Value::String(method));
-    out.insert("url".into(), Value::String(url));
-    out.insert("headers".into(), Value::Object(hdrs));
-    out.insert("body".into(), body.unwrap_or(Value::Null));
-    out.insert(
-        "body_text".into(),
-        body_text.map_or(Value::Null, |t| Value::String(t.to_string())),
-    );
-    out.insert("timeout_ms".into(), Value::from(timeout_ms));
-    out.insert(
-        "follow_redirects".into(),
-        Value::Bool(follow_redirects.unwrap_or(false)),
-    );
-    JsonB(Value::Object(out))
+    send_after_commit(request, max_attempts, retry_backoff)
 }

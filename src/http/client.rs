@@ -51,6 +51,8 @@ pub enum FailureKind {
     Policy,
     /// The server answered with something that is not HTTP, or redirected too often.
     Protocol,
+    /// The request could not be built (a missing secret or setting): it was not sent.
+    NotSent,
 }
 
 /// Why there is no response. The message never contains the URL (which may hold a secret).
@@ -96,7 +98,9 @@ pub fn verdict(r: &Result<Response, Failure>) -> Verdict {
         Err(f) => match f.kind {
             FailureKind::Timeout => Verdict::TimedOut,
             FailureKind::Connect => Verdict::Failed { retry: true },
-            FailureKind::Policy | FailureKind::Protocol => Verdict::Failed { retry: false },
+            FailureKind::Policy | FailureKind::Protocol | FailureKind::NotSent => {
+                Verdict::Failed { retry: false }
+            }
         },
     }
 }

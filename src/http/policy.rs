@@ -69,8 +69,12 @@ impl fmt::Display for Cidr {
 
 /// The default of `pulse.http_denied_networks`: link-local (cloud metadata services live at
 /// 169.254.169.254) and loopback, "this host", and the IPv6 equivalents.
-pub const DEFAULT_DENIED: &str =
-    "169.254.0.0/16, fe80::/10, 127.0.0.0/8, ::1/128, 0.0.0.0/8, fd00:ec2::254/128";
+pub const DEFAULT_DENIED_C: &std::ffi::CStr =
+    c"169.254.0.0/16, fe80::/10, 127.0.0.0/8, ::1/128, 0.0.0.0/8, fd00:ec2::254/128";
+pub const DEFAULT_DENIED: &str = match DEFAULT_DENIED_C.to_str() {
+    Ok(s) => s,
+    Err(_) => panic!("ASCII"),
+};
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Policy {

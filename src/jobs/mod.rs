@@ -96,16 +96,18 @@ struct Job {
     schedule: Option<String>,
     run_at: Option<TimestampWithTimeZone>,
     timezone: String,
-    command: String,
+    command: Option<String>,
     enabled: bool,
     timeout: Option<Interval>,
     overlap: String,
     comment: Option<String>,
     next_run_at: Option<TimestampWithTimeZone>,
+    /// An HTTP job's request (normalized jsonb, as text).
+    http: Option<String>,
 }
 
 const JOB_COLUMNS: &str =
-    "job_id, schedule, run_at, timezone, command, enabled, timeout, overlap, comment, next_run_at";
+    "job_id, schedule, run_at, timezone, command, enabled, timeout, overlap, comment, next_run_at, http::text";
 
 fn job_from_row(row: &pgrx::spi::SpiHeapTupleData) -> Job {
     let g =
@@ -121,10 +123,7 @@ fn job_from_row(row: &pgrx::spi::SpiHeapTupleData) -> Job {
             .get::<String>(4)
             .unwrap_or_else(|e| g(e))
             .unwrap_or_default(),
-        command: row
-            .get::<String>(5)
-            .unwrap_or_else(|e| g(e))
-            .unwrap_or_default(),
+        command: row.get::<String>(5).unwrap_or_else(|e| g(e)),
         enabled: row
             .get::<bool>(6)
             .unwrap_or_else(|e| g(e))
@@ -138,6 +137,7 @@ fn job_from_row(row: &pgrx::spi::SpiHeapTupleData) -> Job {
         next_run_at: row
             .get::<TimestampWithTimeZone>(10)
             .unwrap_or_else(|e| g(e)),
+        http: row.get::<String>(11).unwrap_or_else(|e| g(e)),
     }
 }
 
@@ -156,7 +156,7 @@ fn find_job(name: &str) -> Option<Job> {
             .select(&q, None, &[name.into(), me.into(), superuser.into()])
             .unwrap_or_else(|e| invalid(format!("pg_pulse catalog read failed: {e}"), ""));
         t.map(|row| {
-            let mine = row.get::<bool>(11).ok().flatten().unwrap_or(false);
+            let mine = row.get::<bool>(12).ok().flatten().unwrap_or(false);
             (job_from_row(&row), mine)
         })
         .collect()
@@ -250,7 +250,7 @@ struct Alerts {
     target: Option<Option<String>>,
 }
 
-const ALERT_HINT: &str = "Use alert => '{\"notify\": \"pulse_alerts\"}' (a NOTIFY channel), '{}' for no alerts, or 'null' for the default target (pulse.alert_target).";
+const ALERT_HINT: &str = "Use alert => '{\"notify\": \"pulse_alerts\"}' (a NOTIFY channel), jsonb_build_object('webhook', pulse.http_request('POST', 'https://hooks.slack.com/services/{{secret:slack_path}}')), '{}' for no alerts, or 'null' for the default target (pulse.alert_target).";
 
 impl Alerts {
     fn new(after: Option<i32>, alert: Option<pgrx::JsonB>) -> Alerts {
@@ -268,6 +268,7 @@ impl Alerts {
             let Some(obj) = v.as_object() else {
                 invalid(format!("invalid alert target {v}: not a JSON object"), ALERT_HINT);
             };
+            let mut out = obj.clone();
             for (k, val) in obj {
                 match k.as_str() {
                     "notify" => {
@@ -281,14 +282,16 @@ impl Alerts {
                             );
                         }
                     }
-                    "webhook" => invalid(
-                        "webhook alert targets are not available yet",
-                        "They arrive with HTTP jobs; until then use a NOTIFY target and LISTEN pulse_alerts.",
-                    ),
+                    "webhook" => {
+                        let w = crate::http::api::normalize(val).unwrap_or_else(|e| {
+                            invalid(format!("invalid webhook alert target: {e}"), ALERT_HINT)
+                        });
+                        out.insert(k.clone(), w);
+                    }
                     other => invalid(format!("invalid alert target: unknown key \"{other}\""), ALERT_HINT),
                 }
             }
-            Some(v.to_string())
+            Some(serde_json::Value::Object(out).to_string())
         });
         Alerts { after, target }
     }
@@ -332,13 +335,57 @@ fn wake() {
     crate::worker::wake_scheduler_at_commit();
 }
 
+/// What a job does: run SQL (`command`) or send an HTTP request (`http`), exactly one of them.
+enum Action {
+    Command(String),
+    /// The normalized request, as jsonb text.
+    Http(String),
+}
+
+const ACTION_HINT: &str = "Pass command => 'SELECT ...' for a SQL job, or http => pulse.http_request('POST', 'https://...') for an HTTP job.";
+
+impl Action {
+    fn new(command: Option<&str>, http: Option<pgrx::JsonB>) -> Action {
+        let http = http.map(|j| j.0).filter(|v| !v.is_null());
+        match (command, http) {
+            (Some(_), Some(_)) => invalid("a job has a command or an http request, not both", ACTION_HINT),
+            (None, None) => invalid("a job needs a command or an http request", ACTION_HINT),
+            (Some(c), None) => {
+                check_command(c);
+                Action::Command(c.to_string())
+            }
+            (None, Some(v)) => Action::Http(crate::http::api::normalize_or_raise(&v).to_string()),
+        }
+    }
+
+    fn command(&self) -> Option<&str> {
+        match self {
+            Action::Command(c) => Some(c),
+            Action::Http(_) => None,
+        }
+    }
+
+    /// Compared with the stored `http::text`: both are jsonb's canonical text.
+    fn http(&self) -> Option<String> {
+        match self {
+            Action::Http(h) => Some(
+                Spi::get_one_with_args::<String>("SELECT $1::jsonb::text", &[h.as_str().into()])
+                    .ok()
+                    .flatten()
+                    .unwrap_or_else(|| h.clone()),
+            ),
+            Action::Command(_) => None,
+        }
+    }
+}
+
 /// Everything a job definition holds; `None` in `schedule` means a one-shot at `run_at`.
 struct Def<'a> {
     name: &'a str,
     schedule: Option<(&'a str, Schedule)>,
     run_at: Option<TimestampWithTimeZone>,
     tz: chrono_tz::Tz,
-    command: &'a str,
+    action: &'a Action,
     enabled: bool,
     timeout: Option<Interval>,
     overlap: &'a str,
@@ -356,7 +403,8 @@ fn upsert(def: Def) -> i64 {
                 || job.timezone != def.tz.name()
                 || job.run_at.map(from_pg_ts) != def.run_at.map(from_pg_ts);
             let same = !timing_changed
-                && job.command == def.command
+                && job.command.as_deref() == def.action.command()
+                && job.http == def.action.http()
                 && job.enabled == def.enabled
                 && job.timeout.map(|i| interval_micros(&i))
                     == def.timeout.map(|i| interval_micros(&i))
@@ -374,19 +422,21 @@ fn upsert(def: Def) -> i64 {
             };
             Spi::run_with_args(
                 "UPDATE pulse.job SET schedule = $2, run_at = $3, timezone = $4, command = $5, enabled = $6,
-                        timeout = $7, overlap = $8, comment = $9, next_run_at = $10, updated_at = now()
+                        timeout = $7, overlap = $8, comment = $9, next_run_at = $10, http = $11::jsonb,
+                        updated_at = now()
                   WHERE job_id = $1",
                 &[
                     job.job_id.into(),
                     schedule_text.into(),
                     def.run_at.into(),
                     def.tz.name().into(),
-                    def.command.into(),
+                    def.action.command().into(),
                     def.enabled.into(),
                     def.timeout.into(),
                     def.overlap.into(),
                     def.comment.into(),
                     next.into(),
+                    def.action.http().into(),
                 ],
             )
             .unwrap_or_else(|e| invalid(format!("could not update job: {e}"), ""));
@@ -403,8 +453,8 @@ fn upsert(def: Def) -> i64 {
             };
             let id = Spi::get_one_with_args::<i64>(
                 "INSERT INTO pulse.job (job_name, owner, schedule, run_at, timezone, command, enabled, timeout,
-                                        overlap, comment, next_run_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+                                        overlap, comment, next_run_at, http)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12::jsonb)
                  RETURNING job_id",
                 &[
                     def.name.into(),
@@ -412,12 +462,13 @@ fn upsert(def: Def) -> i64 {
                     def.schedule.as_ref().map(|(t, _)| t.to_string()).into(),
                     def.run_at.into(),
                     def.tz.name().into(),
-                    def.command.into(),
+                    def.action.command().into(),
                     def.enabled.into(),
                     def.timeout.into(),
                     def.overlap.into(),
                     def.comment.into(),
                     next.into(),
+                    def.action.http().into(),
                 ],
             )
             .unwrap_or_else(|e| invalid(format!("could not create job: {e}"), ""))
@@ -467,7 +518,7 @@ fn cancel_queued(job_id: i64, why: &str) {
 fn schedule_job(
     job_name: Option<&str>,
     schedule: Option<&str>,
-    command: Option<&str>,
+    command: default!(Option<&str>, "NULL"),
     timezone: default!(Option<&str>, "NULL"),
     enabled: default!(Option<bool>, true),
     timeout: default!(Option<Interval>, "NULL"),
@@ -477,16 +528,16 @@ fn schedule_job(
     alert: default!(Option<pgrx::JsonB>, "NULL"),
     max_attempts: default!(Option<i32>, "NULL"),
     retry_backoff: default!(Option<Interval>, "NULL"),
+    http: default!(Option<pgrx::JsonB>, "NULL"),
 ) -> i64 {
     let name = required(job_name, "job_name");
     let schedule_text = required(schedule, "schedule");
     let alerts = Alerts::new(alert_after_failures, alert);
     let retries = Retries::new(max_attempts, retry_backoff);
-    let command = required(command, "command");
+    let action = Action::new(command, http);
     check_name(name);
     let tz = resolve_timezone(timezone);
     let sched = parse_schedule(schedule_text, tz);
-    check_command(command);
     check_timeout(&timeout);
     let overlap = overlap.unwrap_or("skip");
     check_overlap(overlap);
@@ -495,7 +546,7 @@ fn schedule_job(
         schedule: Some((schedule_text.trim(), sched)),
         run_at: None,
         tz,
-        command,
+        action: &action,
         enabled: enabled.unwrap_or(true),
         timeout,
         overlap,
@@ -513,7 +564,7 @@ fn schedule_job(
 fn schedule_once(
     job_name: Option<&str>,
     run_at: Option<TimestampWithTimeZone>,
-    command: Option<&str>,
+    command: default!(Option<&str>, "NULL"),
     enabled: default!(Option<bool>, true),
     timeout: default!(Option<Interval>, "NULL"),
     comment: default!(Option<&str>, "NULL"),
@@ -521,12 +572,13 @@ fn schedule_once(
     alert: default!(Option<pgrx::JsonB>, "NULL"),
     max_attempts: default!(Option<i32>, "NULL"),
     retry_backoff: default!(Option<Interval>, "NULL"),
+    http: default!(Option<pgrx::JsonB>, "NULL"),
 ) -> i64 {
     let name = required(job_name, "job_name");
     let run_at = required(run_at, "run_at");
     let alerts = Alerts::new(alert_after_failures, alert);
     let retries = Retries::new(max_attempts, retry_backoff);
-    let command = required(command, "command");
+    let action = Action::new(command, http);
     check_name(name);
     if !run_at.is_finite() {
         invalid(
@@ -534,14 +586,13 @@ fn schedule_once(
             "Pass an instant such as now() + interval '10 minutes'.",
         );
     }
-    check_command(command);
     check_timeout(&timeout);
     let id = upsert(Def {
         name,
         schedule: None,
         run_at: Some(run_at),
         tz: resolve_timezone(None),
-        command,
+        action: &action,
         enabled: enabled.unwrap_or(true),
         timeout,
         overlap: "skip",
@@ -647,9 +698,12 @@ fn alter_job(
     alert: default!(Option<pgrx::JsonB>, "NULL"),
     max_attempts: default!(Option<i32>, "NULL"),
     retry_backoff: default!(Option<Interval>, "NULL"),
+    http: default!(Option<pgrx::JsonB>, "NULL"),
 ) -> i64 {
     let name = required(job_name, "job_name");
     pgutil::require_scheduler_database();
+    // a new command makes it a SQL job, a new request an HTTP job
+    let action = (command.is_some() || http.is_some()).then(|| Action::new(command, http));
     let alerts = Alerts::new(alert_after_failures.filter(|n| *n != 0), alert);
     let retries = Retries::new(max_attempts, retry_backoff);
     let reset_threshold = alert_after_failures == Some(0);
@@ -658,9 +712,6 @@ fn alter_job(
             "pass either schedule or run_at, not both",
             "A job is either recurring (schedule) or one-shot (run_at).",
         );
-    }
-    if let Some(c) = command {
-        check_command(c);
     }
     if let Some(o) = overlap {
         check_overlap(o);
@@ -734,10 +785,14 @@ fn alter_job(
             Some(c) => Some(c.to_string()),
             None => job.comment.clone(),
         };
+        let (new_command, new_http) = match &action {
+            Some(a) => (a.command().map(str::to_string), a.http()),
+            None => (job.command.clone(), job.http.clone()),
+        };
         let r = Spi::run_with_args(
             "UPDATE pulse.job SET job_name = coalesce($2, job_name), schedule = $3, run_at = $4, timezone = $5,
                     command = $6, enabled = $7, timeout = $8, overlap = $9, comment = $10, next_run_at = $11,
-                    updated_at = now()
+                    http = $12::jsonb, updated_at = now()
               WHERE job_id = $1",
             &[
                 job.job_id.into(),
@@ -745,12 +800,13 @@ fn alter_job(
                 new_schedule.into(),
                 new_run_at.into(),
                 tz.name().into(),
-                command.unwrap_or(&job.command).into(),
+                new_command.into(),
                 enabled_now.into(),
                 new_timeout.into(),
                 overlap.unwrap_or(&job.overlap).into(),
                 new_comment.into(),
                 next.into(),
+                new_http.into(),
             ],
         );
         if let Err(e) = r {
@@ -787,8 +843,10 @@ fn run_job(job_name: Option<&str>) -> i64 {
     privileged(|| {
         let job = must_find_job(name);
         let id = Spi::get_one_with_args::<i64>(
-            "INSERT INTO pulse.job_run (job_id, job_name, owner, scheduled_for, status, trigger)
-             SELECT job_id, job_name, owner, clock_timestamp(), 'queued', 'manual' FROM pulse.job WHERE job_id = $1
+            "INSERT INTO pulse.job_run (job_id, job_name, owner, scheduled_for, status, trigger, kind)
+             SELECT job_id, job_name, owner, clock_timestamp(), 'queued', 'manual',
+                    CASE WHEN http IS NULL THEN 'sql' ELSE 'http' END
+               FROM pulse.job WHERE job_id = $1
              RETURNING run_id",
             &[job.job_id.into()],
         )
@@ -809,14 +867,14 @@ fn cancel_run(run_id: Option<i64>) -> bool {
         let sup = pgutil::outer_is_superuser();
         let row = Spi::connect(|c| {
             c.select(
-                "SELECT status, executor_pid FROM pulse.job_run WHERE run_id = $1 AND (owner = $2 OR $3) FOR UPDATE",
+                "SELECT status, executor_pid, kind FROM pulse.job_run WHERE run_id = $1 AND (owner = $2 OR $3) FOR UPDATE",
                 None,
                 &[run_id.into(), me.into(), sup.into()],
             )
             .ok()
-            .and_then(|t| t.first().get_two::<String, i32>().ok())
+            .and_then(|t| t.first().get_three::<String, i32, String>().ok())
         });
-        let Some((Some(status), pid)) = row else {
+        let Some((Some(status), pid, kind)) = row else {
             raise(
                 PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
                 format!("run {run_id} does not exist"),
@@ -831,6 +889,10 @@ fn cancel_run(run_id: Option<i64>) -> bool {
                 )
                 .unwrap_or_else(|e| invalid(format!("could not cancel run: {e}"), ""));
                 true
+            }
+            "running" if kind.as_deref() == Some("http") => {
+                pgrx::notice!("run {run_id} is an HTTP request in flight: it can't be stopped, its result will be recorded");
+                false
             }
             "running" => {
                 if let Some(pid) = pid {
@@ -910,7 +972,6 @@ fn current_run() -> TableIterator<
 /// Internal: wakes the scheduler when the calling transaction commits (used by CREATE EXTENSION).
 #[pg_extern(volatile, parallel_unsafe)]
 fn _wake_scheduler() {
-    if crate::PRELOADED.load(std::sync::atomic::Ordering::Relaxed) {
-        wake();
-    }
+    wake();
+    crate::worker::wake_http_at_commit();
 }

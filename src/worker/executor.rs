@@ -129,9 +129,10 @@ pub extern "C-unwind" fn pulse_executor_main(arg: pg_sys::Datum) {
     set_latch_of(scheduler);
 }
 
-/// After a failed attempt: queue the next one (`trigger = retry`) after the job's backoff, if the
-/// job allows more attempts and is enabled. Returns whether a retry was queued.
-fn schedule_retry(job_id: i64, attempt: i32) -> bool {
+/// After a failed attempt: queue the next one (`trigger = retry`) after the job's backoff (and no
+/// sooner than a server's Retry-After), if the job allows more attempts and is enabled. Returns
+/// whether a retry was queued.
+pub(super) fn schedule_retry(job_id: i64, attempt: i32, retry_after: Option<Duration>) -> bool {
     let Ok((Some(max), Some(backoff), Some(true))) = Spi::get_three_with_args::<i32, Interval, bool>(
         "SELECT max_attempts, retry_backoff, enabled FROM pulse.job WHERE job_id = $1",
         &[job_id.into()],
@@ -148,11 +149,13 @@ fn schedule_retry(job_id: i64, attempt: i32) -> bool {
         jitter: crate::retry::Backoff::default().jitter,
     };
     let unit = unsafe { pg_sys::pg_prng_double(&raw mut pg_sys::pg_global_prng_state) };
-    let delay_us = policy.delay(attempt.max(1) as u32, unit).as_micros() as i64;
+    let delay_us = policy
+        .delay_honouring(attempt.max(1) as u32, unit, retry_after)
+        .as_micros() as i64;
     Spi::run_with_args(
-        "INSERT INTO pulse.job_run (job_id, job_name, owner, scheduled_for, status, trigger, attempt)
+        "INSERT INTO pulse.job_run (job_id, job_name, owner, scheduled_for, status, trigger, attempt, kind)
          SELECT j.job_id, j.job_name, j.owner, clock_timestamp() + $2 * interval '1 microsecond',
-                'queued', 'retry', $3
+                'queued', 'retry', $3, CASE WHEN j.http IS NULL THEN 'sql' ELSE 'http' END
            FROM pulse.job j WHERE j.job_id = $1",
         &[job_id.into(), delay_us.into(), (attempt + 1).into()],
     )
@@ -195,7 +198,7 @@ fn claim(pid: i32) -> Result<Option<Claimed>, Failure> {
                 "UPDATE pulse.job_run r SET status = 'running',
                         started_at = greatest(clock_timestamp(), r.scheduled_for), executor_pid = $1
                   WHERE r.run_id = (SELECT q.run_id FROM pulse.job_run q
-                                     WHERE q.status = 'queued'
+                                     WHERE q.status = 'queued' AND q.kind = 'sql'
                                        AND q.scheduled_for <= clock_timestamp() + $2 * interval '1 millisecond'
                                      ORDER BY q.scheduled_for, q.run_id LIMIT 1 FOR UPDATE SKIP LOCKED)
               RETURNING r.run_id, r.job_id, r.job_name, r.scheduled_for, r.attempt, r.trigger, r.owner,
@@ -282,15 +285,18 @@ fn execute(slot: usize, run: Claimed) {
         let attempt = run.ctx.attempt;
         let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
         let r = xact::run(move || {
-            let r = finish_run(&crate::health::api::Outcome {
-                job_id,
-                run_id,
-                status,
-                message: Some(&message),
-                started_at,
-                duration_ms,
-            });
-            let retried = status != "cancelled" && schedule_retry(job_id, attempt);
+            let r = finish_run(
+                &crate::health::api::Outcome {
+                    job_id,
+                    run_id,
+                    status,
+                    message: Some(&message),
+                    started_at,
+                    duration_ms,
+                },
+                None,
+            );
+            let retried = status != "cancelled" && schedule_retry(job_id, attempt, None);
             (r, retried)
         });
         let r = r.map(|(r, retried)| {
@@ -365,32 +371,40 @@ fn run_as_owner(
         pg_sys::AtEOXact_GUC(false, nest);
         // session-level advisory locks taken by the command must not outlive its run
         let _ = Spi::run("SELECT pg_catalog.pg_advisory_unlock_all()");
-        finish_run(&crate::health::api::Outcome {
-            job_id,
-            run_id,
-            status: "succeeded",
-            message: Some(&tag),
-            started_at,
-            duration_ms: t0.elapsed().as_secs_f64() * 1000.0,
-        })
+        finish_run(
+            &crate::health::api::Outcome {
+                job_id,
+                run_id,
+                status: "succeeded",
+                message: Some(&tag),
+                started_at,
+                duration_ms: t0.elapsed().as_secs_f64() * 1000.0,
+            },
+            None,
+        )
         .unwrap_or_else(|e| pgrx::error!("could not record success: {e}"));
     }
 }
 
-/// Writes a run's outcome (status, message, real start, finish) and updates the job's statistics
-/// and alerts, in the current transaction: the one shared path of successes and failures.
-fn finish_run(o: &crate::health::api::Outcome) -> Result<(), pgrx::spi::SpiError> {
+/// Writes a run's outcome (status, message, real start, finish, an HTTP run's response) and
+/// updates the job's statistics and alerts, in the current transaction: the one shared path of
+/// successes and failures, SQL and HTTP runs.
+pub(super) fn finish_run(
+    o: &crate::health::api::Outcome,
+    response: Option<&str>,
+) -> Result<(), pgrx::spi::SpiError> {
     Spi::connect_mut(|c| {
         xact::with_plan(
             c,
             "UPDATE pulse.job_run SET status = $2, finished_at = clock_timestamp(), message = $3,
-                    started_at = least($4, clock_timestamp())
+                    started_at = least($4, clock_timestamp()), response = $5::jsonb
               WHERE run_id = $1",
             &[
                 PgOid::BuiltIn(PgBuiltInOids::INT8OID),
                 PgOid::BuiltIn(PgBuiltInOids::TEXTOID),
                 PgOid::BuiltIn(PgBuiltInOids::TEXTOID),
                 PgOid::BuiltIn(PgBuiltInOids::TIMESTAMPTZOID),
+                PgOid::BuiltIn(PgBuiltInOids::TEXTOID),
             ],
             |c, stmt| {
                 c.update(
@@ -401,6 +415,7 @@ fn finish_run(o: &crate::health::api::Outcome) -> Result<(), pgrx::spi::SpiError
                         o.status.into(),
                         o.message.into(),
                         o.started_at.into(),
+                        response.into(),
                     ],
                 )
                 .map(|_| ())

@@ -8,8 +8,11 @@
 //!   in one transaction: exactly one run row per slot, also across restarts).
 //! * Executors claim queued runs with `FOR UPDATE SKIP LOCKED` and run each command as the job's
 //!   owner, in its own transaction, with the job's timeout.
+//! * One HTTP worker (registered at server start too) sends HTTP job runs and after-commit
+//!   requests through a pool of threads that never call PostgreSQL (`crate::http::client`).
 
 mod executor;
+mod http;
 mod scheduler;
 pub(crate) mod xact;
 
@@ -83,6 +86,7 @@ pub struct Slot {
 #[derive(Copy, Clone)]
 pub struct Shared {
     pub scheduler_pid: i32,
+    pub http_pid: i32,
     /// Unix microseconds: when the running scheduler started, and when its loop last turned.
     pub scheduler_started_us: i64,
     pub scheduler_heartbeat_us: i64,
@@ -93,6 +97,7 @@ impl Default for Shared {
     fn default() -> Self {
         Shared {
             scheduler_pid: 0,
+            http_pid: 0,
             scheduler_started_us: 0,
             scheduler_heartbeat_us: 0,
             slots: [Slot::default(); MAX_EXECUTORS],
@@ -147,6 +152,17 @@ pub fn register_scheduler() {
         .load();
 }
 
+pub fn register_http_worker() {
+    BackgroundWorkerBuilder::new("pg_pulse http")
+        .set_type("pg_pulse http")
+        .set_library("pg_pulse")
+        .set_function("pulse_http_main")
+        .enable_spi_access()
+        .set_start_time(BgWorkerStartTime::RecoveryFinished)
+        .set_restart_time(Some(Duration::from_secs(1)))
+        .load();
+}
+
 /// Sets the latch of a backend by pid (no-op if it is gone).
 pub(crate) fn set_latch_of(pid: i32) {
     if pid == 0 {
@@ -165,23 +181,39 @@ pub(crate) fn wake_scheduler_now() {
     set_latch_of(pid);
 }
 
-thread_local! {
-    static WAKE_REGISTERED: Cell<bool> = const { Cell::new(false) };
+pub(crate) fn wake_http_now() {
+    let pid = SHARED.share().http_pid;
+    set_latch_of(pid);
 }
 
-/// Wakes the scheduler when the current transaction commits (once per transaction).
-pub fn wake_scheduler_at_commit() {
-    if WAKE_REGISTERED.with(|w| w.replace(true)) {
+thread_local! {
+    static WAKE_REGISTERED: Cell<bool> = const { Cell::new(false) };
+    static WAKE_HTTP_REGISTERED: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs `wake` when the current transaction commits (once per transaction and `flag`).
+fn at_commit(flag: &'static std::thread::LocalKey<Cell<bool>>, wake: fn()) {
+    if !crate::PRELOADED.load(std::sync::atomic::Ordering::Relaxed) || flag.with(|w| w.replace(true)) {
         return;
     }
     use pgrx::{register_xact_callback, PgXactCallbackEvent};
-    register_xact_callback(PgXactCallbackEvent::Commit, || {
-        WAKE_REGISTERED.with(|w| w.set(false));
-        wake_scheduler_now();
+    register_xact_callback(PgXactCallbackEvent::Commit, move || {
+        flag.with(|w| w.set(false));
+        wake();
     });
-    register_xact_callback(PgXactCallbackEvent::Abort, || {
-        WAKE_REGISTERED.with(|w| w.set(false));
+    register_xact_callback(PgXactCallbackEvent::Abort, move || {
+        flag.with(|w| w.set(false));
     });
+}
+
+/// Wakes the scheduler when the current transaction commits.
+pub fn wake_scheduler_at_commit() {
+    at_commit(&WAKE_REGISTERED, wake_scheduler_now);
+}
+
+/// Wakes the HTTP worker when the current transaction commits (after-commit requests).
+pub fn wake_http_at_commit() {
+    at_commit(&WAKE_HTTP_REGISTERED, wake_http_now);
 }
 
 /// Asks the executor `pid` to cancel `run_id` if it is still running it.

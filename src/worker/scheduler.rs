@@ -50,9 +50,16 @@ pub extern "C-unwind" fn pulse_scheduler_main(_arg: pg_sys::Datum) {
         }
         let sleep_ms = match s.tick() {
             Ok(Tick::NoExtension) => MAX_SLEEP_MS,
-            Ok(Tick::Ran { next_due, queued }) => {
+            Ok(Tick::Ran {
+                next_due,
+                queued,
+                queued_http,
+            }) => {
                 if queued > 0 {
                     s.staff(queued);
+                }
+                if queued_http > 0 {
+                    super::wake_http_now();
                 }
                 match next_due {
                     Some(t) => {
@@ -97,7 +104,9 @@ enum Tick {
     NoExtension,
     Ran {
         next_due: Option<TimestampWithTimeZone>,
+        /// SQL runs (for executors) and HTTP runs (for the HTTP worker) due within a second
         queued: i64,
+        queued_http: i64,
     },
 }
 
@@ -118,6 +127,7 @@ struct Due {
     overlap: String,
     slot: TimestampWithTimeZone,
     active: bool,
+    http: bool,
 }
 
 /// Housekeeping runs only when the next due wake-up is at least this far away.
@@ -194,15 +204,18 @@ impl Scheduler {
             }
             fire_due_jobs();
             // Next wake-up: the next slot, or a queued run that is not due yet (a retry later on).
-            let (next_due, queued) = Spi::connect_mut(|c| {
+            let (next_due, queued_sql, queued_http) = Spi::connect_mut(|c| {
                 xact::with_plan(
                     c,
                     "SELECT least((SELECT min(next_run_at) FROM pulse.job WHERE enabled),
                                   (SELECT min(scheduled_for) FROM pulse.job_run
                                     WHERE status = 'queued' AND scheduled_for > now())),
-                            (SELECT count(*) FROM (SELECT 1 FROM pulse.job_run WHERE status = 'queued'
-                                                      AND scheduled_for <= now() + interval '1 second'
-                                                    LIMIT 1000) q)",
+                            q.sql, q.http
+                       FROM (SELECT count(*) FILTER (WHERE kind = 'sql') AS sql,
+                                    count(*) FILTER (WHERE kind = 'http') AS http
+                               FROM (SELECT kind FROM pulse.job_run WHERE status = 'queued'
+                                        AND scheduled_for <= now() + interval '1 second'
+                                      LIMIT 1000) r) q",
                     &[],
                     |c, stmt| {
                         c.select(stmt, None, &[]).ok().and_then(|t| {
@@ -210,6 +223,7 @@ impl Scheduler {
                                 (
                                     row.get::<TimestampWithTimeZone>(1).ok().flatten(),
                                     row.get::<i64>(2).ok().flatten(),
+                                    row.get::<i64>(3).ok().flatten(),
                                 )
                             })
                         })
@@ -217,12 +231,13 @@ impl Scheduler {
                 )
                 .ok()
                 .flatten()
-                .unwrap_or((None, None))
+                .unwrap_or((None, None, None))
             });
             (
                 Tick::Ran {
                     next_due,
-                    queued: queued.unwrap_or(0),
+                    queued: queued_sql.unwrap_or(0),
+                    queued_http: queued_http.unwrap_or(0),
                 },
                 true,
             )
@@ -365,7 +380,7 @@ fn recover(live_pids: &[i32]) {
         c.update(
             "UPDATE pulse.job_run SET status = 'failed', finished_at = clock_timestamp(),
                     message = 'the server restarted while this run was in progress'
-              WHERE status = 'running' AND NOT (coalesce(executor_pid, 0) = ANY ($1))",
+              WHERE status = 'running' AND kind = 'sql' AND NOT (coalesce(executor_pid, 0) = ANY ($1))",
             None,
             &[live_pids.to_vec().into()],
         )
@@ -386,7 +401,8 @@ fn fire_due_jobs() {
         let t = xact::with_plan(
             c,
             "SELECT j.job_id, j.job_name, j.owner, j.schedule, j.timezone, j.overlap, j.next_run_at,
-                    EXISTS (SELECT 1 FROM pulse.job_run r WHERE r.job_id = j.job_id AND r.status IN ('queued', 'running'))
+                    EXISTS (SELECT 1 FROM pulse.job_run r WHERE r.job_id = j.job_id AND r.status IN ('queued', 'running')),
+                    j.http IS NOT NULL
                FROM pulse.job j
               WHERE j.enabled AND j.next_run_at <= $1
               ORDER BY j.next_run_at
@@ -418,6 +434,7 @@ fn due_from_row(row: &pgrx::spi::SpiHeapTupleData) -> Option<Due> {
         overlap: row.get::<String>(6).ok()??,
         slot: row.get::<TimestampWithTimeZone>(7).ok()??,
         active: row.get::<bool>(8).ok()??,
+        http: row.get::<bool>(9).ok()??,
     })
 }
 
@@ -430,6 +447,7 @@ fn fire(now: chrono::DateTime<Utc>, due: Vec<Due>) {
     let mut statuses = Vec::with_capacity(n);
     let mut messages: Vec<Option<String>> = Vec::with_capacity(n);
     let mut nexts: Vec<Option<TimestampWithTimeZone>> = Vec::with_capacity(n);
+    let mut kinds = Vec::with_capacity(n);
     for d in due {
         let (status, message, next) = match &d.schedule {
             None => {
@@ -460,6 +478,7 @@ fn fire(now: chrono::DateTime<Utc>, due: Vec<Due>) {
             }
         };
         ids.push(d.job_id);
+        kinds.push(if d.http { "http" } else { "sql" }.to_string());
         names.push(d.job_name);
         owners.push(d.owner);
         slots.push(d.slot);
@@ -468,11 +487,11 @@ fn fire(now: chrono::DateTime<Utc>, due: Vec<Due>) {
         nexts.push(next);
     }
     let r = Spi::run_with_args(
-        "INSERT INTO pulse.job_run (job_id, job_name, owner, scheduled_for, status, trigger, message, finished_at)
+        "INSERT INTO pulse.job_run (job_id, job_name, owner, scheduled_for, status, trigger, message, finished_at, kind)
          SELECT u.id, u.name, u.owner, u.slot, u.status, 'schedule', u.message,
-                CASE WHEN u.status = 'queued' THEN NULL ELSE clock_timestamp() END
-           FROM unnest($1::bigint[], $2::text[], $3::oid[], $4::timestamptz[], $5::text[], $6::text[])
-                AS u(id, name, owner, slot, status, message)
+                CASE WHEN u.status = 'queued' THEN NULL ELSE clock_timestamp() END, u.kind
+           FROM unnest($1::bigint[], $2::text[], $3::oid[], $4::timestamptz[], $5::text[], $6::text[], $8::text[])
+                AS u(id, name, owner, slot, status, message, kind)
           WHERE u.status <> 'skipped' OR $7",
         &[
             ids.clone().into(),
@@ -483,6 +502,7 @@ fn fire(now: chrono::DateTime<Utc>, due: Vec<Due>) {
             messages.into(),
             // pulse.log_runs = failures | none: a skipped slot leaves no row
             (crate::LOG_RUNS.get() == crate::LogRuns::All).into(),
+            kinds.into(),
         ],
     );
     if let Err(e) = r {

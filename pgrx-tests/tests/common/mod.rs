@@ -168,3 +168,17 @@ pub fn pgctl(args: &[&str]) {
         .expect("run pgctl.sh");
     assert!(st.success(), "pgctl.sh {args:?} failed");
 }
+
+/// Wait until after-commit request `id` is finished; returns (state, status_code, error).
+pub fn wait_request_final(c: &mut Client, id: i64) -> (String, Option<i32>, Option<String>) {
+    wait_for(60, &format!("request {id} to finish"), || {
+        let row = c
+            .query_one(
+                "SELECT state, status_code, error FROM pulse.http_requests WHERE id = $1",
+                &[&id],
+            )
+            .expect("read request");
+        let state: String = row.get(0);
+        (state != "pending" && state != "sending").then(|| (state, row.get(1), row.get(2)))
+    })
+}
