@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # make bench: a dedicated server with pg_pulse and pg_cron (Debian's postgresql-15-cron) preloaded,
 # then the pulse-bench program, which prints the figures. About 12 minutes.
-# Arguments select parts: scripts/bench.sh scheduler | queue | health (default: all).
+# Arguments select parts: scripts/bench.sh scheduler | queue | health | http (default: all).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PG_MAJOR=${PG_MAJOR:-15}
@@ -20,7 +20,8 @@ scripts/pgctl.sh start "$DIR" "$PORT" \
   "cron.max_running_jobs = 32" \
   "max_worker_processes = 64" \
   "max_connections = 200" \
-  "log_min_messages = warning"
+  "log_min_messages = warning" \
+  "pulse.http_allowed_hosts = '127.0.0.1'"
 [ -n "${PULSE_BENCH_KEEP:-}" ] || trap 'scripts/pgctl.sh stop "$DIR"' EXIT
 cargo build -q --release -p pulse-e2e --bin pulse-bench
 PULSE_BENCH_PORT=$PORT target/release/pulse-bench "$@"

@@ -11,6 +11,7 @@ use postgres::{Client, NoTls};
 use std::time::{Duration, Instant};
 
 mod health;
+mod http;
 mod queue;
 
 fn main() {
@@ -28,6 +29,9 @@ fn main() {
     }
     if wants("health") {
         health::run(port);
+    }
+    if wants("http") {
+        http::run(port);
     }
 }
 

@@ -79,6 +79,18 @@ impl Server {
             .collect()
     }
 
+    /// How many requests with that prefix arrived, and the latest arrival.
+    pub fn count(&self, prefix: &str) -> (usize, Option<Instant>) {
+        let seen = self.state.seen.lock().unwrap();
+        let mut n = 0;
+        let mut last = None;
+        for s in seen.iter().filter(|s| s.path.starts_with(prefix)) {
+            n += 1;
+            last = Some(last.map_or(s.at, |l: Instant| l.max(s.at)));
+        }
+        (n, last)
+    }
+
     /// Waits until at least `n` requests with that prefix arrived (or the timeout passed).
     pub fn wait_for(&self, prefix: &str, n: usize, timeout: Duration) -> Vec<Seen> {
         let t = Instant::now();
@@ -180,7 +192,14 @@ fn serve(conn: TcpStream, st: Arc<State>) {
                     b.push_str(&format!("{k}: {v}\n"));
                 }
                 b.push_str(&String::from_utf8_lossy(&last.body));
-                (200, vec![format!("X-Echo-Auth: {}", last.header("authorization").unwrap_or(""))], b.into_bytes())
+                (
+                    200,
+                    vec![format!(
+                        "X-Echo-Auth: {}",
+                        last.header("authorization").unwrap_or("")
+                    )],
+                    b.into_bytes(),
+                )
             }
             ["redirect", ..] => (302, vec!["Location: /ok".into()], Vec::new()),
             ["big", n] => (200, vec![], vec![b'x'; n.parse().unwrap_or(0)]),

@@ -37,7 +37,8 @@ fn responses_and_failures() {
     // success: status, headers and body captured; the request arrives with headers and body
     let mut r = req(1, "POST", srv.url("/ok"));
     r.body = Some(br#"{"a":1}"#.to_vec());
-    r.headers.push(("Content-Type".into(), "application/json".into()));
+    r.headers
+        .push(("Content-Type".into(), "application/json".into()));
     let rep = one(&pool, r);
     let resp = rep.result.as_ref().unwrap();
     assert_eq!((rep.tag, resp.status), (1, 200));
@@ -54,7 +55,10 @@ fn responses_and_failures() {
     let rep = one(&pool, req(2, "GET", srv.url("/status/500")));
     assert_eq!(rep.verdict(), Verdict::Failed { retry: true });
     let rep = one(&pool, req(3, "GET", srv.url("/busy/a")));
-    assert_eq!(rep.result.as_ref().unwrap().header("retry-after"), Some("1"));
+    assert_eq!(
+        rep.result.as_ref().unwrap().header("retry-after"),
+        Some("1")
+    );
     assert_eq!(rep.verdict(), Verdict::Failed { retry: true });
     let rep = one(&pool, req(4, "GET", srv.url("/nothing")));
     assert_eq!(rep.verdict(), Verdict::Failed { retry: false });
@@ -75,7 +79,11 @@ fn responses_and_failures() {
     };
     let rep = one(
         &pool,
-        req(6, "GET", format!("http://127.0.0.1:{port}/x?key=SECRETVALUE")),
+        req(
+            6,
+            "GET",
+            format!("http://127.0.0.1:{port}/x?key=SECRETVALUE"),
+        ),
     );
     assert_eq!(rep.verdict(), Verdict::Failed { retry: true });
     let f = rep.result.unwrap_err();
@@ -116,7 +124,11 @@ fn redirects_are_followed_only_when_asked() {
 fn the_address_policy_is_checked_after_resolution() {
     let srv = Server::start();
     // default policy: loopback is denied, also when reached by name
-    let pool = Pool::new(2, Policy::parse("", DEFAULT_DENIED).unwrap(), Box::new(|| {}));
+    let pool = Pool::new(
+        2,
+        Policy::parse("", DEFAULT_DENIED).unwrap(),
+        Box::new(|| {}),
+    );
     for url in [srv.url("/ok"), format!("http://localhost:{}/ok", srv.port)] {
         let rep = one(&pool, req(1, "GET", url));
         let f = rep.result.unwrap_err();
@@ -130,12 +142,18 @@ fn the_address_policy_is_checked_after_resolution() {
     pool.set_policy(Policy::parse("example.invalid", DEFAULT_DENIED).unwrap());
     let rep = one(&pool, req(3, "GET", srv.url("/ok")));
     let f = rep.result.unwrap_err();
-    assert!(f.message.contains("not in pulse.http_allowed_hosts"), "{f:?}");
+    assert!(
+        f.message.contains("not in pulse.http_allowed_hosts"),
+        "{f:?}"
+    );
     // allowed explicitly: it works
     pool.set_policy(allow_local());
     let rep = one(&pool, req(4, "GET", srv.url("/ok")));
     assert_eq!(rep.result.unwrap().status, 200);
-    assert!(srv.seen("/ok").len() == 1, "only the allowed request arrived");
+    assert!(
+        srv.seen("/ok").len() == 1,
+        "only the allowed request arrived"
+    );
 }
 
 #[test]

@@ -11,9 +11,7 @@ use std::time::Duration;
 fn http_job(c: &mut Client, request_sql: &str, extra: &str) -> String {
     let job = unique("http_job");
     c.execute(
-        &format!(
-            "SELECT pulse.schedule_once($1, now(), http => {request_sql}{extra})"
-        ),
+        &format!("SELECT pulse.schedule_once($1, now(), http => {request_sql}{extra})"),
         &[&job],
     )
     .expect("schedule the HTTP job");
@@ -33,7 +31,11 @@ fn runs(c: &mut Client, job: &str) -> Vec<(String, Option<String>, String, i32, 
     .collect()
 }
 
-fn wait_runs_final(c: &mut Client, job: &str, n: usize) -> Vec<(String, Option<String>, String, i32, Option<String>)> {
+fn wait_runs_final(
+    c: &mut Client,
+    job: &str,
+    n: usize,
+) -> Vec<(String, Option<String>, String, i32, Option<String>)> {
     wait_for(60, &format!("{n} finished runs of {job}"), || {
         let r = runs(c, job);
         (r.len() >= n && r.iter().all(|x| x.0 != "queued" && x.0 != "running")).then_some(r)
@@ -96,29 +98,49 @@ fn after_commit_requests_are_sent_only_after_commit() {
         .unwrap()
         .get(0);
     let d: i64 = u
-        .query_one("SELECT pulse.http_delete($1, '{\"id\": \"7\"}')", &[&srv.url("/ok/del")])
+        .query_one(
+            "SELECT pulse.http_delete($1, '{\"id\": \"7\"}')",
+            &[&srv.url("/ok/del")],
+        )
         .unwrap()
         .get(0);
     wait_request_final(&mut u, g);
     wait_request_final(&mut u, d);
     let get = &srv.seen("/ok/get")[0];
     assert_eq!(get.method, "GET");
-    assert!(get.path == "/ok/get?n=1&q=a%20b" || get.path == "/ok/get?q=a%20b&n=1", "{}", get.path);
+    assert!(
+        get.path == "/ok/get?n=1&q=a%20b" || get.path == "/ok/get?q=a%20b&n=1",
+        "{}",
+        get.path
+    );
     assert_eq!(srv.seen("/ok/del")[0].method, "DELETE");
     assert_eq!(srv.seen("/ok/del")[0].path, "/ok/del?id=7");
-    assert!(srv.seen("/ok/rolled-back").is_empty(), "a rolled-back request was sent");
+    assert!(
+        srv.seen("/ok/rolled-back").is_empty(),
+        "a rolled-back request was sent"
+    );
     // only the requesting role (and superusers) see a request and its response
     let mut o = connect_as(&other);
-    for view in ["pulse.http_requests", "pulse.http_responses", "pulse.http_request"] {
+    for view in [
+        "pulse.http_requests",
+        "pulse.http_responses",
+        "pulse.http_request",
+    ] {
         let n: i64 = o
-            .query_one(&format!("SELECT count(*) FROM {view} WHERE id = $1"), &[&id])
+            .query_one(
+                &format!("SELECT count(*) FROM {view} WHERE id = $1"),
+                &[&id],
+            )
             .unwrap()
             .get(0);
         assert_eq!(n, 0, "{view} shows another role's request");
     }
     expect_error(o.execute("DELETE FROM pulse.http_request", &[]), "42501");
     let n: i64 = a
-        .query_one("SELECT count(*) FROM pulse.http_responses WHERE id = $1", &[&id])
+        .query_one(
+            "SELECT count(*) FROM pulse.http_responses WHERE id = $1",
+            &[&id],
+        )
         .unwrap()
         .get(0);
     assert_eq!(n, 1, "superusers see all");
@@ -144,7 +166,10 @@ fn requests_from_a_trigger() {
     let seen = srv.wait_for(&format!("/ok/{t}"), 2, Duration::from_secs(30));
     let mut bodies: Vec<String> = seen.iter().map(|s| s.body_text()).collect();
     bodies.sort();
-    assert_eq!(bodies, vec![r#"{"id":1,"note":"first"}"#, r#"{"id":2,"note":"second"}"#]);
+    assert_eq!(
+        bodies,
+        vec![r#"{"id":1,"note":"first"}"#, r#"{"id":2,"note":"second"}"#]
+    );
     a.batch_execute(&format!("DROP TABLE {t}; DROP FUNCTION {t}_hook();"))
         .unwrap();
 }
@@ -157,14 +182,23 @@ fn retries_500_then_success_and_429_retry_after() {
     let key = unique("k");
     let job = http_job(
         &mut a,
-        &format!("pulse.http_request('POST', '{}', body => '{{\"x\": 1}}')", srv.url(&format!("/flaky/{key}"))),
+        &format!(
+            "pulse.http_request('POST', '{}', body => '{{\"x\": 1}}')",
+            srv.url(&format!("/flaky/{key}"))
+        ),
         ", max_attempts => 3, retry_backoff => '1 second'",
     );
     let r = wait_runs_final(&mut a, &job, 2);
     assert_eq!(r.len(), 2, "{r:?}");
-    assert_eq!((r[0].0.as_str(), r[0].2.as_str(), r[0].3), ("failed", "schedule", 1));
+    assert_eq!(
+        (r[0].0.as_str(), r[0].2.as_str(), r[0].3),
+        ("failed", "schedule", 1)
+    );
     assert!(r[0].1.as_deref().unwrap().starts_with("HTTP 500"), "{r:?}");
-    assert_eq!((r[1].0.as_str(), r[1].2.as_str(), r[1].3), ("succeeded", "retry", 2));
+    assert_eq!(
+        (r[1].0.as_str(), r[1].2.as_str(), r[1].3),
+        ("succeeded", "retry", 2)
+    );
     let resp: serde_like::Resp = serde_like::parse(r[1].4.as_deref().unwrap());
     assert_eq!(resp.status_code, "200");
     assert!(resp.body.contains("recovered"));
@@ -183,15 +217,24 @@ fn retries_500_then_success_and_429_retry_after() {
     let seen = srv.seen(&format!("/busy/{key}"));
     assert_eq!(seen.len(), 2);
     let gap = seen[1].at - seen[0].at;
-    assert!(gap >= Duration::from_millis(900), "Retry-After honoured: {gap:?}");
+    assert!(
+        gap >= Duration::from_millis(900),
+        "Retry-After honoured: {gap:?}"
+    );
     let attempts: i32 = a
-        .query_one("SELECT attempts FROM pulse.http_requests WHERE id = $1", &[&id])
+        .query_one(
+            "SELECT attempts FROM pulse.http_requests WHERE id = $1",
+            &[&id],
+        )
         .unwrap()
         .get(0);
     assert_eq!(attempts, 2);
     // without max_attempts, a 500 is final
     let id: i64 = a
-        .query_one("SELECT pulse.http_post($1)", &[&srv.url(&format!("/flaky/{}", unique("once")))])
+        .query_one(
+            "SELECT pulse.http_post($1)",
+            &[&srv.url(&format!("/flaky/{}", unique("once")))],
+        )
         .unwrap()
         .get(0);
     let (state, code, _) = wait_request_final(&mut a, id);
@@ -208,7 +251,13 @@ mod serde_like {
         let field = |k: &str| {
             s.split(&format!("\"{k}\": "))
                 .nth(1)
-                .map(|r| r.split([',', '}']).next().unwrap_or("").trim_matches('"').to_string())
+                .map(|r| {
+                    r.split([',', '}'])
+                        .next()
+                        .unwrap_or("")
+                        .trim_matches('"')
+                        .to_string()
+                })
                 .unwrap_or_default()
         };
         Resp {
@@ -233,26 +282,53 @@ fn failures_are_recorded_and_the_worker_keeps_going() {
     };
     let timeout = send(
         &mut a,
-        &format!("pulse.http_request('GET', '{}', timeout => '300 milliseconds')", srv.url("/slow/3000")),
+        &format!(
+            "pulse.http_request('GET', '{}', timeout => '300 milliseconds')",
+            srv.url("/slow/3000")
+        ),
     );
-    let refused = send(&mut a, &format!("pulse.http_request('GET', 'http://127.0.0.1:{dead_port}/x')"));
-    let redirect = send(&mut a, &format!("pulse.http_request('GET', '{}')", srv.url("/redirect")));
+    let refused = send(
+        &mut a,
+        &format!("pulse.http_request('GET', 'http://127.0.0.1:{dead_port}/x')"),
+    );
+    let redirect = send(
+        &mut a,
+        &format!("pulse.http_request('GET', '{}')", srv.url("/redirect")),
+    );
     let followed = send(
         &mut a,
-        &format!("pulse.http_request('GET', '{}', follow_redirects => true)", srv.url("/redirect")),
+        &format!(
+            "pulse.http_request('GET', '{}', follow_redirects => true)",
+            srv.url("/redirect")
+        ),
     );
-    let big = send(&mut a, &format!("pulse.http_request('GET', '{}')", srv.url("/big/3000000")));
-    let garbage = send(&mut a, &format!("pulse.http_request('GET', '{}')", srv.url("/garbage")));
-    let metadata = send(&mut a, "pulse.http_request('GET', 'http://169.254.169.254/latest/meta-data')");
+    let big = send(
+        &mut a,
+        &format!("pulse.http_request('GET', '{}')", srv.url("/big/3000000")),
+    );
+    let garbage = send(
+        &mut a,
+        &format!("pulse.http_request('GET', '{}')", srv.url("/garbage")),
+    );
+    let metadata = send(
+        &mut a,
+        "pulse.http_request('GET', 'http://169.254.169.254/latest/meta-data')",
+    );
     let not_listed = send(
         &mut a,
-        &format!("pulse.http_request('GET', 'http://localhost:{}/ok')", srv.port),
+        &format!(
+            "pulse.http_request('GET', 'http://localhost:{}/ok')",
+            srv.port
+        ),
     );
     let (st, _, err) = wait_request_final(&mut a, timeout);
     assert_eq!(st, "timed_out");
     assert!(err.unwrap().contains("timed out after 300 ms"));
     let to: bool = a
-        .query_one("SELECT timed_out FROM pulse.http_responses WHERE id = $1", &[&timeout])
+        .query_one(
+            "SELECT timed_out FROM pulse.http_responses WHERE id = $1",
+            &[&timeout],
+        )
         .unwrap()
         .get(0);
     assert!(to);
@@ -260,9 +336,16 @@ fn failures_are_recorded_and_the_worker_keeps_going() {
     assert_eq!(st, "failed");
     assert!(err.unwrap().contains("connection refused"));
     let (st, code, _) = wait_request_final(&mut a, redirect);
-    assert_eq!((st.as_str(), code), ("failed", Some(302)), "a redirect is not followed by default");
+    assert_eq!(
+        (st.as_str(), code),
+        ("failed", Some(302)),
+        "a redirect is not followed by default"
+    );
     let loc: String = a
-        .query_one("SELECT headers->>'location' FROM pulse.http_responses WHERE id = $1", &[&redirect])
+        .query_one(
+            "SELECT headers->>'location' FROM pulse.http_responses WHERE id = $1",
+            &[&redirect],
+        )
         .unwrap()
         .get(0);
     assert_eq!(loc, "/ok");
@@ -279,28 +362,58 @@ fn failures_are_recorded_and_the_worker_keeps_going() {
             .unwrap();
         (r.get(0), r.get(1))
     };
-    assert_eq!((len, cut), (1_048_576, true), "cut to pulse.http_max_response_bytes");
+    assert_eq!(
+        (len, cut),
+        (1_048_576, true),
+        "cut to pulse.http_max_response_bytes"
+    );
     let (st, _, err) = wait_request_final(&mut a, garbage);
     assert_eq!(st, "failed", "{err:?}");
     let (st, _, err) = wait_request_final(&mut a, metadata);
     assert_eq!(st, "failed");
-    assert!(err.as_deref().unwrap().contains("refused by the address policy"), "{err:?}");
+    assert!(
+        err.as_deref()
+            .unwrap()
+            .contains("refused by the address policy"),
+        "{err:?}"
+    );
     let (st, _, err) = wait_request_final(&mut a, not_listed);
     assert_eq!(st, "failed");
-    assert!(err.as_deref().unwrap().contains("not in pulse.http_allowed_hosts"), "{err:?}");
+    assert!(
+        err.as_deref()
+            .unwrap()
+            .contains("not in pulse.http_allowed_hosts"),
+        "{err:?}"
+    );
     // and the worker still sends
-    let ok = send(&mut a, &format!("pulse.http_request('GET', '{}')", srv.url("/ok")));
+    let ok = send(
+        &mut a,
+        &format!("pulse.http_request('GET', '{}')", srv.url("/ok")),
+    );
     assert_eq!(wait_request_final(&mut a, ok).0, "succeeded");
     // an HTTP job's run that times out is timed_out, with the reason
     let job = http_job(
         &mut a,
-        &format!("pulse.http_request('GET', '{}', timeout => '200 milliseconds')", srv.url("/slow/2000")),
+        &format!(
+            "pulse.http_request('GET', '{}', timeout => '200 milliseconds')",
+            srv.url("/slow/2000")
+        ),
         "",
     );
     let r = wait_runs_final(&mut a, &job, 1);
     assert_eq!(r[0].0, "timed_out");
-    assert!(r[0].1.as_deref().unwrap().contains("timed out after 200 ms"), "{r:?}");
-    let job = http_job(&mut a, &format!("pulse.http_request('GET', '{}')", srv.url("/status/404")), "");
+    assert!(
+        r[0].1
+            .as_deref()
+            .unwrap()
+            .contains("timed out after 200 ms"),
+        "{r:?}"
+    );
+    let job = http_job(
+        &mut a,
+        &format!("pulse.http_request('GET', '{}')", srv.url("/status/404")),
+        "",
+    );
     let r = wait_runs_final(&mut a, &job, 1);
     assert_eq!(r[0].0, "failed");
     assert!(r[0].1.as_deref().unwrap().starts_with("HTTP 404"), "{r:?}");
@@ -313,12 +426,16 @@ fn secrets_and_settings_resolve_at_send_time_and_are_never_stored() {
     let role = new_role(&mut a, "http_secret_role");
     let value = format!("sk_{}", unique("TOPSECRET"));
     a.execute(
-        &format!("ALTER ROLE {role} SET app.settings.base_url = '{}'", srv.url("")),
+        &format!(
+            "ALTER ROLE {role} SET app.settings.base_url = '{}'",
+            srv.url("")
+        ),
         &[],
     )
     .unwrap();
     let mut u = connect_as(&role);
-    u.execute("SELECT pulse.set_secret('api_key', $1)", &[&value]).unwrap();
+    u.execute("SELECT pulse.set_secret('api_key', $1)", &[&value])
+        .unwrap();
     let job = http_job(
         &mut u,
         "pulse.http_request('POST', '{{setting:app.settings.base_url}}/echo?job={{job_name}}',
@@ -330,12 +447,22 @@ fn secrets_and_settings_resolve_at_send_time_and_are_never_stored() {
     assert_eq!(r[0].0, "succeeded", "{r:?}");
     let seen = srv.seen(&format!("/echo?job={job}"));
     assert_eq!(seen.len(), 1);
-    assert_eq!(seen[0].header("authorization"), Some(format!("Bearer {value}").as_str()));
-    assert!(seen[0].body_text().contains(r#""attempt":"1""#), "{}", seen[0].body_text());
+    assert_eq!(
+        seen[0].header("authorization"),
+        Some(format!("Bearer {value}").as_str())
+    );
+    assert!(
+        seen[0].body_text().contains(r#""attempt":"1""#),
+        "{}",
+        seen[0].body_text()
+    );
     assert!(seen[0].body_text().contains(&format!(r#""key":"{value}""#)));
     // the server echoed the secret back: it is stored scrubbed
     let resp = r[0].4.clone().unwrap();
-    assert!(resp.contains("[secret:api_key]") && !resp.contains(&value), "{resp}");
+    assert!(
+        resp.contains("[secret:api_key]") && !resp.contains(&value),
+        "{resp}"
+    );
     // after-commit, too
     let id: i64 = u
         .query_one(
@@ -359,14 +486,25 @@ fn secrets_and_settings_resolve_at_send_time_and_are_never_stored() {
     );
     let r = wait_runs_final(&mut u, &job2, 1);
     assert_eq!(r[0].0, "failed");
-    assert!(r[0].1.as_deref().unwrap().contains("secret \"no_such_secret\" does not exist"), "{r:?}");
+    assert!(
+        r[0].1
+            .as_deref()
+            .unwrap()
+            .contains("secret \"no_such_secret\" does not exist"),
+        "{r:?}"
+    );
     let id: i64 = u
-        .query_one("SELECT pulse.http_get('{{setting:app.settings.nope}}/x')", &[])
+        .query_one(
+            "SELECT pulse.http_get('{{setting:app.settings.nope}}/x')",
+            &[],
+        )
         .unwrap()
         .get(0);
     let (st, _, err) = wait_request_final(&mut u, id);
     assert_eq!(st, "failed");
-    assert!(err.unwrap().contains("setting \"app.settings.nope\" is not set"));
+    assert!(err
+        .unwrap()
+        .contains("setting \"app.settings.nope\" is not set"));
     assert_eq!(srv.seen("/").len(), before, "nothing was sent");
     // the value is in no table and not in the log
     for table in ["job", "job_run", "job_stats", "http_request"] {
@@ -380,8 +518,15 @@ fn secrets_and_settings_resolve_at_send_time_and_are_never_stored() {
         assert_eq!(n, 0, "the secret value is stored in pulse.{table}");
     }
     let log = std::fs::read_to_string(format!("{}/server.log", pgdata())).unwrap_or_default();
-    assert!(!log.contains(&value), "the secret value reached the server log");
-    a.execute(&format!("ALTER ROLE {role} RESET app.settings.base_url"), &[]).unwrap();
+    assert!(
+        !log.contains(&value),
+        "the secret value reached the server log"
+    );
+    a.execute(
+        &format!("ALTER ROLE {role} RESET app.settings.base_url"),
+        &[],
+    )
+    .unwrap();
 }
 
 #[test]
@@ -401,11 +546,23 @@ fn http_jobs_reject_bad_input() {
     }
     for (sql, code) in [
         ("SELECT pulse.http_post('ftp://x.io/a')", "22023"),
-        ("SELECT pulse.http_post('https://x.io/a', timeout => '-1 second')", "22023"),
-        ("SELECT pulse.http_get('https://x.io/a', '{\"a\": 1}')", "22023"),
-        ("SELECT pulse.http_post('https://x.io/a', headers => '{\"Bad Header\": \"x\"}')", "22023"),
+        (
+            "SELECT pulse.http_post('https://x.io/a', timeout => '-1 second')",
+            "22023",
+        ),
+        (
+            "SELECT pulse.http_get('https://x.io/a', '{\"a\": 1}')",
+            "22023",
+        ),
+        (
+            "SELECT pulse.http_post('https://x.io/a', headers => '{\"Bad Header\": \"x\"}')",
+            "22023",
+        ),
         ("SELECT pulse.http(NULL)", "22004"),
-        ("SELECT pulse.http(pulse.http_request('GET', 'https://x.io'), max_attempts => 0)", "22023"),
+        (
+            "SELECT pulse.http(pulse.http_request('GET', 'https://x.io'), max_attempts => 0)",
+            "22023",
+        ),
     ] {
         let (msg, hint) = expect_error(a.query_one(sql, &[]), code);
         assert!(!hint.is_empty(), "{sql}: {msg}");
@@ -413,42 +570,77 @@ fn http_jobs_reject_bad_input() {
     // a job switches between SQL and HTTP with alter_job, and schedule_job is idempotent
     let req = "pulse.http_request('GET', 'https://example.com/{{job_name}}')";
     let id: i64 = a
-        .query_one(&format!("SELECT pulse.schedule_job($1, '0 3 * * *', http => {req})"), &[&job])
+        .query_one(
+            &format!("SELECT pulse.schedule_job($1, '0 3 * * *', http => {req})"),
+            &[&job],
+        )
         .unwrap()
         .get(0);
     let again: i64 = a
-        .query_one(&format!("SELECT pulse.schedule_job($1, '0 3 * * *', http => {req})"), &[&job])
+        .query_one(
+            &format!("SELECT pulse.schedule_job($1, '0 3 * * *', http => {req})"),
+            &[&job],
+        )
         .unwrap()
         .get(0);
     assert_eq!(id, again);
     let upd: String = a
-        .query_one("SELECT updated_at::text FROM pulse.jobs WHERE job_id = $1", &[&id])
+        .query_one(
+            "SELECT updated_at::text FROM pulse.jobs WHERE job_id = $1",
+            &[&id],
+        )
         .unwrap()
         .get(0);
     let (cmd, http): (Option<String>, Option<String>) = {
         let r = a
-            .query_one("SELECT command, http->>'url' FROM pulse.jobs WHERE job_id = $1", &[&id])
+            .query_one(
+                "SELECT command, http->>'url' FROM pulse.jobs WHERE job_id = $1",
+                &[&id],
+            )
             .unwrap();
         (r.get(0), r.get(1))
     };
-    assert_eq!((cmd, http.as_deref()), (None, Some("https://example.com/{{job_name}}")));
-    a.execute(&format!("SELECT pulse.schedule_job($1, '0 3 * * *', http => {req})"), &[&job])
-        .unwrap();
+    assert_eq!(
+        (cmd, http.as_deref()),
+        (None, Some("https://example.com/{{job_name}}"))
+    );
+    a.execute(
+        &format!("SELECT pulse.schedule_job($1, '0 3 * * *', http => {req})"),
+        &[&job],
+    )
+    .unwrap();
     let upd2: String = a
-        .query_one("SELECT updated_at::text FROM pulse.jobs WHERE job_id = $1", &[&id])
+        .query_one(
+            "SELECT updated_at::text FROM pulse.jobs WHERE job_id = $1",
+            &[&id],
+        )
         .unwrap()
         .get(0);
     assert_eq!(upd, upd2, "an unchanged definition is not rewritten");
-    a.execute("SELECT pulse.alter_job($1, command => 'SELECT 2')", &[&job]).unwrap();
-    let r = a
-        .query_one("SELECT command, http IS NULL FROM pulse.jobs WHERE job_id = $1", &[&id])
+    a.execute("SELECT pulse.alter_job($1, command => 'SELECT 2')", &[&job])
         .unwrap();
-    assert_eq!((r.get::<_, Option<String>>(0).as_deref(), r.get::<_, bool>(1)), (Some("SELECT 2"), true));
+    let r = a
+        .query_one(
+            "SELECT command, http IS NULL FROM pulse.jobs WHERE job_id = $1",
+            &[&id],
+        )
+        .unwrap();
+    assert_eq!(
+        (
+            r.get::<_, Option<String>>(0).as_deref(),
+            r.get::<_, bool>(1)
+        ),
+        (Some("SELECT 2"), true)
+    );
     expect_error(
-        a.query_one(&format!("SELECT pulse.alter_job($1, command => 'SELECT 1', http => {req})"), &[&job]),
+        a.query_one(
+            &format!("SELECT pulse.alter_job($1, command => 'SELECT 1', http => {req})"),
+            &[&job],
+        ),
         "22023",
     );
-    a.execute("SELECT pulse.unschedule_job($1)", &[&job]).unwrap();
+    a.execute("SELECT pulse.unschedule_job($1)", &[&job])
+        .unwrap();
 }
 
 #[test]
@@ -456,8 +648,10 @@ fn webhook_alerts_once_per_incident_and_on_recovery() {
     let srv = Server::start();
     let mut a = admin();
     let t = unique("flag");
-    a.batch_execute(&format!("CREATE TABLE {t} (ok int); INSERT INTO {t} VALUES (0);"))
-        .unwrap();
+    a.batch_execute(&format!(
+        "CREATE TABLE {t} (ok int); INSERT INTO {t} VALUES (0);"
+    ))
+    .unwrap();
     let job = unique("webhook_alert");
     a.execute(
         &format!(
@@ -470,8 +664,16 @@ fn webhook_alerts_once_per_incident_and_on_recovery() {
     .unwrap();
     let path = format!("/ok/hook/{job}");
     let hooks = srv.wait_for(&path, 1, Duration::from_secs(30));
-    assert!(hooks[0].body_text().starts_with(r#"{"text":":rotating_light: pg_pulse job"#), "{}", hooks[0].body_text());
-    assert!(hooks[0].body_text().contains(&job) && hooks[0].body_text().contains("division by zero"));
+    assert!(
+        hooks[0]
+            .body_text()
+            .starts_with(r#"{"text":":rotating_light: pg_pulse job"#),
+        "{}",
+        hooks[0].body_text()
+    );
+    assert!(
+        hooks[0].body_text().contains(&job) && hooks[0].body_text().contains("division by zero")
+    );
     // more failures: still one alert
     wait_for(30, "two more failures", || {
         (count_runs(&mut a, &job, "failed") >= 4).then_some(())
@@ -479,8 +681,13 @@ fn webhook_alerts_once_per_incident_and_on_recovery() {
     assert_eq!(srv.seen(&path).len(), 1, "one alert per incident");
     a.execute(&format!("UPDATE {t} SET ok = 1"), &[]).unwrap();
     let hooks = srv.wait_for(&path, 2, Duration::from_secs(30));
-    assert!(hooks[1].body_text().contains("recovered"), "{}", hooks[1].body_text());
-    a.execute("SELECT pulse.unschedule_job($1)", &[&job]).unwrap();
+    assert!(
+        hooks[1].body_text().contains("recovered"),
+        "{}",
+        hooks[1].body_text()
+    );
+    a.execute("SELECT pulse.unschedule_job($1)", &[&job])
+        .unwrap();
     a.batch_execute(&format!("DROP TABLE {t}")).unwrap();
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(srv.seen(&path).len(), 2);

@@ -90,7 +90,10 @@ fn http_requests_in_flight_at_a_crash_are_sent_again() {
     // (the claim that counted the first attempt commits asynchronously: a crash may lose it, and
     // the request, which is what matters, is sent again either way)
     let attempts: i32 = c
-        .query_one("SELECT attempts FROM pulse.http_requests WHERE id = $1", &[&id])
+        .query_one(
+            "SELECT attempts FROM pulse.http_requests WHERE id = $1",
+            &[&id],
+        )
         .unwrap()
         .get(0);
     assert!((1..=2).contains(&attempts), "{attempts}");

@@ -273,7 +273,10 @@ pub fn alert_text(a: &Alert) -> String {
         other => format!("pg_pulse job \"{}\": {other}", a.job_name),
     };
     match (a.status, a.message) {
-        (Some(st), Some(m)) => format!("{what}. Last run {st}: {}", m.chars().take(500).collect::<String>()),
+        (Some(st), Some(m)) => format!(
+            "{what}. Last run {st}: {}",
+            m.chars().take(500).collect::<String>()
+        ),
         (None, Some(m)) => format!("{what}: {m}"),
         _ => what,
     }

@@ -25,7 +25,10 @@ fn bad(field: &'static str, message: String, hint: &'static str) -> request::Inv
 }
 
 /// A JSON object of strings (headers, params), checked.
-fn string_map(field: &'static str, v: Option<&Value>) -> Result<Map<String, Value>, request::Invalid> {
+fn string_map(
+    field: &'static str,
+    v: Option<&Value>,
+) -> Result<Map<String, Value>, request::Invalid> {
     match v {
         None | Some(Value::Null) => Ok(Map::new()),
         Some(Value::Object(m)) => {
@@ -62,7 +65,14 @@ pub fn normalize(v: &Value) -> Result<Value, request::Invalid> {
     for k in o.keys() {
         if !matches!(
             k.as_str(),
-            "method" | "url" | "headers" | "params" | "body" | "body_text" | "timeout_ms" | "follow_redirects"
+            "method"
+                | "url"
+                | "headers"
+                | "params"
+                | "body"
+                | "body_text"
+                | "timeout_ms"
+                | "follow_redirects"
         ) {
             return Err(bad(
                 "request",
@@ -75,7 +85,13 @@ pub fn normalize(v: &Value) -> Result<Value, request::Invalid> {
         o.get(k)
             .and_then(Value::as_str)
             .map(|s| s.trim().to_string())
-            .ok_or_else(|| bad(k, "is missing (it must be a string)".into(), "pulse.http_request('GET', 'https://example.com/health')"))
+            .ok_or_else(|| {
+                bad(
+                    k,
+                    "is missing (it must be a string)".into(),
+                    "pulse.http_request('GET', 'https://example.com/health')",
+                )
+            })
     };
     let method = request::method(&text("method")?)?;
     let url = text("url")?;
@@ -85,7 +101,13 @@ pub fn normalize(v: &Value) -> Result<Value, request::Invalid> {
     let body_text = match o.get("body_text") {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) => Some(s.clone()),
-        Some(other) => return Err(bad("body_text", format!("{other} is not a string"), "Pass body_text => 'plain text'.")),
+        Some(other) => {
+            return Err(bad(
+                "body_text",
+                format!("{other} is not a string"),
+                "Pass body_text => 'plain text'.",
+            ))
+        }
     };
     if body.is_some() && body_text.is_some() {
         return Err(bad(
@@ -103,20 +125,32 @@ pub fn normalize(v: &Value) -> Result<Value, request::Invalid> {
         check_body_templates(b)?;
     }
     if let Some(t) = &body_text {
-        super::template::parse(t).map_err(|e| bad("body", e.to_string(), super::template::TEMPLATE_HINT))?;
+        super::template::parse(t)
+            .map_err(|e| bad("body", e.to_string(), super::template::TEMPLATE_HINT))?;
     }
     let timeout_ms = match o.get("timeout_ms") {
         None | Some(Value::Null) => 30_000,
         Some(t) => t.as_i64().ok_or_else(|| {
-            bad("timeout", format!("{t} is not a number of milliseconds"), "Use e.g. timeout => '30 seconds'.")
+            bad(
+                "timeout",
+                format!("{t} is not a number of milliseconds"),
+                "Use e.g. timeout => '30 seconds'.",
+            )
         })?,
     };
     let follow_redirects = match o.get("follow_redirects") {
         None | Some(Value::Null) => false,
         Some(Value::Bool(b)) => *b,
-        Some(other) => return Err(bad("follow_redirects", format!("{other} is not a boolean"), "Pass true or false.")),
+        Some(other) => {
+            return Err(bad(
+                "follow_redirects",
+                format!("{other} is not a boolean"),
+                "Pass true or false.",
+            ))
+        }
     };
-    let body_len = body.as_ref().map_or(0, |b| b.to_string().len()) + body_text.as_ref().map_or(0, String::len);
+    let body_len = body.as_ref().map_or(0, |b| b.to_string().len())
+        + body_text.as_ref().map_or(0, String::len);
     let spec = Spec {
         method: method.clone(),
         url: url.clone(),
@@ -136,7 +170,10 @@ pub fn normalize(v: &Value) -> Result<Value, request::Invalid> {
         out.insert("params".into(), Value::Object(params));
     }
     out.insert("body".into(), body.unwrap_or(Value::Null));
-    out.insert("body_text".into(), body_text.map_or(Value::Null, Value::String));
+    out.insert(
+        "body_text".into(),
+        body_text.map_or(Value::Null, Value::String),
+    );
     out.insert("timeout_ms".into(), Value::from(timeout_ms));
     out.insert("follow_redirects".into(), Value::Bool(follow_redirects));
     Ok(Value::Object(out))
@@ -182,13 +219,25 @@ fn http_request(
     body_text: default!(Option<&str>, "NULL"),
 ) -> JsonB {
     let mut o = Map::new();
-    o.insert("method".into(), Value::String(method.unwrap_or_else(|| null("method")).into()));
-    o.insert("url".into(), Value::String(url.unwrap_or_else(|| null("url")).into()));
+    o.insert(
+        "method".into(),
+        Value::String(method.unwrap_or_else(|| null("method")).into()),
+    );
+    o.insert(
+        "url".into(),
+        Value::String(url.unwrap_or_else(|| null("url")).into()),
+    );
     o.insert("headers".into(), headers.map_or(Value::Null, |h| h.0));
     o.insert("body".into(), body.map_or(Value::Null, |b| b.0));
-    o.insert("body_text".into(), body_text.map_or(Value::Null, |t| Value::String(t.into())));
+    o.insert(
+        "body_text".into(),
+        body_text.map_or(Value::Null, |t| Value::String(t.into())),
+    );
     o.insert("timeout_ms".into(), timeout_ms(timeout));
-    o.insert("follow_redirects".into(), Value::Bool(follow_redirects.unwrap_or(false)));
+    o.insert(
+        "follow_redirects".into(),
+        Value::Bool(follow_redirects.unwrap_or(false)),
+    );
     JsonB(normalize_or_raise(&Value::Object(o)))
 }
 
@@ -227,10 +276,20 @@ fn send_after_commit(request: Value, max_attempts: i32, retry_backoff: Option<In
     })
 }
 
-fn simple(method: &str, url: Option<&str>, params: Option<JsonB>, headers: Option<JsonB>, body: Option<JsonB>, timeout: Option<Interval>) -> i64 {
+fn simple(
+    method: &str,
+    url: Option<&str>,
+    params: Option<JsonB>,
+    headers: Option<JsonB>,
+    body: Option<JsonB>,
+    timeout: Option<Interval>,
+) -> i64 {
     let mut o = Map::new();
     o.insert("method".into(), Value::String(method.into()));
-    o.insert("url".into(), Value::String(url.unwrap_or_else(|| null("url")).into()));
+    o.insert(
+        "url".into(),
+        Value::String(url.unwrap_or_else(|| null("url")).into()),
+    );
     o.insert("headers".into(), headers.map_or(Value::Null, |h| h.0));
     o.insert("params".into(), params.map_or(Value::Null, |p| p.0));
     o.insert("body".into(), body.map_or(Value::Null, |b| b.0));
@@ -289,7 +348,10 @@ fn http(
         );
     }
     if retry_backoff.is_some_and(|b| interval_micros(&b) <= 0) {
-        pgutil::invalid("retry_backoff must be a positive interval", "Use retry_backoff => '10 seconds'.");
+        pgutil::invalid(
+            "retry_backoff must be a positive interval",
+            "Use retry_backoff => '10 seconds'.",
+        );
     }
     send_after_commit(request, max_attempts, retry_backoff)
 }

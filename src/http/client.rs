@@ -79,7 +79,9 @@ pub struct Reply {
 pub enum Verdict {
     Succeeded,
     /// `retry`: worth another attempt (connection errors, timeouts, 429, 5xx).
-    Failed { retry: bool },
+    Failed {
+        retry: bool,
+    },
     TimedOut,
 }
 
@@ -245,7 +247,12 @@ impl Pool {
             let _ = self.tx.send(Msg::Quit);
             self.size -= 1;
         }
-        self.inner.threads.store(threads, Ordering::Relaxed);
+        if self.inner.threads.swap(threads, Ordering::Relaxed) != threads {
+            // connection pools sized for the new number of threads
+            let policy = self.inner.policy.read().expect("policy lock").clone();
+            *self.inner.agents.write().expect("agents lock") =
+                Arc::new(Agents::new(&policy, threads));
+        }
         self.handles.retain(|h| !h.is_finished());
     }
 
@@ -363,7 +370,10 @@ fn send(agents: &Agents, r: &Request) -> Sent {
         .take(limit as u64 + 1)
         .read_to_end(&mut body);
     if let Err(e) = read {
-        return (Err(io_failure(&e, r.timeout, "reading the response body")), Some(at));
+        return (
+            Err(io_failure(&e, r.timeout, "reading the response body")),
+            Some(at),
+        );
     }
     let truncated = body.len() > limit;
     body.truncate(limit);
@@ -424,7 +434,9 @@ fn transport_failure(t: &ureq::Transport, timeout: Duration) -> Failure {
     match t.kind() {
         K::Dns => Failure {
             kind: FailureKind::Connect,
-            message: format!("could not resolve the host {detail}").trim_end().into(),
+            message: format!("could not resolve the host {detail}")
+                .trim_end()
+                .into(),
         },
         K::ConnectionFailed | K::Io => Failure {
             kind: FailureKind::Connect,
@@ -524,7 +536,10 @@ mod tests {
         let now = chrono::DateTime::parse_from_rfc3339("2026-11-22T10:00:00Z")
             .unwrap()
             .with_timezone(&chrono::Utc);
-        assert_eq!(parse_retry_after("120", now), Some(Duration::from_secs(120)));
+        assert_eq!(
+            parse_retry_after("120", now),
+            Some(Duration::from_secs(120))
+        );
         assert_eq!(
             parse_retry_after("Sun, 22 Nov 2026 10:00:30 GMT", now),
             Some(Duration::from_secs(30))
@@ -543,7 +558,9 @@ mod tests {
     #[test]
     fn query_strings() {
         let p = |v: &[(&str, &str)]| -> Vec<(String, String)> {
-            v.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+            v.iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect()
         };
         assert_eq!(with_query("http://h/x", &[]), "http://h/x");
         assert_eq!(

@@ -348,7 +348,10 @@ impl Action {
     fn new(command: Option<&str>, http: Option<pgrx::JsonB>) -> Action {
         let http = http.map(|j| j.0).filter(|v| !v.is_null());
         match (command, http) {
-            (Some(_), Some(_)) => invalid("a job has a command or an http request, not both", ACTION_HINT),
+            (Some(_), Some(_)) => invalid(
+                "a job has a command or an http request, not both",
+                ACTION_HINT,
+            ),
             (None, None) => invalid("a job needs a command or an http request", ACTION_HINT),
             (Some(c), None) => {
                 check_command(c);

@@ -32,6 +32,8 @@ use std::time::{Duration, Instant};
 const MAX_IN_FLIGHT: usize = 2000;
 /// Requests claimed per transaction.
 const CLAIM_BATCH: usize = 500;
+/// Under load, replies are recorded in batches of up to this many.
+const RECORD_BATCH: usize = 500;
 /// The longest sleep without a reason.
 const MAX_SLEEP_MS: i64 = 10_000;
 /// How often finished requests older than pulse.http_retention are removed.
@@ -177,19 +179,34 @@ impl Worker {
     fn reconfigure(&mut self) {
         match crate::http_policy() {
             Ok(p) => self.pool.set_policy(p),
-            Err(e) => warning!("pg_pulse http: invalid address policy ({e}); keeping the previous one"),
+            Err(e) => {
+                warning!("pg_pulse http: invalid address policy ({e}); keeping the previous one")
+            }
         }
         self.pool.resize(concurrency());
     }
 
+    /// Records the replies that are ready. Under load (more requests in flight), waits up to
+    /// 5 ms for a bigger batch: one transaction per few hundred replies, not per reply.
     fn take_replies(&mut self) {
         let mut batch = Vec::new();
         while let Some(r) = self.pool.try_recv() {
             batch.push(r);
         }
-        if !batch.is_empty() {
-            self.record(batch);
+        if batch.is_empty() {
+            return;
         }
+        let until = Instant::now() + Duration::from_millis(5);
+        while batch.len() < RECORD_BATCH && self.in_flight.len() > batch.len() {
+            let Some(left) = until.checked_duration_since(Instant::now()) else {
+                break;
+            };
+            match self.pool.recv_timeout(left) {
+                Some(r) => batch.push(r),
+                None => break,
+            }
+        }
+        self.record(batch);
     }
 
     /// Records replies (and retries) in one transaction.
@@ -204,6 +221,8 @@ impl Worker {
         let n = done.len();
         let r = xact::run(move || {
             xact::async_commit();
+            // one index probe per reply: a hash join would read the whole table
+            let _ = Spi::run("SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off; SET LOCAL enable_seqscan = off");
             record_in_xact(&done)
         });
         match r {
@@ -213,7 +232,10 @@ impl Worker {
                 }
             }
             Ok(Err(e)) => warning!("pg_pulse http: could not record {n} result(s): {e}"),
-            Err(f) => warning!("pg_pulse http: could not record {n} result(s): {}", f.message),
+            Err(f) => warning!(
+                "pg_pulse http: could not record {n} result(s): {}",
+                f.message
+            ),
         }
     }
 
@@ -221,8 +243,9 @@ impl Worker {
     /// nothing more is pending now, in how many ms the next pending retry is due.
     fn claim(&mut self) -> (usize, Option<i64>) {
         let room = MAX_IN_FLIGHT.saturating_sub(self.in_flight.len());
-        if room == 0 {
-            return (CLAIM_BATCH, None);
+        // with plenty in flight, claim in big batches (the replies wake the loop anyway)
+        if room < CLAIM_BATCH / 2 {
+            return (0, None);
         }
         let limit = room.min(CLAIM_BATCH);
         let recovered = self.recovered;
@@ -230,6 +253,8 @@ impl Worker {
         let max_body = crate::HTTP_MAX_RESPONSE_BYTES.get().max(0) as usize;
         let r = xact::run(move || {
             xact::async_commit();
+            // claimed rows are joined back by primary key, one index probe each
+            let _ = Spi::run("SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off; SET LOCAL enable_seqscan = off");
             let present = Spi::get_one::<bool>(
                 "SELECT pg_catalog.to_regclass('pulse.http_request') IS NOT NULL",
             )
@@ -257,7 +282,7 @@ impl Worker {
             } else {
                 None
             };
-            let resolved: Vec<(Item, Result<(client::Request, Vec<(String, String)>), String>)> = claimed
+            let resolved: Vec<(Item, Resolved)> = claimed
                 .into_iter()
                 .map(|c| {
                     let item = c.item.clone();
@@ -324,10 +349,11 @@ impl Worker {
                 xact::async_commit();
                 Spi::connect_mut(|c| {
                     c.update(
-                        "DELETE FROM pulse.http_request WHERE id = ANY (ARRAY(
-                           SELECT id FROM pulse.http_request
-                            WHERE created_at < now() - $1 * interval '1 second' AND finished_at IS NOT NULL
-                            LIMIT 1000))",
+                        "DELETE FROM pulse.http_request h
+                          USING (SELECT id FROM pulse.http_request
+                                  WHERE created_at < now() - $1 * interval '1 second' AND finished_at IS NOT NULL
+                                  LIMIT 1000) old
+                          WHERE h.id = old.id",
                         None,
                         &[keep_s.into()],
                     )
@@ -375,14 +401,16 @@ fn claim_requests(limit: usize) -> Vec<Claimed> {
     Spi::connect_mut(|c| {
         let t = xact::with_plan(
             c,
+            // now(), not clock_timestamp(), so that the pending index is scanned in order: this
+            // transaction starts after the commits that woke the worker
             "UPDATE pulse.http_request h SET state = 'sending', attempts = h.attempts + 1,
                     sent_at = clock_timestamp(),
                     lease_until = clock_timestamp()
                         + (coalesce((h.request->>'timeout_ms')::bigint, 30000) + 60000) * interval '1 millisecond'
-              WHERE h.id = ANY (ARRAY(
-                    SELECT q.id FROM pulse.http_request q
-                     WHERE q.state = 'pending' AND q.next_attempt_at <= clock_timestamp()
-                     ORDER BY q.next_attempt_at, q.id LIMIT $1 FOR UPDATE SKIP LOCKED))
+               FROM (SELECT q.id FROM pulse.http_request q
+                      WHERE q.state = 'pending' AND q.next_attempt_at <= now()
+                      ORDER BY q.next_attempt_at, q.id LIMIT $1 FOR UPDATE SKIP LOCKED) c
+              WHERE h.id = c.id
             RETURNING h.id, h.owner, h.request, h.attempts, h.max_attempts,
                       (extract(epoch FROM h.retry_backoff) * 1000000)::bigint, h.created_at",
             &[PgOid::BuiltIn(PgBuiltInOids::INT8OID)],
@@ -424,11 +452,11 @@ fn claim_runs(pid: i32, limit: usize) -> Vec<Claimed> {
             c,
             "UPDATE pulse.job_run r SET status = 'running',
                     started_at = greatest(clock_timestamp(), r.scheduled_for), executor_pid = $1
-              WHERE r.run_id = ANY (ARRAY(
-                    SELECT q.run_id FROM pulse.job_run q
-                     WHERE q.status = 'queued' AND q.kind = 'http'
-                       AND q.scheduled_for <= clock_timestamp() + $2 * interval '1 millisecond'
-                     ORDER BY q.scheduled_for, q.run_id LIMIT $3 FOR UPDATE SKIP LOCKED))
+               FROM (SELECT q.run_id FROM pulse.job_run q
+                      WHERE q.status = 'queued' AND q.kind = 'http'
+                        AND q.scheduled_for <= clock_timestamp() + $2 * interval '1 millisecond'
+                      ORDER BY q.scheduled_for, q.run_id LIMIT $3 FOR UPDATE SKIP LOCKED) c
+              WHERE r.run_id = c.run_id
             RETURNING r.run_id, r.job_id, r.job_name, r.scheduled_for, r.attempt, r.owner,
                       (SELECT j.http FROM pulse.job j WHERE j.job_id = r.job_id)",
             &[
@@ -513,7 +541,8 @@ impl Resolve for Ctx<'_> {
         let cname = std::ffi::CString::new(name).ok()?;
         unsafe {
             let flags = pg_sys::GetConfigOptionFlags(cname.as_ptr(), true);
-            if flags & pg_sys::GUC_SUPERUSER_ONLY as i32 != 0 && !pg_sys::superuser_arg(self.owner) {
+            if flags & pg_sys::GUC_SUPERUSER_ONLY as i32 != 0 && !pg_sys::superuser_arg(self.owner)
+            {
                 return None;
             }
             let v = pg_sys::GetConfigOption(cname.as_ptr(), true, false);
@@ -534,9 +563,12 @@ impl Resolve for Ctx<'_> {
     }
 }
 
+/// A request ready to send with the secrets it contains, or why it can't be sent.
+type Resolved = Result<(client::Request, Vec<(String, String)>), String>;
+
 /// Builds the request to send: placeholders resolved, URL and headers checked once more (a value
 /// may have made them invalid). Errors name what is wrong, never a value.
-fn resolve(c: &Claimed, max_body: usize) -> Result<(client::Request, Vec<(String, String)>), String> {
+fn resolve(c: &Claimed, max_body: usize) -> Resolved {
     let Some(req) = &c.request else {
         return Err("the job was changed or removed before this run started".into());
     };
@@ -564,7 +596,9 @@ fn resolve(c: &Claimed, max_body: usize) -> Result<(client::Request, Vec<(String
         url = client::with_query(&url, &pairs);
     }
     if request::check_resolved_url(&url).is_err() {
-        return Err("the URL is not a valid http(s) URL once its placeholders are filled in".into());
+        return Err(
+            "the URL is not a valid http(s) URL once its placeholders are filled in".into(),
+        );
     }
     let mut headers = Vec::new();
     if let Some(Value::Object(h)) = req.get("headers") {
@@ -578,8 +612,13 @@ fn resolve(c: &Claimed, max_body: usize) -> Result<(client::Request, Vec<(String
             headers.push((k.clone(), value));
         }
     }
-    let has = |headers: &[(String, String)], n: &str| headers.iter().any(|(k, _)| k.eq_ignore_ascii_case(n));
-    let body = match (req.get("body").filter(|b| !b.is_null()), req.get("body_text").and_then(Value::as_str)) {
+    let has = |headers: &[(String, String)], n: &str| {
+        headers.iter().any(|(k, _)| k.eq_ignore_ascii_case(n))
+    };
+    let body = match (
+        req.get("body").filter(|b| !b.is_null()),
+        req.get("body_text").and_then(Value::as_str),
+    ) {
         (Some(b), _) => {
             let b = render_json(b, &render)?;
             if !has(&headers, "content-type") {
@@ -595,7 +634,11 @@ fn resolve(c: &Claimed, max_body: usize) -> Result<(client::Request, Vec<(String
         }
         (None, None) => None,
     };
-    let timeout_ms = req.get("timeout_ms").and_then(Value::as_i64).unwrap_or(30_000).max(1);
+    let timeout_ms = req
+        .get("timeout_ms")
+        .and_then(Value::as_i64)
+        .unwrap_or(30_000)
+        .max(1);
     let not_before = match c.item {
         Item::Run { .. } => (c.scheduled_for - chrono::Utc::now())
             .to_std()
@@ -612,7 +655,10 @@ fn resolve(c: &Claimed, max_body: usize) -> Result<(client::Request, Vec<(String
             headers,
             body,
             timeout: Duration::from_millis(timeout_ms as u64),
-            follow_redirects: req.get("follow_redirects").and_then(Value::as_bool).unwrap_or(false),
+            follow_redirects: req
+                .get("follow_redirects")
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
             max_response_bytes: max_body,
             not_before,
         },
@@ -620,10 +666,17 @@ fn resolve(c: &Claimed, max_body: usize) -> Result<(client::Request, Vec<(String
     ))
 }
 
-fn render_json(v: &Value, render: &dyn Fn(&str) -> Result<String, String>) -> Result<Value, String> {
+fn render_json(
+    v: &Value,
+    render: &dyn Fn(&str) -> Result<String, String>,
+) -> Result<Value, String> {
     Ok(match v {
         Value::String(s) => Value::String(render(s)?),
-        Value::Array(a) => Value::Array(a.iter().map(|x| render_json(x, render)).collect::<Result<_, _>>()?),
+        Value::Array(a) => Value::Array(
+            a.iter()
+                .map(|x| render_json(x, render))
+                .collect::<Result<_, _>>()?,
+        ),
         Value::Object(m) => Value::Object(
             m.iter()
                 .map(|(k, x)| Ok((k.clone(), render_json(x, render)?)))
@@ -776,9 +829,11 @@ fn record_in_xact(done: &[(InFlight, Reply)]) -> Result<bool, pgrx::spi::SpiErro
                         let mut m = format!("HTTP {} {}", resp.status, resp.reason);
                         if verdict != Verdict::Succeeded {
                             if let Some(b) = s.body.as_deref().filter(|b| !b.trim().is_empty()) {
-                                let head: String = b.chars().take(300).collect();
+                                // the start of the body, on one line (all of it is in `response`)
+                                let head: String =
+                                    b.split_whitespace().collect::<Vec<_>>().join(" ");
                                 m.push_str(": ");
-                                m.push_str(head.trim());
+                                m.push_str(&head.chars().take(300).collect::<String>());
                             }
                         }
                         m
@@ -786,7 +841,10 @@ fn record_in_xact(done: &[(InFlight, Reply)]) -> Result<bool, pgrx::spi::SpiErro
                     (Err(_), e) => e.clone().unwrap_or_default(),
                 };
                 let mut response = Map::new();
-                response.insert("status_code".into(), s.status_code.map_or(Value::Null, Value::from));
+                response.insert(
+                    "status_code".into(),
+                    s.status_code.map_or(Value::Null, Value::from),
+                );
                 response.insert(
                     "headers".into(),
                     s.headers
@@ -794,9 +852,18 @@ fn record_in_xact(done: &[(InFlight, Reply)]) -> Result<bool, pgrx::spi::SpiErro
                         .and_then(|h| serde_json::from_str(h).ok())
                         .unwrap_or(Value::Null),
                 );
-                response.insert("body".into(), s.body.clone().map_or(Value::Null, Value::String));
-                response.insert("body_truncated".into(), s.truncated.map_or(Value::Null, Value::Bool));
-                response.insert("error".into(), s.error.clone().map_or(Value::Null, Value::String));
+                response.insert(
+                    "body".into(),
+                    s.body.clone().map_or(Value::Null, Value::String),
+                );
+                response.insert(
+                    "body_truncated".into(),
+                    s.truncated.map_or(Value::Null, Value::Bool),
+                );
+                response.insert(
+                    "error".into(),
+                    s.error.clone().map_or(Value::Null, Value::String),
+                );
                 response.insert(
                     "timings".into(),
                     serde_json::from_str(&s.timings).unwrap_or(Value::Null),
@@ -821,8 +888,43 @@ fn record_in_xact(done: &[(InFlight, Reply)]) -> Result<bool, pgrx::spi::SpiErro
         }
     }
     if !ids.is_empty() {
-        Spi::run_with_args(
-            "UPDATE pulse.http_request h SET
+        let arr = |o| PgOid::BuiltIn(o);
+        let types = [
+            arr(PgBuiltInOids::INT8ARRAYOID),
+            arr(PgBuiltInOids::TEXTARRAYOID),
+            arr(PgBuiltInOids::INT4ARRAYOID),
+            arr(PgBuiltInOids::TEXTARRAYOID),
+            arr(PgBuiltInOids::TEXTARRAYOID),
+            arr(PgBuiltInOids::BOOLARRAYOID),
+            arr(PgBuiltInOids::BOOLARRAYOID),
+            arr(PgBuiltInOids::TEXTARRAYOID),
+            arr(PgBuiltInOids::TEXTARRAYOID),
+            arr(PgBuiltInOids::INT8ARRAYOID),
+        ];
+        let args: [pgrx::datum::DatumWithOid; 10] = [
+            ids.into(),
+            states.into(),
+            codes.into(),
+            headers.into(),
+            bodies.into(),
+            truncated.into(),
+            timed_out.into(),
+            errors.into(),
+            timings.into(),
+            delays.into(),
+        ];
+        Spi::connect_mut(|c| {
+            xact::with_plan(c, RECORD_SQL, &types, |c, stmt| {
+                c.update(stmt, None, &args).map(|_| ())
+            })
+            .and_then(|r| r)
+        })?;
+    }
+    Ok(retried_runs)
+}
+
+/// Results of after-commit requests, one statement per batch.
+const RECORD_SQL: &str = "UPDATE pulse.http_request h SET
                     state = u.state,
                     finished_at = CASE WHEN u.state = 'pending' THEN NULL ELSE clock_timestamp() END,
                     next_attempt_at = CASE WHEN u.state = 'pending'
@@ -834,20 +936,4 @@ fn record_in_xact(done: &[(InFlight, Reply)]) -> Result<bool, pgrx::spi::SpiErro
                FROM unnest($1::bigint[], $2::text[], $3::int[], $4::text[], $5::text[], $6::bool[],
                            $7::bool[], $8::text[], $9::text[], $10::bigint[])
                     AS u(id, state, code, headers, body, truncated, timed_out, error, timings, delay_us)
-              WHERE h.id = u.id",
-            &[
-                ids.into(),
-                states.into(),
-                codes.into(),
-                headers.into(),
-                bodies.into(),
-                truncated.into(),
-                timed_out.into(),
-                errors.into(),
-                timings.into(),
-                delays.into(),
-            ],
-        )?;
-    }
-    Ok(retried_runs)
-}
+              WHERE h.id = u.id";

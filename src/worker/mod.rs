@@ -193,7 +193,9 @@ thread_local! {
 
 /// Runs `wake` when the current transaction commits (once per transaction and `flag`).
 fn at_commit(flag: &'static std::thread::LocalKey<Cell<bool>>, wake: fn()) {
-    if !crate::PRELOADED.load(std::sync::atomic::Ordering::Relaxed) || flag.with(|w| w.replace(true)) {
+    if !crate::PRELOADED.load(std::sync::atomic::Ordering::Relaxed)
+        || flag.with(|w| w.replace(true))
+    {
         return;
     }
     use pgrx::{register_xact_callback, PgXactCallbackEvent};
