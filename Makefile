@@ -3,6 +3,7 @@ PG_MAJOR   ?= 15
 PG_CONFIG  ?= /usr/lib/postgresql/$(PG_MAJOR)/bin/pg_config
 DEMO_DIR   ?= /tmp/pg_pulse_demo
 DEMO_PORT  ?= 5433
+DEMO_HTTP_PORT ?= 8787
 TEST_DIR   ?= /tmp/pg_pulse_test
 TEST_PORT  ?= 5434
 BENCH_DIR  ?= /tmp/pg_pulse_bench
@@ -33,14 +34,23 @@ test: setup unit e2e
 
 demo: install
 	@scripts/pgctl.sh start $(DEMO_DIR) $(DEMO_PORT) "pulse.http_allowed_hosts = '127.0.0.1'"
-	@$(PSQL) -p $(DEMO_PORT) -d postgres -v ON_ERROR_STOP=1 -f examples/demo.sql
+	@cargo build -q --release -p pulse-e2e --bin pulse-demo-http
+	@if ! [ -f $(DEMO_DIR)/http.pid ] || ! kill -0 $$(cat $(DEMO_DIR)/http.pid) 2>/dev/null; then \
+	  nohup target/release/pulse-demo-http $(DEMO_HTTP_PORT) > $(DEMO_DIR)/http.log 2>&1 & echo $$! > $(DEMO_DIR)/http.pid; \
+	  sleep 0.5; fi
+	@$(PSQL) -p $(DEMO_PORT) -d postgres -v ON_ERROR_STOP=1 -v http=http://127.0.0.1:$(DEMO_HTTP_PORT) -f examples/demo.sql
+	@echo
+	@echo "== What the demo HTTP endpoint received (tail $(DEMO_DIR)/http.log):"
+	@tail -n 5 $(DEMO_DIR)/http.log
 	@echo
 	@echo "pg_pulse demo server is running. Connect with:"
 	@echo "    psql -h 127.0.0.1 -p $(DEMO_PORT) -U postgres"
 	@echo "then try:  SELECT * FROM pulse.jobs;   SELECT * FROM pulse.job_runs ORDER BY run_id DESC LIMIT 20;"
+	@echo "           SELECT * FROM pulse.http_responses ORDER BY id DESC LIMIT 5;"
 	@echo "Stop it with: make demo-stop"
 
 demo-stop:
+	@if [ -f $(DEMO_DIR)/http.pid ]; then kill $$(cat $(DEMO_DIR)/http.pid) 2>/dev/null || true; rm -f $(DEMO_DIR)/http.pid; fi
 	@scripts/pgctl.sh stop $(DEMO_DIR)
 
 bench: install

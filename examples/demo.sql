@@ -56,6 +56,26 @@ SELECT pulse.schedule_job(
 SELECT pulse.run_job('nightly-mapper-queue') AS run_id;
 SELECT pulse.run_job('always-fails') AS run_id;
 
+\echo '== HTTP jobs: call an endpoint every 5 seconds; the URL comes from a setting, the key from a secret'
+\echo '   (resolved only when sent, never stored: the playbooks'' trigger_*() helpers, without the helper)'
+ALTER DATABASE postgres SET app.settings.edge_url = :'http';
+SELECT pulse.set_secret('service_role_key', 'demo-service-role-key-not-a-real-one') AS secret_created;
+SELECT pulse.schedule_job(
+    'edge-ingest', '5 seconds',
+    http => pulse.http_request('POST', '{{setting:app.settings.edge_url}}/ok/functions/v1/ingest',
+                               '{"Authorization": "Bearer {{secret:service_role_key}}"}',
+                               '{"job": "{{job_name}}", "run": "{{run_id}}", "attempt": "{{attempt}}"}'),
+    max_attempts => 3, retry_backoff => '2 seconds',
+    comment => 'an Edge Function call with retries (connection errors, timeouts, 429, 5xx)') AS edge_id;
+
+\echo '== After-commit requests (the pg_net replacement): sent once the transaction commits'
+BEGIN;
+SELECT pulse.http_post(:'http' || '/ok/webhooks/order-created', '{"order": 42}') AS request_id;
+COMMIT;
+BEGIN;
+SELECT pulse.http_post(:'http' || '/ok/webhooks/never-sent', '{"order": 43}') AS rolled_back_request;
+ROLLBACK;
+
 \echo '== Waiting 11 seconds for the heartbeat to fire a couple of times ...'
 SELECT pg_sleep(11);
 
@@ -65,6 +85,11 @@ SELECT job_name, schedule, timezone, enabled, next_run_at, last_status, comment 
 \echo '== Latest runs in pulse.job_runs (fire lag = started_at - scheduled_for):'
 SELECT run_id, job_name, trigger, status, scheduled_for, started_at - scheduled_for AS lag, duration, message
   FROM pulse.job_runs ORDER BY run_id DESC LIMIT 10;
+
+\echo '== HTTP runs keep the status, the response and timings; after-commit results are in pulse.http_responses:'
+SELECT run_id, status, message, response->'timings'->>'total_ms' AS total_ms
+  FROM pulse.job_runs WHERE kind = 'http' ORDER BY run_id DESC LIMIT 3;
+SELECT id, status_code, content, timed_out, error_msg FROM pulse.http_responses ORDER BY id DESC LIMIT 3;
 
 \echo '== What the nightly job queued:'
 SELECT job_id, org_id, kind, status FROM demo.ingestion_jobs ORDER BY job_id LIMIT 10;

@@ -48,7 +48,12 @@ pub struct Server {
 
 impl Server {
     pub fn start() -> Server {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1");
+        Server::start_on(0)
+    }
+
+    /// On a fixed port (0: any free one).
+    pub fn start_on(port: u16) -> Server {
+        let listener = TcpListener::bind(("127.0.0.1", port)).expect("bind 127.0.0.1");
         let port = listener.local_addr().unwrap().port();
         let state = Arc::new(State::default());
         let st = state.clone();
@@ -210,7 +215,8 @@ fn serve(conn: TcpStream, st: Arc<State>) {
             _ => (404, vec![], b"not found".to_vec()),
         };
         let mut head = format!(
-            "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nContent-Type: text/plain\r\nX-Test: yes\r\n",
+            "HTTP/1.1 {status} {}\r\nContent-Length: {}\r\nContent-Type: text/plain\r\nX-Test: yes\r\n",
+            reason(status),
             body.len()
         );
         for e in extra {
@@ -225,5 +231,17 @@ fn serve(conn: TcpStream, st: Arc<State>) {
         if out.write_all(&msg).is_err() {
             return;
         }
+    }
+}
+
+fn reason(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        302 => "Found",
+        404 => "Not Found",
+        429 => "Too Many Requests",
+        500 => "Internal Server Error",
+        503 => "Service Unavailable",
+        _ => "Status",
     }
 }
