@@ -567,6 +567,14 @@ fn http_jobs_reject_bad_input() {
         let (msg, hint) = expect_error(a.query_one(sql, &[]), code);
         assert!(!hint.is_empty(), "{sql}: {msg}");
     }
+    // the address policy is the superuser's: not settable in a session, nor by ALTER SYSTEM
+    let role = new_role(&mut a, "http_policy");
+    let mut u = connect_as(&role);
+    expect_error(u.batch_execute("SET pulse.http_allowed_hosts = '*'"), "55P02");
+    expect_error(
+        u.batch_execute("ALTER SYSTEM SET pulse.http_denied_networks = ''"),
+        "42501",
+    );
     // a job switches between SQL and HTTP with alter_job, and schedule_job is idempotent
     let req = "pulse.http_request('GET', 'https://example.com/{{job_name}}')";
     let id: i64 = a

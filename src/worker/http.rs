@@ -221,8 +221,8 @@ impl Worker {
         let n = done.len();
         let r = xact::run(move || {
             xact::async_commit();
-            // one index probe per reply: a hash join would read the whole table
-            let _ = Spi::run("SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off; SET LOCAL enable_seqscan = off");
+            // the rows are found by primary key (h.id = ANY), never by reading the table
+            let _ = Spi::run("SET LOCAL enable_seqscan = off");
             record_in_xact(&done)
         });
         match r {
@@ -253,8 +253,9 @@ impl Worker {
         let max_body = crate::HTTP_MAX_RESPONSE_BYTES.get().max(0) as usize;
         let r = xact::run(move || {
             xact::async_commit();
-            // claimed rows are joined back by primary key, one index probe each
-            let _ = Spi::run("SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off; SET LOCAL enable_seqscan = off");
+            // claimed rows are updated by ctid (stable: they are locked), which must be a TID scan
+            // even when the statistics still say the table is tiny
+            let _ = Spi::run("SET LOCAL enable_seqscan = off");
             let present = Spi::get_one::<bool>(
                 "SELECT pg_catalog.to_regclass('pulse.http_request') IS NOT NULL",
             )
@@ -407,10 +408,10 @@ fn claim_requests(limit: usize) -> Vec<Claimed> {
                     sent_at = clock_timestamp(),
                     lease_until = clock_timestamp()
                         + (coalesce((h.request->>'timeout_ms')::bigint, 30000) + 60000) * interval '1 millisecond'
-               FROM (SELECT q.id FROM pulse.http_request q
-                      WHERE q.state = 'pending' AND q.next_attempt_at <= now()
-                      ORDER BY q.next_attempt_at, q.id LIMIT $1 FOR UPDATE SKIP LOCKED) c
-              WHERE h.id = c.id
+              WHERE h.ctid = ANY (ARRAY(
+                    SELECT q.ctid FROM pulse.http_request q
+                     WHERE q.state = 'pending' AND q.next_attempt_at <= now()
+                     ORDER BY q.next_attempt_at, q.id LIMIT $1 FOR UPDATE SKIP LOCKED))
             RETURNING h.id, h.owner, h.request, h.attempts, h.max_attempts,
                       (extract(epoch FROM h.retry_backoff) * 1000000)::bigint, h.created_at",
             &[PgOid::BuiltIn(PgBuiltInOids::INT8OID)],
@@ -452,11 +453,11 @@ fn claim_runs(pid: i32, limit: usize) -> Vec<Claimed> {
             c,
             "UPDATE pulse.job_run r SET status = 'running',
                     started_at = greatest(clock_timestamp(), r.scheduled_for), executor_pid = $1
-               FROM (SELECT q.run_id FROM pulse.job_run q
-                      WHERE q.status = 'queued' AND q.kind = 'http'
-                        AND q.scheduled_for <= clock_timestamp() + $2 * interval '1 millisecond'
-                      ORDER BY q.scheduled_for, q.run_id LIMIT $3 FOR UPDATE SKIP LOCKED) c
-              WHERE r.run_id = c.run_id
+              WHERE r.ctid = ANY (ARRAY(
+                    SELECT q.ctid FROM pulse.job_run q
+                     WHERE q.status = 'queued' AND q.kind = 'http'
+                       AND q.scheduled_for <= clock_timestamp() + $2 * interval '1 millisecond'
+                     ORDER BY q.scheduled_for, q.run_id LIMIT $3 FOR UPDATE SKIP LOCKED))
             RETURNING r.run_id, r.job_id, r.job_name, r.scheduled_for, r.attempt, r.owner,
                       (SELECT j.http FROM pulse.job j WHERE j.job_id = r.job_id)",
             &[
@@ -936,4 +937,4 @@ const RECORD_SQL: &str = "UPDATE pulse.http_request h SET
                FROM unnest($1::bigint[], $2::text[], $3::int[], $4::text[], $5::text[], $6::bool[],
                            $7::bool[], $8::text[], $9::text[], $10::bigint[])
                     AS u(id, state, code, headers, body, truncated, timed_out, error, timings, delay_us)
-              WHERE h.id = u.id";
+              WHERE h.id = ANY ($1::bigint[]) AND h.id = u.id";
