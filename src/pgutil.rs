@@ -149,3 +149,69 @@ pub fn require_scheduler_database() {
         );
     }
 }
+
+/// One row of a result set, its columns deformed once (see [`for_each_row`]).
+pub struct Columns<'a> {
+    values: &'a [pg_sys::Datum],
+    nulls: &'a [bool],
+    types: &'a [pg_sys::Oid],
+}
+
+impl Columns<'_> {
+    /// Column `i` (1-based, like SPI) as `T`; None when NULL or out of range.
+    pub fn get<T: FromDatum>(&self, i: usize) -> Option<T> {
+        let k = i.checked_sub(1)?;
+        if *self.nulls.get(k)? {
+            return None;
+        }
+        // SAFETY: the datum and its type come from the tuple descriptor of the row being read
+        unsafe { T::from_polymorphic_datum(self.values[k], false, self.types[k]) }
+    }
+
+    /// A number array column copied in one piece; empty when NULL or holding NULLs (pg_pulse
+    /// never writes NULL elements in its statistics arrays).
+    pub fn numbers<T>(&self, i: usize) -> Vec<T>
+    where
+        T: pgrx::array::Scalar + 'static,
+        for<'x> T: pgrx::datum::UnboxDatum<As<'x> = T>,
+    {
+        self.get::<pgrx::Array<'_, T>>(i)
+            .and_then(|a| a.as_slice().ok().map(<[T]>::to_vec))
+            .unwrap_or_default()
+    }
+}
+
+/// Runs a read-only query without parameters inside the current SPI connection (call it within
+/// `Spi::connect`) and calls `f` for each row. Each row is deformed once: with wide rows this is
+/// several times faster than reading columns one by one through pgrx's SPI tuples, which find
+/// every column from the start of the tuple. Errors are raised as PostgreSQL errors.
+pub fn for_each_row(sql: &std::ffi::CStr, mut f: impl FnMut(&Columns)) {
+    // SAFETY: SPI is connected by the caller; the tuple table and its rows live until SPI_finish
+    unsafe {
+        let rc = pg_sys::SPI_execute(sql.as_ptr(), true, 0);
+        if rc != pg_sys::SPI_OK_SELECT as i32 {
+            error!("pg_pulse: internal query failed (SPI code {rc})");
+        }
+        let table = pg_sys::SPI_tuptable;
+        if table.is_null() {
+            return;
+        }
+        let rows = pg_sys::SPI_processed as usize;
+        let desc = (*table).tupdesc;
+        let natts = (*desc).natts as usize;
+        let types: Vec<pg_sys::Oid> = (0..natts)
+            .map(|k| (*(*desc).attrs.as_ptr().add(k)).atttypid)
+            .collect();
+        let mut values = vec![pg_sys::Datum::from(0); natts];
+        let mut nulls = vec![true; natts];
+        for r in 0..rows {
+            let tuple = *(*table).vals.add(r);
+            pg_sys::heap_deform_tuple(tuple, desc, values.as_mut_ptr(), nulls.as_mut_ptr());
+            f(&Columns {
+                values: &values,
+                nulls: &nulls,
+                types: &types,
+            });
+        }
+    }
+}

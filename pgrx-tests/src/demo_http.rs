@@ -17,7 +17,10 @@ fn main() {
         for s in &seen[shown..] {
             let auth = s.header("authorization").map_or(String::new(), |a| {
                 // show that the secret arrived, without printing it
-                format!(" Authorization: {}...", a.chars().take(10).collect::<String>())
+                format!(
+                    " Authorization: {}...",
+                    a.chars().take(10).collect::<String>()
+                )
             });
             println!("{} {}{auth} {}", s.method, s.path, s.body_text());
         }

@@ -570,7 +570,10 @@ fn http_jobs_reject_bad_input() {
     // the address policy is the superuser's: not settable in a session, nor by ALTER SYSTEM
     let role = new_role(&mut a, "http_policy");
     let mut u = connect_as(&role);
-    expect_error(u.batch_execute("SET pulse.http_allowed_hosts = '*'"), "55P02");
+    expect_error(
+        u.batch_execute("SET pulse.http_allowed_hosts = '*'"),
+        "55P02",
+    );
     expect_error(
         u.batch_execute("ALTER SYSTEM SET pulse.http_denied_networks = ''"),
         "42501",

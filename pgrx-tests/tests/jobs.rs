@@ -471,6 +471,29 @@ fn non_superuser_jobs_run_as_that_role_and_are_private() {
         .unwrap()
         .get(0);
     assert_eq!(foreign_runs, 0);
+    // Health covers the same jobs: the user's own, in job-name order; the superuser sees all.
+    let health: Vec<String> = u
+        .query("SELECT job_name FROM pulse.scheduler_health()", &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let mut expected = vec![job.clone(), priv_job.clone()];
+    expected.sort();
+    assert_eq!(health, expected, "scheduler_health: own jobs, ordered by name");
+    let total: i64 = u
+        .query_one("SELECT jobs_total FROM pulse.scheduler_status()", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(total, 2, "scheduler_status counts the caller's jobs");
+    let seen: i64 = a
+        .query_one(
+            "SELECT count(*) FROM pulse.scheduler_health() WHERE job_name IN ($1, $2, $3)",
+            &[&job, &priv_job, &admin_job],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(seen, 3);
     // ...and cannot change or run anyone else's.
     expect_error(
         u.query_one("SELECT pulse.toggle_job($1, false)", &[&admin_job]),

@@ -2,7 +2,7 @@
 //! `pulse.scheduler_health()` / `pulse.scheduler_status()` functions.
 
 use super::{classify, verdict, AlertEvent, Facts, Health, Stats};
-use crate::pgutil::{from_pg_ts, to_pg_ts};
+use crate::pgutil::{for_each_row, from_pg_ts, to_pg_ts};
 use crate::worker::xact;
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
@@ -429,81 +429,76 @@ struct Row {
 }
 
 /// Every visible job (row-level security applies: the caller's own, or all for superusers) with
-/// its facts; the one query behind both health functions.
+/// its facts, ordered by job name (byte order) and id; the one query behind both health functions.
+/// The order is made here, not with ORDER BY: sorting 10,000 wide rows under a linguistic
+/// collation took longer than everything else together.
 fn gather() -> Vec<Row> {
+    let mut rows = gather_unordered();
+    rows.sort_unstable_by(|a, b| a.name.cmp(&b.name).then(a.job_id.cmp(&b.job_id)));
+    rows
+}
+
+fn gather_unordered() -> Vec<Row> {
     let default_threshold = crate::ALERT_AFTER_FAILURES.get();
-    Spi::connect(|c| {
-        let queued: std::collections::HashMap<i64, i64> = c
-            .select(
-                "SELECT job_id, min(scheduled_for) FROM pulse.job_run WHERE status = 'queued' GROUP BY job_id",
-                None,
-                &[],
-            )
-            .map(|t| {
-                t.filter_map(|r| {
-                    Some((
-                        r.get::<i64>(1).ok()??,
-                        epoch(r.get::<TimestampWithTimeZone>(2).ok()??),
-                    ))
-                })
-                .collect()
-            })
-            .unwrap_or_default();
-        c.select(
-            "SELECT j.job_id, j.job_name, j.schedule, j.timezone, j.enabled, j.next_run_at,
-                    coalesce(j.alert_after_failures, $1), s.hour_base, s.runs, s.failures, s.dur_ms,
-                    s.p95_ms, s.consecutive_failures, s.last_run_at, s.last_status, s.last_message
-               FROM pulse.job j LEFT JOIN pulse.job_stats s ON s.job_id = j.job_id
-              ORDER BY j.job_name, j.job_id",
-            None,
-            &[default_threshold.into()],
-        )
-        .map(|t| {
-            t.map(|r| {
-                let job_id = r.get::<i64>(1).ok().flatten().unwrap_or(0);
+    let now = now_s();
+    Spi::connect(|_| {
+        let mut queued = std::collections::HashMap::<i64, i64>::new();
+        for_each_row(
+            c"SELECT job_id, min(scheduled_for) FROM pulse.job_run WHERE status = 'queued' GROUP BY job_id",
+            |r| {
+                if let (Some(id), Some(at)) = (r.get::<i64>(1), r.get::<TimestampWithTimeZone>(2)) {
+                    queued.insert(id, epoch(at));
+                }
+            },
+        );
+        let mut rows = Vec::new();
+        for_each_row(
+            c"SELECT j.job_id, j.job_name, j.schedule, j.timezone, j.enabled, j.next_run_at,
+                     j.alert_after_failures, s.hour_base, s.runs, s.failures, s.dur_ms,
+                     s.p95_ms, s.consecutive_failures, s.last_run_at, s.last_status, s.last_message
+                FROM pulse.job j LEFT JOIN pulse.job_stats s ON s.job_id = j.job_id",
+            |r| {
+                let job_id = r.get::<i64>(1).unwrap_or(0);
                 let stats = Stats {
-                    hour_base: r.get::<i64>(8).ok().flatten().unwrap_or(0),
-                    runs: r.get::<Vec<i32>>(9).ok().flatten().unwrap_or_default(),
-                    failures: r.get::<Vec<i32>>(10).ok().flatten().unwrap_or_default(),
-                    dur_ms: r.get::<Vec<f64>>(11).ok().flatten().unwrap_or_default(),
+                    hour_base: r.get::<i64>(8).unwrap_or(0),
+                    runs: r.numbers::<i32>(9),
+                    failures: r.numbers::<i32>(10),
+                    dur_ms: r.numbers::<f64>(11),
                     recent: Vec::new(),
-                    consecutive_failures: r.get::<i32>(13).ok().flatten().unwrap_or(0),
+                    consecutive_failures: r.get::<i32>(13).unwrap_or(0),
                     incident_open: false,
                 };
-                let p95 = r.get::<f64>(12).ok().flatten();
-                let next_run_at = r.get::<TimestampWithTimeZone>(6).ok().flatten();
-                let last_run_at = r.get::<TimestampWithTimeZone>(14).ok().flatten();
-                let enabled = r.get::<bool>(5).ok().flatten().unwrap_or(false);
-                Row {
+                let p95 = r.get::<f64>(12);
+                let next_run_at = r.get::<TimestampWithTimeZone>(6);
+                let last_run_at = r.get::<TimestampWithTimeZone>(14);
+                rows.push(Row {
                     job_id,
                     facts: Facts {
-                        enabled,
+                        enabled: r.get::<bool>(5).unwrap_or(false),
                         next_run_at: next_run_at.map(epoch),
                         oldest_queued: queued.get(&job_id).copied(),
                         last_run_at: last_run_at.map(epoch),
-                        last_status: r.get::<String>(15).ok().flatten(),
-                        last_message: r.get::<String>(16).ok().flatten(),
+                        last_status: r.get::<String>(15),
+                        last_message: r.get::<String>(16),
                         consecutive_failures: stats.consecutive_failures,
-                        threshold: r.get::<i32>(7).ok().flatten().unwrap_or(3),
+                        threshold: r.get::<i32>(7).unwrap_or(default_threshold),
                         // the p95 is kept as of the job's last run (see pulse.job_stats.p95_ms)
                         window: super::Window {
-                            p95_ms: p95.filter(|_| {
-                                last_run_at.is_some_and(|t| now_s() - epoch(t) < 86_400)
-                            }),
-                            ..stats.window(now_s())
+                            p95_ms: p95
+                                .filter(|_| last_run_at.is_some_and(|t| now - epoch(t) < 86_400)),
+                            ..stats.window(now)
                         },
                     },
-                    name: r.get::<String>(2).ok().flatten().unwrap_or_default(),
-                    schedule: r.get::<String>(3).ok().flatten(),
-                    timezone: r.get::<String>(4).ok().flatten().unwrap_or_default(),
+                    name: r.get::<String>(2).unwrap_or_default(),
+                    schedule: r.get::<String>(3),
+                    timezone: r.get::<String>(4).unwrap_or_default(),
                     next_run_at,
                     last_run_at,
                     stats,
-                }
-            })
-            .collect()
-        })
-        .unwrap_or_default()
+                });
+            },
+        );
+        rows
     })
 }
 
@@ -601,7 +596,7 @@ fn scheduler_status() -> TableIterator<
     let now = now_s();
     let overdue = crate::OVERDUE_AFTER.get() as i64;
     let (alive, pid, started, beat) = crate::worker::scheduler_liveness();
-    let rows = gather();
+    let rows = gather_unordered();
     let mut enabled = 0i64;
     let mut failing = 0i64;
     let mut overdue_n = 0i64;
