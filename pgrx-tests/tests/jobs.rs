@@ -480,7 +480,10 @@ fn non_superuser_jobs_run_as_that_role_and_are_private() {
         .collect();
     let mut expected = vec![job.clone(), priv_job.clone()];
     expected.sort();
-    assert_eq!(health, expected, "scheduler_health: own jobs, ordered by name");
+    assert_eq!(
+        health, expected,
+        "scheduler_health: own jobs, ordered by name"
+    );
     let total: i64 = u
         .query_one("SELECT jobs_total FROM pulse.scheduler_status()", &[])
         .unwrap()
@@ -971,4 +974,40 @@ fn failed_attempts_are_retried_with_backoff_as_their_own_runs() {
     );
     c.query_one("SELECT pulse.unschedule_job($1)", &[&job])
         .unwrap();
+}
+
+#[test]
+fn worker_writes_are_counted_for_autovacuum() {
+    // Background workers must flush their table statistics themselves: otherwise the rows their
+    // transactions write never reach pg_stat_user_tables, and autovacuum never vacuums the
+    // run history that the scheduler and executors churn.
+    let mut a = admin();
+    let table = unique("stats_t");
+    a.batch_execute(&format!("CREATE TABLE {table}(x int)"))
+        .unwrap();
+    let job = unique("stats_job");
+    a.query_one(
+        "SELECT pulse.schedule_job($1, '@yearly', $2)",
+        &[
+            &job,
+            &format!("INSERT INTO {table} SELECT generate_series(1, 10)"),
+        ],
+    )
+    .unwrap();
+    let run = run_job(&mut a, &job);
+    assert_eq!(wait_run_final(&mut a, run).0, "succeeded");
+    // Only the executor wrote to the table; it now idles (for minutes) and must have reported.
+    wait_for(30, "the executor's inserts in pg_stat_user_tables", || {
+        let n: i64 = a
+            .query_one(
+                "SELECT n_tup_ins FROM pg_catalog.pg_stat_user_tables WHERE relid = $1::text::regclass",
+                &[&table],
+            )
+            .unwrap()
+            .get(0);
+        (n == 10).then_some(())
+    });
+    a.query_one("SELECT pulse.unschedule_job($1)", &[&job])
+        .unwrap();
+    a.batch_execute(&format!("DROP TABLE {table}")).unwrap();
 }

@@ -34,6 +34,7 @@ pub const LEAD_MS: i64 = 20;
 /// Sleeps on this process's latch for at most `ms` milliseconds (or until it is set), then resets
 /// it. Exits if the postmaster dies.
 pub fn wait_latch(ms: i64) {
+    flush_stats(true);
     unsafe {
         pg_sys::WaitLatch(
             pg_sys::MyLatch,
@@ -42,6 +43,20 @@ pub fn wait_latch(ms: i64) {
             pg_sys::PG_WAIT_EXTENSION,
         );
         pg_sys::ResetLatch(pg_sys::MyLatch);
+    }
+}
+
+/// Sends this process's table and I/O statistics to the shared statistics (pg_stat_user_tables,
+/// and autovacuum, which decides from them when pulse.job_run and friends need a vacuum).
+/// Backends do this when idle; a background worker must do it itself, or the rows its
+/// transactions insert, update and delete are never counted. Unforced calls are rate-limited by
+/// PostgreSQL (at most one flush a second); workers force one before they sleep. Outside a
+/// transaction only.
+pub fn flush_stats(force: bool) {
+    unsafe {
+        if !pg_sys::IsTransactionOrTransactionBlock() {
+            pg_sys::pgstat_report_stat(force);
+        }
     }
 }
 

@@ -44,12 +44,14 @@ pub fn run<R>(f: impl FnOnce() -> R + std::panic::UnwindSafe) -> Result<R, Failu
             pg_sys::PopActiveSnapshot();
         }
         pg_sys::CommitTransactionCommand();
+        super::flush_stats(false);
         Ok(r)
     })
     .catch_others(|e| {
         unsafe {
             pg_sys::AbortCurrentTransaction();
         }
+        super::flush_stats(false);
         Err(Failure::from_caught(e))
     })
     .execute()
