@@ -113,6 +113,22 @@ pub unsafe fn set_local_guc(name: &std::ffi::CStr, value: &std::ffi::CStr) {
     }
 }
 
+/// Sets a GUC until the end of the current transaction, like SET LOCAL but without a statement.
+pub fn set_xact_guc(name: &std::ffi::CStr, value: &std::ffi::CStr) {
+    unsafe {
+        pg_sys::set_config_option(
+            name.as_ptr(),
+            value.as_ptr(),
+            pg_sys::GucContext::PGC_SUSET,
+            pg_sys::GucSource::PGC_S_SESSION,
+            pg_sys::GucAction::GUC_ACTION_LOCAL,
+            true,
+            0,
+            false,
+        );
+    }
+}
+
 /// The role that owns `pulse.job` (the extension owner, a superuser).
 fn catalog_owner() -> pg_sys::Oid {
     Spi::get_one::<pg_sys::Oid>(

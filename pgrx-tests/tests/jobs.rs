@@ -1011,3 +1011,27 @@ fn worker_writes_are_counted_for_autovacuum() {
         .unwrap();
     a.batch_execute(&format!("DROP TABLE {table}")).unwrap();
 }
+
+#[test]
+fn session_advisory_locks_of_a_command_are_released_after_its_run() {
+    let mut a = admin();
+    let key: i64 = 7_400_000 + (std::process::id() as i64 % 100_000);
+    let job = unique("advisory");
+    a.query_one(
+        "SELECT pulse.schedule_job($1, '@yearly', $2)",
+        &[&job, &format!("SELECT pg_advisory_lock({key})")],
+    )
+    .unwrap();
+    let run = run_job(&mut a, &job);
+    assert_eq!(wait_run_final(&mut a, run).0, "succeeded");
+    // The executor lives on for the next run; the lock its command took must not.
+    let got: bool = a
+        .query_one("SELECT pg_try_advisory_lock($1)", &[&key])
+        .unwrap()
+        .get(0);
+    assert!(got, "the executor still holds the command's advisory lock");
+    a.query_one("SELECT pg_advisory_unlock($1)", &[&key])
+        .unwrap();
+    a.query_one("SELECT pulse.unschedule_job($1)", &[&job])
+        .unwrap();
+}

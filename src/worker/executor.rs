@@ -193,6 +193,11 @@ fn claim(pid: i32) -> Result<Option<Claimed>, Failure> {
         Spi::connect_mut(|c| {
             // Runs are queued up to LEAD_MS ahead of their instant; the executor claims one that
             // early and waits for the exact instant itself (see `execute`).
+            // The plan must walk job_run_queued_idx in order and stop at the first unlocked row.
+            // Planned while little is queued (the usual case), the planner prefers reading every
+            // active run and sorting them, which costs O(queued) per claim and O(n^2) for a burst
+            // of n runs due together; without sorts it can only take the ordered index.
+            crate::pgutil::set_xact_guc(c"enable_sort", c"off");
             let t = xact::with_plan(
                 c,
                 "UPDATE pulse.job_run r SET status = 'running',
@@ -370,7 +375,8 @@ fn run_as_owner(
         pg_sys::SetUserIdAndSecContext(saved_user, saved_ctx);
         pg_sys::AtEOXact_GUC(false, nest);
         // session-level advisory locks taken by the command must not outlive its run
-        let _ = Spi::run("SELECT pg_catalog.pg_advisory_unlock_all()");
+        // (what pg_advisory_unlock_all() does, without a statement)
+        pg_sys::LockReleaseSession(pg_sys::USER_LOCKMETHOD as pg_sys::LOCKMETHODID);
         finish_run(
             &crate::health::api::Outcome {
                 job_id,
