@@ -129,7 +129,7 @@ pub extern "C-unwind" fn pulse_http_main(_arg: pg_sys::Datum) {
             sleep = sleep.min(PRUNE_EVERY.saturating_sub(t.elapsed()).as_millis() as i64 + 1);
         }
         if sleep > 0 && !pending.load(Ordering::Acquire) {
-            super::flush_stats(sleep >= 1000);
+            sleep = super::stats_before_sleep(sleep);
             unsafe {
                 pg_sys::WaitLatchOrSocket(
                     pg_sys::MyLatch,
