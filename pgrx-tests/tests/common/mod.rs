@@ -65,8 +65,11 @@ pub fn unique(prefix: &str) -> String {
 pub fn new_role(admin: &mut Client, prefix: &str) -> String {
     let role = unique(prefix);
     admin
+        // GRANTs on one schema from parallel tests update the same catalog row ("tuple
+        // concurrently updated"): the tests take turns.
         .batch_execute(&format!(
-            "CREATE ROLE {role} LOGIN; GRANT USAGE ON SCHEMA pulse TO {role};"
+            "BEGIN; SELECT pg_advisory_xact_lock(74000001);
+             CREATE ROLE {role} LOGIN; GRANT USAGE ON SCHEMA pulse TO {role}; COMMIT;"
         ))
         .expect("create role");
     role
