@@ -563,8 +563,7 @@ fn job_of_a_dropped_role_fails_clearly_and_the_scheduler_goes_on() {
     )
     .unwrap();
     drop(u);
-    a.batch_execute(&format!("DROP OWNED BY {role}; DROP ROLE {role};"))
-        .unwrap();
+    drop_role(&mut a, &role);
     let run = run_job(&mut a, &job);
     let (status, msg) = wait_run_final(&mut a, run);
     assert_eq!(status, "failed");

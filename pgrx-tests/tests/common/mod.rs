@@ -75,6 +75,17 @@ pub fn new_role(admin: &mut Client, prefix: &str) -> String {
     role
 }
 
+/// Drop a role made by `new_role` and everything it owns, taking the same turn as
+/// `new_role` (DROP OWNED revokes its USAGE on schema pulse: the same catalog row).
+pub fn drop_role(admin: &mut Client, role: &str) {
+    admin
+        .batch_execute(&format!(
+            "BEGIN; SELECT pg_advisory_xact_lock(74000001);
+             DROP OWNED BY {role}; DROP ROLE {role}; COMMIT;"
+        ))
+        .expect("drop role");
+}
+
 /// Poll `f` until it returns Some, or panic after `secs` seconds with `what`.
 /// Deadlines are generous: they bound a hang, they do not measure speed.
 pub fn wait_for<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
