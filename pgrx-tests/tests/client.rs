@@ -180,5 +180,12 @@ fn connections_are_reused_and_bounded() {
     tags.sort();
     assert_eq!(tags, (0..400).collect::<Vec<_>>());
     assert!(srv.connections() <= 4, "{} connections", srv.connections());
+    // each reply is sent before its notification: the last one may still be on its way
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while notified.load(std::sync::atomic::Ordering::Relaxed) < 400
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(5));
+    }
     assert_eq!(notified.load(std::sync::atomic::Ordering::Relaxed), 400);
 }
