@@ -99,29 +99,22 @@ pub fn privileged<R>(f: impl FnOnce() -> R + std::panic::UnwindSafe) -> R {
 
 /// Sets a GUC for the current GUC nest level (reverted by `AtEOXact_GUC`).
 pub unsafe fn set_local_guc(name: &std::ffi::CStr, value: &std::ffi::CStr) {
-    unsafe {
-        pg_sys::set_config_option(
-            name.as_ptr(),
-            value.as_ptr(),
-            pg_sys::GucContext::PGC_SUSET,
-            pg_sys::GucSource::PGC_S_SESSION,
-            pg_sys::GucAction::GUC_ACTION_SAVE,
-            true,
-            0,
-            false,
-        );
-    }
+    set_guc(name, value, pg_sys::GucAction::GUC_ACTION_SAVE);
 }
 
 /// Sets a GUC until the end of the current transaction, like SET LOCAL but without a statement.
 pub fn set_xact_guc(name: &std::ffi::CStr, value: &std::ffi::CStr) {
+    set_guc(name, value, pg_sys::GucAction::GUC_ACTION_LOCAL);
+}
+
+fn set_guc(name: &std::ffi::CStr, value: &std::ffi::CStr, action: pg_sys::GucAction::Type) {
     unsafe {
         pg_sys::set_config_option(
             name.as_ptr(),
             value.as_ptr(),
             pg_sys::GucContext::PGC_SUSET,
             pg_sys::GucSource::PGC_S_SESSION,
-            pg_sys::GucAction::GUC_ACTION_LOCAL,
+            action,
             true,
             0,
             false,
