@@ -349,6 +349,16 @@ impl Worker {
         for _ in 0..100 {
             let r = xact::run(move || {
                 xact::async_commit();
+                // nothing to prune before CREATE EXTENSION (or after DROP EXTENSION)
+                let present = Spi::get_one::<bool>(
+                    "SELECT pg_catalog.to_regclass('pulse.http_request') IS NOT NULL",
+                )
+                .ok()
+                .flatten()
+                .unwrap_or(false);
+                if !present {
+                    return 0;
+                }
                 Spi::connect_mut(|c| {
                     c.update(
                         "DELETE FROM pulse.http_request h
