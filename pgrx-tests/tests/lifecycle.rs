@@ -470,6 +470,153 @@ fn without_preloading_or_in_another_database_calls_fail_with_a_hint() {
 }
 
 /// Sets server settings (ALTER SYSTEM + reload) and waits until this session sees them.
+/// Runs due together, one executor: each run's transaction claims the next one, so the executor
+/// goes from run to run without a claim of its own. Each run still runs exactly once, in its own
+/// transaction, with no session state from the previous one; after a command that made temporary
+/// objects the executor retires without taking a claimed run with it.
+#[test]
+fn runs_due_together_run_once_each_in_a_clean_session() {
+    let _g = serial();
+    let mut c = admin();
+    set_system(&mut c, &[("pulse.max_running_jobs", "1")]);
+    wait_for(60, "the reload", || {
+        let v: String = c
+            .query_one(
+                "SELECT setting FROM pg_settings WHERE name = 'pulse.max_running_jobs'",
+                &[],
+            )
+            .unwrap()
+            .get(0);
+        (v == "1").then_some(())
+    });
+    std::thread::sleep(Duration::from_millis(500)); // let the workers process their SIGHUP
+    let table = unique("chain_t");
+    c.batch_execute(&format!(
+        "CREATE TABLE {table}(job text, pid int, work_mem text, scratch boolean, role name)"
+    ))
+    .unwrap();
+    let probe = format!(
+        "INSERT INTO {table} SELECT r.job_name, pg_backend_pid(), current_setting('work_mem'),
+                pg_catalog.to_regclass('pg_temp.scratch') IS NOT NULL, current_user
+           FROM pulse.current_run() r"
+    );
+    let prefix = unique("chain");
+    // queued in this order (run ids follow it): each probe follows a run that could leave state
+    let temp = "CREATE TEMP TABLE scratch(x int); SET work_mem = '77MB'";
+    let set = "SET work_mem = '77MB'; SET search_path = pg_catalog";
+    let fail = "SET work_mem = '77MB'; SELECT 1/0";
+    let kinds = [
+        ("temp0", temp, "succeeded"),
+        ("probe0", probe.as_str(), "succeeded"),
+        ("set0", set, "succeeded"),
+        ("probe1", probe.as_str(), "succeeded"),
+        ("fail0", fail, "failed"),
+        ("probe2", probe.as_str(), "succeeded"),
+        ("set1", set, "succeeded"),
+        ("temp1", temp, "succeeded"),
+        ("probe3", probe.as_str(), "succeeded"),
+        ("fail1", fail, "failed"),
+    ];
+    let jobs: Vec<(String, String, &str)> = kinds
+        .iter()
+        .map(|(k, cmd, st)| (format!("{prefix}_{k}"), cmd.to_string(), *st))
+        .collect();
+    // all due at one instant, two seconds away
+    let at: std::time::SystemTime = c
+        .query_one(
+            "SELECT date_trunc('second', now()) + interval '2 seconds'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    for (name, command, _) in &jobs {
+        c.query_one(
+            "SELECT pulse.schedule_once($1, $2, $3)",
+            &[name, &at, command],
+        )
+        .unwrap();
+    }
+    let pattern = format!("{prefix}_%");
+    let runs: Vec<(String, String, i32)> = wait_for(60, "every run to finish", || {
+        let rows = c
+            .query(
+                "SELECT job_name, status, executor_pid FROM pulse.job_runs WHERE job_name LIKE $1",
+                &[&pattern],
+            )
+            .unwrap();
+        let done = rows.len() == jobs.len()
+            && rows.iter().all(|r| {
+                let s: String = r.get(1);
+                s != "queued" && s != "running"
+            });
+        done.then(|| {
+            rows.iter()
+                .map(|r| (r.get(0), r.get(1), r.get(2)))
+                .collect()
+        })
+    });
+    std::thread::sleep(Duration::from_millis(500)); // nothing more comes
+    let n: i64 = c
+        .query_one(
+            "SELECT count(*) FROM pulse.job_runs WHERE job_name LIKE $1",
+            &[&pattern],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(n as usize, jobs.len(), "one run per job");
+    for (name, _, status) in &jobs {
+        let run = runs.iter().find(|r| &r.0 == name).expect("a run per job");
+        assert_eq!(run.1, *status, "{name}");
+    }
+    // one at a time: no two runs overlapped
+    let overlaps: i64 = c
+        .query_one(
+            "SELECT count(*) FROM pulse.job_runs a JOIN pulse.job_runs b
+                 ON a.run_id < b.run_id AND a.started_at < b.finished_at AND b.started_at < a.finished_at
+              WHERE a.job_name LIKE $1 AND b.job_name LIKE $1",
+            &[&pattern],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(overlaps, 0);
+    // every probe ran once, in a clean session, as the job's owner
+    let probes = c
+        .query(
+            &format!("SELECT job, work_mem, scratch, role::text FROM {table} ORDER BY job"),
+            &[],
+        )
+        .unwrap();
+    assert_eq!(probes.len(), 4);
+    for p in &probes {
+        assert_ne!(p.get::<_, String>(1), "77MB", "{}", p.get::<_, String>(0));
+        assert!(!p.get::<_, bool>(2), "no temp table left by a previous run");
+        assert_eq!(p.get::<_, String>(3), "postgres");
+    }
+    // an executor that made temporary objects ran nothing after them
+    for (name, _, pid) in runs.iter().filter(|r| r.0.contains("_temp")) {
+        let after: Vec<&String> = runs
+            .iter()
+            .filter(|r| r.2 == *pid && &r.0 != name)
+            .map(|r| &r.0)
+            .collect();
+        let later: i64 = c
+            .query_one(
+                "SELECT count(*) FROM pulse.job_runs a, pulse.job_runs t
+                  WHERE t.job_name = $1 AND a.job_name LIKE $2 AND a.executor_pid = t.executor_pid
+                    AND a.started_at > t.started_at",
+                &[name, &pattern],
+            )
+            .unwrap()
+            .get(0);
+        assert_eq!(later, 0, "{name} shared its process with {after:?}");
+    }
+    for (name, _, _) in &jobs {
+        c.query_one("SELECT pulse.unschedule_job($1)", &[name])
+            .unwrap();
+    }
+    reset_system(&mut c, &["pulse.max_running_jobs"]);
+}
+
 fn set_system(c: &mut postgres::Client, settings: &[(&str, &str)]) {
     for (k, v) in settings {
         c.batch_execute(&format!("ALTER SYSTEM SET {k} = '{v}'"))
