@@ -617,6 +617,40 @@ fn runs_due_together_run_once_each_in_a_clean_session() {
     reset_system(&mut c, &["pulse.max_running_jobs"]);
 }
 
+/// An idle pg_pulse assigns no transaction ids: its wake-ups (the scheduler's housekeeping, the
+/// HTTP worker's checks, idle executors) commit nothing, so an idle server writes no WAL for them.
+#[test]
+fn an_idle_pg_pulse_assigns_no_transaction_ids() {
+    let _g = serial();
+    let mut c = admin();
+    // housekeeping every second; autovacuum's ANALYZE would take transaction ids of its own
+    set_system(&mut c, &[("pulse.overdue_after", "2"), ("autovacuum", "off")]);
+    wait_for(60, "nothing due, queued, running or pending", || {
+        let busy: bool = c
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM pulse.jobs WHERE enabled AND next_run_at < now() + interval '1 minute')
+                     OR EXISTS (SELECT 1 FROM pulse.job_runs WHERE status IN ('queued', 'running'))
+                     OR EXISTS (SELECT 1 FROM pulse.http_requests WHERE state IN ('pending', 'sending'))
+                     OR EXISTS (SELECT 1 FROM pg_stat_activity WHERE backend_type = 'autovacuum worker')",
+                &[],
+            )
+            .unwrap()
+            .get(0);
+        (!busy).then_some(())
+    });
+    let next_xid = |c: &mut postgres::Client| -> String {
+        c.query_one("SELECT pg_snapshot_xmax(pg_current_snapshot())::text", &[])
+            .unwrap()
+            .get(0)
+    };
+    let before = next_xid(&mut c);
+    // longer than the HTTP worker's longest sleep (10 s): every worker wakes at least once
+    std::thread::sleep(Duration::from_secs(12));
+    let after = next_xid(&mut c);
+    reset_system(&mut c, &["pulse.overdue_after", "autovacuum"]);
+    assert_eq!(before, after, "transaction ids were assigned while idle");
+}
+
 fn set_system(c: &mut postgres::Client, settings: &[(&str, &str)]) {
     for (k, v) in settings {
         c.batch_execute(&format!("ALTER SYSTEM SET {k} = '{v}'"))

@@ -320,7 +320,7 @@ pub fn alert_overdue() -> i64 {
             Option<String>,
             Option<TimestampWithTimeZone>,
         )> = c
-            .update(
+            .select(
                 "WITH queued AS (
                    SELECT job_id, min(scheduled_for) AS slot FROM pulse.job_run
                     WHERE status = 'queued' GROUP BY job_id),
@@ -408,7 +408,8 @@ pub fn prune_runs(batch: i64) -> i64 {
                 PgOid::BuiltIn(PgBuiltInOids::INT8OID),
             ],
             |c, stmt| {
-                c.update(stmt, None, &[keep.into(), keep_failed.into(), batch.into()])
+                // select: a pass that deletes nothing assigns no transaction id (see xact::read_one)
+                c.select(stmt, None, &[keep.into(), keep_failed.into(), batch.into()])
                     .map(|t| t.len() as i64)
                     .unwrap_or(0)
             },

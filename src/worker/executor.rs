@@ -243,7 +243,8 @@ fn claim_in_xact(pid: i32) -> Option<Claimed> {
                     PgOid::BuiltIn(PgBuiltInOids::INT4OID),
                     PgOid::BuiltIn(PgBuiltInOids::INT8OID),
                 ],
-                |c, stmt| c.update(stmt, None, &[pid.into(), super::LEAD_MS.into()]),
+                // select, not update: a claim that finds nothing assigns no transaction id
+                |c, stmt| c.select(stmt, None, &[pid.into(), super::LEAD_MS.into()]),
             )
             .ok()?
             .ok()?;

@@ -223,7 +223,7 @@ impl Worker {
         let r = xact::run(move || {
             xact::async_commit();
             // the rows are found by primary key (h.id = ANY), never by reading the table
-            let _ = Spi::run("SET LOCAL enable_seqscan = off");
+            crate::pgutil::set_xact_guc(c"enable_seqscan", c"off");
             record_in_xact(&done)
         });
         match r {
@@ -256,12 +256,10 @@ impl Worker {
             xact::async_commit();
             // claimed rows are updated by ctid (stable: they are locked), which must be a TID scan
             // even when the statistics still say the table is tiny
-            let _ = Spi::run("SET LOCAL enable_seqscan = off");
-            let present = Spi::get_one::<bool>(
+            crate::pgutil::set_xact_guc(c"enable_seqscan", c"off");
+            let present = xact::read_one::<bool>(
                 "SELECT pg_catalog.to_regclass('pulse.http_request') IS NOT NULL",
             )
-            .ok()
-            .flatten()
             .unwrap_or(false);
             if !present {
                 return None;
@@ -274,12 +272,10 @@ impl Worker {
             claimed.extend(claim_requests(limit));
             let n_requests = claimed.len() - n_runs;
             let next_due = if n_requests < limit {
-                Spi::get_one::<f64>(
+                xact::read_one::<f64>(
                     "SELECT (extract(epoch FROM min(next_attempt_at) - clock_timestamp()) * 1000)::float8
                        FROM pulse.http_request WHERE state = 'pending'",
                 )
-                .ok()
-                .flatten()
                 .map(|ms| ms.ceil().max(0.0) as i64)
             } else {
                 None
@@ -350,26 +346,28 @@ impl Worker {
             let r = xact::run(move || {
                 xact::async_commit();
                 // nothing to prune before CREATE EXTENSION (or after DROP EXTENSION)
-                let present = Spi::get_one::<bool>(
+                let present = xact::read_one::<bool>(
                     "SELECT pg_catalog.to_regclass('pulse.http_request') IS NOT NULL",
                 )
-                .ok()
-                .flatten()
                 .unwrap_or(false);
                 if !present {
                     return 0;
                 }
                 Spi::connect_mut(|c| {
-                    c.update(
+                    xact::with_plan(
+                        c,
                         "DELETE FROM pulse.http_request h
                           USING (SELECT id FROM pulse.http_request
                                   WHERE created_at < now() - $1 * interval '1 second' AND finished_at IS NOT NULL
                                   LIMIT 1000) old
                           WHERE h.id = old.id",
-                        None,
-                        &[keep_s.into()],
+                        &[PgOid::BuiltIn(PgBuiltInOids::INT8OID)],
+                        |c, stmt| {
+                            c.select(stmt, None, &[keep_s.into()])
+                                .map(|t| t.len())
+                                .unwrap_or(0)
+                        },
                     )
-                    .map(|t| t.len())
                     .unwrap_or(0)
                 })
             });
@@ -427,7 +425,7 @@ fn claim_requests(limit: usize) -> Vec<Claimed> {
                       (extract(epoch FROM h.retry_backoff) * 1000000)::bigint, h.created_at",
             &[PgOid::BuiltIn(PgBuiltInOids::INT8OID)],
             |c, stmt| {
-                c.update(stmt, None, &[(limit as i64).into()]).map(|t| {
+                c.select(stmt, None, &[(limit as i64).into()]).map(|t| {
                     t.filter_map(|row| {
                         let id: i64 = row.get(1).ok()??;
                         Some(Claimed {
@@ -477,7 +475,7 @@ fn claim_runs(pid: i32, limit: usize) -> Vec<Claimed> {
                 PgOid::BuiltIn(PgBuiltInOids::INT8OID),
             ],
             |c, stmt| {
-                c.update(
+                c.select(
                     stmt,
                     None,
                     &[pid.into(), super::LEAD_MS.into(), (limit as i64).into()],

@@ -153,11 +153,9 @@ impl Scheduler {
         let start = Instant::now();
         self.housekept_at = Some(start);
         let overdue_checked = xact::run(|| {
-            let present = Spi::get_one::<bool>(
+            let present = xact::read_one::<bool>(
                 "SELECT pg_catalog.to_regclass('pulse.job_stats') IS NOT NULL",
             )
-            .ok()
-            .flatten()
             .unwrap_or(false);
             if present {
                 crate::health::api::alert_overdue();
@@ -192,9 +190,7 @@ impl Scheduler {
         let live_pids = live_executor_pids();
         let r = xact::run(move || {
             xact::async_commit();
-            let present = Spi::get_one::<bool>("SELECT pg_catalog.to_regclass('pulse.job') IS NOT NULL AND pg_catalog.to_regclass('pulse.job_run') IS NOT NULL")
-                .ok()
-                .flatten()
+            let present = xact::read_one::<bool>("SELECT pg_catalog.to_regclass('pulse.job') IS NOT NULL AND pg_catalog.to_regclass('pulse.job_run') IS NOT NULL")
                 .unwrap_or(false);
             if !present {
                 return (Tick::NoExtension, false);

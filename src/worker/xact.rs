@@ -84,7 +84,26 @@ pub fn in_subxact<R>(f: impl FnOnce() -> R + std::panic::UnwindSafe) -> Option<R
 /// `SET LOCAL synchronous_commit = off` for bookkeeping transactions: losing one in a crash only
 /// loses state that nothing durable depends on (a later durable commit flushes it too).
 pub fn async_commit() {
-    let _ = Spi::run("SET LOCAL synchronous_commit TO off");
+    crate::pgutil::set_xact_guc(c"synchronous_commit", c"off");
+}
+
+/// The first column of the first row of a read-only query.
+///
+/// pgrx's `Spi::get_one`, `Spi::run` and `SpiClient::update` mark the transaction as writing,
+/// which assigns it a transaction id: a worker's wake-up that finds nothing to do would then
+/// still commit, write WAL (keeping an idle server's WAL, archives and checkpoints busy) and, for a
+/// synchronous commit, wait for a flush. Worker code reads with this and runs its writes as
+/// prepared statements through `SpiClient::select` (see `with_plan`), so that a transaction gets
+/// an id only when it changes a row.
+pub fn read_one<T: pgrx::FromDatum + pgrx::IntoDatum>(sql: &str) -> Option<T> {
+    Spi::connect_mut(|c| {
+        c.select(sql, Some(1), &[])
+            .ok()?
+            .first()
+            .get_one::<T>()
+            .ok()
+            .flatten()
+    })
 }
 
 thread_local! {
@@ -94,6 +113,9 @@ thread_local! {
 
 /// Runs a worker's fixed statement through a plan prepared once per process (PostgreSQL
 /// revalidates it if the tables change), saving the parse and plan on every run.
+/// The plan is prepared as a writing one, so it runs read-write even through
+/// `SpiClient::select`, which (unlike `update`) assigns no transaction id before a row changes:
+/// use `select` for statements that often change nothing (claims, pruning).
 pub fn with_plan<'conn, R>(
     client: &mut pgrx::spi::SpiClient<'conn>,
     sql: &'static str,
