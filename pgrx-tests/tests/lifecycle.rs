@@ -181,20 +181,7 @@ fn sighup_reloads_max_running_jobs() {
         })
     };
     let before = scheduler(&mut c);
-    c.batch_execute("ALTER SYSTEM SET pulse.max_running_jobs = 1")
-        .unwrap();
-    c.batch_execute("SELECT pg_reload_conf()").unwrap();
-    wait_for(60, "the reload", || {
-        let v: String = c
-            .query_one(
-                "SELECT setting FROM pg_settings WHERE name = 'pulse.max_running_jobs'",
-                &[],
-            )
-            .unwrap()
-            .get(0);
-        (v == "1").then_some(())
-    });
-    std::thread::sleep(Duration::from_millis(500)); // let the workers process their SIGHUP
+    one_run_at_a_time(&mut c);
     let slow = unique("serial_slow");
     let fast = unique("serial_fast");
     c.query_one(
@@ -478,18 +465,7 @@ fn without_preloading_or_in_another_database_calls_fail_with_a_hint() {
 fn runs_due_together_run_once_each_in_a_clean_session() {
     let _g = serial();
     let mut c = admin();
-    set_system(&mut c, &[("pulse.max_running_jobs", "1")]);
-    wait_for(60, "the reload", || {
-        let v: String = c
-            .query_one(
-                "SELECT setting FROM pg_settings WHERE name = 'pulse.max_running_jobs'",
-                &[],
-            )
-            .unwrap()
-            .get(0);
-        (v == "1").then_some(())
-    });
-    std::thread::sleep(Duration::from_millis(500)); // let the workers process their SIGHUP
+    one_run_at_a_time(&mut c);
     let table = unique("chain_t");
     c.batch_execute(&format!(
         "CREATE TABLE {table}(job text, pid int, work_mem text, scratch boolean, role name)"
@@ -624,7 +600,10 @@ fn an_idle_pg_pulse_assigns_no_transaction_ids() {
     let _g = serial();
     let mut c = admin();
     // housekeeping every second; autovacuum's ANALYZE would take transaction ids of its own
-    set_system(&mut c, &[("pulse.overdue_after", "2"), ("autovacuum", "off")]);
+    set_system(
+        &mut c,
+        &[("pulse.overdue_after", "2"), ("autovacuum", "off")],
+    );
     wait_for(60, "nothing due, queued, running or pending", || {
         let busy: bool = c
             .query_one(
@@ -649,6 +628,22 @@ fn an_idle_pg_pulse_assigns_no_transaction_ids() {
     let after = next_xid(&mut c);
     reset_system(&mut c, &["pulse.overdue_after", "autovacuum"]);
     assert_eq!(before, after, "transaction ids were assigned while idle");
+}
+
+/// `pulse.max_running_jobs = 1`, reloaded and seen by the workers.
+fn one_run_at_a_time(c: &mut postgres::Client) {
+    set_system(c, &[("pulse.max_running_jobs", "1")]);
+    wait_for(60, "the reload", || {
+        let v: String = c
+            .query_one(
+                "SELECT setting FROM pg_settings WHERE name = 'pulse.max_running_jobs'",
+                &[],
+            )
+            .unwrap()
+            .get(0);
+        (v == "1").then_some(())
+    });
+    std::thread::sleep(Duration::from_millis(500)); // let the workers process their SIGHUP
 }
 
 fn set_system(c: &mut postgres::Client, settings: &[(&str, &str)]) {
