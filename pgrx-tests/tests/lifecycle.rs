@@ -181,7 +181,7 @@ fn sighup_reloads_max_running_jobs() {
         })
     };
     let before = scheduler(&mut c);
-    one_run_at_a_time(&mut c);
+    set_system(&mut c, &[("pulse.max_running_jobs", "1")]);
     let slow = unique("serial_slow");
     let fast = unique("serial_fast");
     c.query_one(
@@ -248,9 +248,7 @@ fn sighup_reloads_max_running_jobs() {
         c.query_one("SELECT pulse.unschedule_job($1)", &[j])
             .unwrap();
     }
-    c.batch_execute("ALTER SYSTEM RESET pulse.max_running_jobs")
-        .unwrap();
-    c.batch_execute("SELECT pg_reload_conf()").unwrap();
+    reset_system(&mut c, &["pulse.max_running_jobs"]);
     for j in [&slow, &fast] {
         c.query_one("SELECT pulse.unschedule_job($1)", &[j])
             .unwrap();
@@ -456,7 +454,6 @@ fn without_preloading_or_in_another_database_calls_fail_with_a_hint() {
     }
 }
 
-/// Sets server settings (ALTER SYSTEM + reload) and waits until this session sees them.
 /// Runs due together, one executor: each run's transaction claims the next one, so the executor
 /// goes from run to run without a claim of its own. Each run still runs exactly once, in its own
 /// transaction, with no session state from the previous one; after a command that made temporary
@@ -465,7 +462,7 @@ fn without_preloading_or_in_another_database_calls_fail_with_a_hint() {
 fn runs_due_together_run_once_each_in_a_clean_session() {
     let _g = serial();
     let mut c = admin();
-    one_run_at_a_time(&mut c);
+    set_system(&mut c, &[("pulse.max_running_jobs", "1")]);
     let table = unique("chain_t");
     c.batch_execute(&format!(
         "CREATE TABLE {table}(job text, pid int, work_mem text, scratch boolean, role name)"
@@ -630,29 +627,24 @@ fn an_idle_pg_pulse_assigns_no_transaction_ids() {
     assert_eq!(before, after, "transaction ids were assigned while idle");
 }
 
-/// `pulse.max_running_jobs = 1`, reloaded and seen by the workers.
-fn one_run_at_a_time(c: &mut postgres::Client) {
-    set_system(c, &[("pulse.max_running_jobs", "1")]);
-    wait_for(60, "the reload", || {
-        let v: String = c
-            .query_one(
-                "SELECT setting FROM pg_settings WHERE name = 'pulse.max_running_jobs'",
-                &[],
-            )
-            .unwrap()
-            .get(0);
-        (v == "1").then_some(())
-    });
-    std::thread::sleep(Duration::from_millis(500)); // let the workers process their SIGHUP
-}
-
+/// Sets server settings (ALTER SYSTEM + reload), waits until this session sees them, then gives
+/// the workers a moment to process their SIGHUP. Values are given in the settings' base units.
 fn set_system(c: &mut postgres::Client, settings: &[(&str, &str)]) {
     for (k, v) in settings {
         c.batch_execute(&format!("ALTER SYSTEM SET {k} = '{v}'"))
             .unwrap();
     }
     c.batch_execute("SELECT pg_reload_conf()").unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    for (k, v) in settings {
+        wait_for(60, &format!("the reload of {k}"), || {
+            let seen: String = c
+                .query_one("SELECT setting FROM pg_settings WHERE name = $1", &[k])
+                .unwrap()
+                .get(0);
+            (seen == *v).then_some(())
+        });
+    }
+    std::thread::sleep(Duration::from_millis(500)); // let the workers process their SIGHUP
 }
 
 fn reset_system(c: &mut postgres::Client, names: &[&str]) {
