@@ -158,6 +158,7 @@ CREATE TABLE pulse.secret (
     PRIMARY KEY (owner, name)
 );
 REVOKE ALL ON pulse.secret FROM PUBLIC;
+COMMENT ON TABLE pulse.secret IS 'Secret values for {{secret:NAME}} placeholders; no role may read it: set them with pulse.set_secret, list them in pulse.secrets';
 CREATE VIEW pulse.secrets WITH (security_barrier = true) AS
 SELECT s.name, pg_catalog.pg_get_userbyid(s.owner)::text AS owner, s.created_at, s.updated_at
   FROM pulse.secret s

@@ -675,6 +675,28 @@ fn bad_input_is_rejected_with_sqlstate_and_hint() {
         .unwrap();
 }
 
+/// Every function, table and view pg_pulse installs is documented with COMMENT ON (`\df+`, `\d+`).
+#[test]
+fn every_object_has_a_comment() {
+    let mut c = admin();
+    let missing: Vec<String> = c
+        .query(
+            "SELECT p.oid::regprocedure::text FROM pg_proc p
+              WHERE p.pronamespace = 'pulse'::regnamespace AND obj_description(p.oid, 'pg_proc') IS NULL
+             UNION ALL
+             SELECT c.oid::regclass::text FROM pg_class c
+              WHERE c.relnamespace = 'pulse'::regnamespace AND c.relkind IN ('r', 'p', 'v')
+                AND obj_description(c.oid, 'pg_class') IS NULL
+             ORDER BY 1",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(missing.is_empty(), "no COMMENT ON: {missing:?}");
+}
+
 #[test]
 fn next_runs_previews_schedules() {
     let mut c = admin();
