@@ -9,6 +9,7 @@ TEST_PORT  ?= 5434
 BENCH_DIR  ?= /tmp/pg_pulse_bench
 BENCH_PORT ?= 5435
 PSQL        = psql -X -h 127.0.0.1 -U postgres
+export PG_BIN := $(shell $(PG_CONFIG) --bindir 2>/dev/null)
 
 .PHONY: setup install unit e2e test demo demo-stop bench clean-clusters fmt
 

@@ -6,7 +6,8 @@
 # Runs the server as the 'postgres' OS user (initdb refuses root), listening on 127.0.0.1 only.
 set -euo pipefail
 PG_MAJOR=${PG_MAJOR:-15}
-BIN=/usr/lib/postgresql/$PG_MAJOR/bin
+# PG_BIN: another PostgreSQL build (for example a private copy used while developing in parallel)
+BIN=${PG_BIN:-/usr/lib/postgresql/$PG_MAJOR/bin}
 cmd=$1; dir=$2
 as_pg() { if [ "$(id -un)" = postgres ]; then "$@"; else runuser -u postgres -- "$@"; fi; }
 case "$cmd" in

@@ -5,7 +5,8 @@
 CREATE TABLE pulse.job (
     job_id       bigserial PRIMARY KEY,
     job_name     text        NOT NULL CHECK (job_name <> '' AND length(job_name) <= 200),
-    owner        oid         NOT NULL,
+    owner        regrole     NOT NULL,       -- by OID (survives RENAME), dumped and restored by name
+    database     name,                       -- where the job runs; NULL: this database
     schedule     text,                       -- NULL for a one-shot job
     run_at       timestamptz,                -- the instant of a one-shot job
     timezone     text        NOT NULL DEFAULT 'UTC',
@@ -34,6 +35,7 @@ CREATE TABLE pulse.job_run (
     job_id        bigint      NOT NULL,
     job_name      text        NOT NULL,      -- the job's name when the run was created
     owner         oid         NOT NULL,
+    database      name,                      -- where the run ran; NULL: this database
     scheduled_for timestamptz NOT NULL,
     created_at    timestamptz NOT NULL DEFAULT clock_timestamp(),
     started_at    timestamptz,
