@@ -76,6 +76,7 @@ pub extern "C-unwind" fn pulse_http_main(_arg: pg_sys::Datum) {
     BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
     let db = crate::database_name();
     BackgroundWorker::connect_worker_to_spi(Some(&db), None);
+    super::pin_search_path();
     let pid = unsafe { pg_sys::MyProcPid };
     SHARED.exclusive().http_pid = pid;
 
@@ -880,7 +881,7 @@ fn record_in_xact(done: &[(InFlight, Reply)]) -> Result<bool, pgrx::spi::SpiErro
                 );
                 let started = chrono::Utc::now()
                     - chrono::Duration::from_std(reply.total).unwrap_or_default();
-                super::executor::finish_run(
+                super::runs::finish_run(
                     &crate::health::api::Outcome {
                         job_id,
                         run_id,
@@ -890,8 +891,9 @@ fn record_in_xact(done: &[(InFlight, Reply)]) -> Result<bool, pgrx::spi::SpiErro
                         duration_ms: reply.total.as_secs_f64() * 1000.0,
                     },
                     Some(&Value::Object(response).to_string()),
+                    None,
                 )?;
-                if retryable && super::executor::schedule_retry(job_id, attempt, s.retry_after) {
+                if retryable && super::runs::schedule_retry(job_id, attempt, s.retry_after) {
                     retried_runs = true;
                 }
             }

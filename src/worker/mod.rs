@@ -11,12 +11,16 @@
 //! * One HTTP worker (registered at server start too) sends HTTP job runs and after-commit
 //!   requests through a pool of threads that never call PostgreSQL (`crate::http::client`).
 
-mod executor;
+mod dispatch;
+mod handoff;
 mod http;
+pub(crate) mod runs;
 mod scheduler;
+mod session;
+mod statements;
 pub(crate) mod xact;
 
-pub use executor::current_run;
+pub use session::current_run;
 
 use pgrx::bgworkers::{BackgroundWorkerBuilder, BgWorkerStartTime};
 use pgrx::prelude::*;
@@ -74,6 +78,26 @@ pub fn stats_before_sleep(ms: i64) -> i64 {
     }
 }
 
+/// For the workers that run pg_pulse's own SQL as superuser (scheduler, HTTP worker): their
+/// statements resolve functions and operators in `pg_catalog` only, whatever the database's or
+/// a role's `search_path` says (a role with CREATE on a schema in that path could otherwise
+/// capture an operator or function call and run code as superuser). Set with the highest
+/// priority, so no later setting source can change it; these workers run no user command.
+pub fn pin_search_path() {
+    unsafe {
+        pg_sys::set_config_option(
+            c"search_path".as_ptr(),
+            c"pg_catalog, pg_temp".as_ptr(),
+            pg_sys::GucContext::PGC_SUSET,
+            pg_sys::GucSource::PGC_S_OVERRIDE,
+            pg_sys::GucAction::GUC_ACTION_SET,
+            true,
+            0,
+            false,
+        );
+    }
+}
+
 /// `pulse.max_running_jobs`, within the slot array's bounds.
 pub fn max_running() -> usize {
     crate::MAX_RUNNING_JOBS.get().clamp(1, MAX_EXECUTORS as i32) as usize
@@ -100,16 +124,59 @@ pub enum SlotState {
     Live,
 }
 
+/// Runs handed to one executor ahead of time: while it runs one, the scheduler records the
+/// previous outcome and hands it the next, so a burst never waits for the scheduler's commits.
+pub const QUEUE_DEPTH: usize = 3;
+
+#[derive(Copy, Clone, Default, PartialEq, Eq, Debug)]
+#[repr(u8)]
+pub enum Phase {
+    #[default]
+    Empty,
+    /// Handed to the executor (its run row is `running`), not started yet.
+    Assigned,
+    /// The executor took it and is running it.
+    Taken,
+    /// Finished: the outcome is in the run's envelope, for the scheduler to record.
+    Done,
+}
+
+/// One run handed to an executor: the envelope (`handoff`) lives in a dynamic shared memory
+/// segment made by the scheduler.
+#[derive(Copy, Clone, Default, Debug)]
+pub struct Entry {
+    pub phase: Phase,
+    /// Order of hand-out: an executor takes its entries oldest first.
+    pub seq: u32,
+    pub handle: u32,
+    pub run_id: i64,
+    /// `pulse.cancel_run` asked to cancel this run (before or while it runs).
+    pub cancel: bool,
+}
+
+/// One executor: a session of one role in one database, serving only that role's runs there.
 #[derive(Copy, Clone, Default, Debug)]
 pub struct Slot {
     pub state: SlotState,
     pub pid: i32,
+    /// The database and role the executor connects to (set when the slot is reserved).
+    pub db: u32,
+    pub role: u32,
     /// The run being executed, 0 when idle.
     pub run_id: i64,
-    /// `pulse.cancel_run` asked to cancel this run.
-    pub cancel_run_id: i64,
+    /// The scheduler wants the slot for another role: exit once nothing is handed out.
+    pub retire: bool,
     /// The process exited (set from its exit callback); the scheduler frees the slot.
     pub exited: bool,
+    pub next_seq: u32,
+    pub queue: [Entry; QUEUE_DEPTH],
+}
+
+impl Slot {
+    /// Entries handed out and not yet recorded by the scheduler.
+    pub fn pending(&self) -> usize {
+        self.queue.iter().filter(|e| e.phase != Phase::Empty).count()
+    }
 }
 
 #[derive(Copy, Clone)]
@@ -247,17 +314,24 @@ pub fn wake_http_at_commit() {
     at_commit(&WAKE_HTTP_REGISTERED, wake_http_now);
 }
 
-/// Asks the executor `pid` to cancel `run_id` if it is still running it.
-pub fn cancel_executor_run(pid: i32, run_id: i64) {
+/// Asks the executor holding `run_id` to cancel it: skipped if it has not started, interrupted
+/// (SIGINT, as pg_cancel_backend) if it is running. `_pid` is the run's recorded executor.
+pub fn cancel_executor_run(_pid: i32, run_id: i64) {
     let mut sh = SHARED.exclusive();
-    if let Some(slot) = sh
-        .slots
-        .iter_mut()
-        .find(|s| s.state == SlotState::Live && s.pid == pid && s.run_id == run_id)
-    {
-        slot.cancel_run_id = run_id;
-        unsafe {
-            libc::kill(pid, libc::SIGINT);
+    for slot in sh.slots.iter_mut().filter(|s| s.state != SlotState::Free) {
+        let running = slot.run_id == run_id;
+        if let Some(e) = slot
+            .queue
+            .iter_mut()
+            .find(|e| e.phase != Phase::Empty && e.run_id == run_id)
+        {
+            e.cancel = true;
+            if running && slot.pid != 0 {
+                unsafe {
+                    libc::kill(slot.pid, libc::SIGINT);
+                }
+            }
+            return;
         }
     }
 }

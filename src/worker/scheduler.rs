@@ -1,13 +1,12 @@
 //! The scheduler: turns due slots into queued runs and keeps the executor pool staffed.
 
+use super::dispatch::Pool;
 use super::xact::{self, Failure};
-use super::{set_latch_of, SlotState, MAX_EXECUTORS, SHARED};
+use super::SHARED;
 use crate::pgutil::{from_pg_ts, to_pg_ts};
 use crate::schedule::{self, Schedule};
 use chrono::Utc;
-use pgrx::bgworkers::{
-    BackgroundWorker, BackgroundWorkerBuilder, DynamicBackgroundWorker, SignalWakeFlags,
-};
+use pgrx::bgworkers::{BackgroundWorker, SignalWakeFlags};
 use pgrx::prelude::*;
 use std::time::{Duration, Instant};
 
@@ -20,6 +19,7 @@ pub extern "C-unwind" fn pulse_scheduler_main(_arg: pg_sys::Datum) {
     BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
     let db = crate::database_name();
     BackgroundWorker::connect_worker_to_spi(Some(&db), None);
+    super::pin_search_path();
     {
         let mut sh = SHARED.exclusive();
         sh.scheduler_pid = unsafe { pg_sys::MyProcPid };
@@ -29,11 +29,12 @@ pub extern "C-unwind" fn pulse_scheduler_main(_arg: pg_sys::Datum) {
     log!("pg_pulse scheduler started for database \"{db}\"");
 
     let mut s = Scheduler {
-        handles: (0..MAX_EXECUTORS).map(|_| None).collect(),
         recovered: false,
-        warned_at: None,
         housekept_at: None,
+        failed_ticks: 0,
     };
+    let mut pool = Pool::new();
+    pool.stop_leftovers();
     loop {
         if BackgroundWorker::sigterm_received() {
             break;
@@ -42,26 +43,27 @@ pub extern "C-unwind" fn pulse_scheduler_main(_arg: pg_sys::Datum) {
             unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
         }
         SHARED.exclusive().scheduler_heartbeat_us = Utc::now().timestamp_micros();
-        s.reap_executors();
+        pool.collect();
         if s.housekept_at.is_none() {
             // at start, before the first tick runs them: alert about jobs that became overdue
             // while the scheduler was down
             s.housekeeping(Duration::from_secs(1));
         }
-        let sleep_ms = match s.tick() {
+        let sleep_ms = match s.tick(&mut pool) {
             Ok(Tick::NoExtension) => MAX_SLEEP_MS,
             Ok(Tick::Ran {
                 next_due,
-                queued,
                 queued_http,
             }) => {
-                if queued > 0 {
-                    s.staff(queued);
-                }
+                s.failed_ticks = 0;
+                pool.recorded();
+                pool.hand_out();
                 if queued_http > 0 {
                     super::wake_http_now();
                 }
                 match next_due {
+                    // runs to queue again (an executor left): next turn at once
+                    _ if pool.has_settled() => 0,
                     Some(t) => {
                         let us = (from_pg_ts(t)
                             - chrono::Duration::milliseconds(super::LEAD_MS)
@@ -76,6 +78,11 @@ pub extern "C-unwind" fn pulse_scheduler_main(_arg: pg_sys::Datum) {
             }
             Err(f) => {
                 warning!("pg_pulse scheduler: {}", f.message);
+                s.failed_ticks += 1;
+                pool.abandon_claim();
+                if s.failed_ticks >= 3 {
+                    pool.drop_settled(&f.message);
+                }
                 1000
             }
         };
@@ -104,17 +111,16 @@ enum Tick {
     NoExtension,
     Ran {
         next_due: Option<TimestampWithTimeZone>,
-        /// SQL runs (for executors) and HTTP runs (for the HTTP worker) due within a second
-        queued: i64,
+        /// HTTP runs (for the HTTP worker) due within a second
         queued_http: i64,
     },
 }
 
 struct Scheduler {
-    handles: Vec<Option<DynamicBackgroundWorker>>,
     recovered: bool,
-    warned_at: Option<Instant>,
     housekept_at: Option<Instant>,
+    /// consecutive ticks whose transaction failed
+    failed_ticks: u32,
 }
 
 /// One due job as the scheduler reads it.
@@ -185,33 +191,37 @@ impl Scheduler {
         }
     }
 
-    fn tick(&mut self) -> Result<Tick, Failure> {
+    fn tick(&mut self, pool: &mut Pool) -> Result<Tick, Failure> {
         let recovered = self.recovered;
-        let live_pids = live_executor_pids();
+        let pool = std::panic::AssertUnwindSafe(pool);
         let r = xact::run(move || {
-            xact::async_commit();
+            let pool = pool;
             let present = xact::read_one::<bool>("SELECT pg_catalog.to_regclass('pulse.job') IS NOT NULL AND pg_catalog.to_regclass('pulse.job_run') IS NOT NULL")
                 .unwrap_or(false);
             if !present {
                 return (Tick::NoExtension, false);
             }
             if !recovered {
-                recover(&live_pids);
+                recover();
             }
+            // outcomes executors reported, then due slots, then runs for the executors
+            let settled = pool.0.settle();
             fire_due_jobs();
+            let claimed = pool.0.claim();
+            if settled == 0 && claimed == 0 {
+                // only queued runs (or nothing) changed: losing them in a crash loses no work
+                xact::async_commit();
+            }
             // Next wake-up: the next slot, or a queued run that is not due yet (a retry later on).
-            let (next_due, queued_sql, queued_http) = Spi::connect_mut(|c| {
+            let (next_due, queued_http) = Spi::connect_mut(|c| {
                 xact::with_plan(
                     c,
                     "SELECT least((SELECT min(next_run_at) FROM pulse.job WHERE enabled),
                                   (SELECT min(scheduled_for) FROM pulse.job_run
                                     WHERE status = 'queued' AND scheduled_for > now())),
-                            q.sql, q.http
-                       FROM (SELECT count(*) FILTER (WHERE kind = 'sql') AS sql,
-                                    count(*) FILTER (WHERE kind = 'http') AS http
-                               FROM (SELECT kind FROM pulse.job_run WHERE status = 'queued'
-                                        AND scheduled_for <= now() + interval '1 second'
-                                      LIMIT 1000) r) q",
+                            (SELECT count(*) FROM (SELECT 1 FROM pulse.job_run WHERE status = 'queued'
+                                AND kind = 'http' AND scheduled_for <= now() + interval '1 second'
+                                LIMIT 1000) r)",
                     &[],
                     |c, stmt| {
                         c.select(stmt, None, &[]).ok().and_then(|t| {
@@ -219,7 +229,6 @@ impl Scheduler {
                                 (
                                     row.get::<TimestampWithTimeZone>(1).ok().flatten(),
                                     row.get::<i64>(2).ok().flatten(),
-                                    row.get::<i64>(3).ok().flatten(),
                                 )
                             })
                         })
@@ -227,12 +236,11 @@ impl Scheduler {
                 )
                 .ok()
                 .flatten()
-                .unwrap_or((None, None, None))
+                .unwrap_or((None, None))
             });
             (
                 Tick::Ran {
                     next_due,
-                    queued: queued_sql.unwrap_or(0),
                     queued_http: queued_http.unwrap_or(0),
                 },
                 true,
@@ -243,142 +251,18 @@ impl Scheduler {
         }
         Ok(r.0)
     }
-
-    /// Starts executors for queued work and wakes the idle ones.
-    fn staff(&mut self, queued: i64) {
-        let max = super::max_running();
-        let mut to_start = Vec::new();
-        {
-            let mut sh = SHARED.exclusive();
-            let occupied = sh.occupied();
-            // executors that will claim work without a new process: idle ones and those starting
-            let ready = sh
-                .slots
-                .iter()
-                .filter(|s| {
-                    s.state == SlotState::Reserved
-                        || (s.state == SlotState::Live && s.run_id == 0 && !s.exited)
-                })
-                .count();
-            let mut need = (queued as usize).saturating_sub(ready);
-            let mut room = max.saturating_sub(occupied);
-            for (i, slot) in sh.slots.iter_mut().enumerate() {
-                if need == 0 || room == 0 {
-                    break;
-                }
-                if slot.state == SlotState::Free {
-                    *slot = super::Slot {
-                        state: SlotState::Reserved,
-                        ..Default::default()
-                    };
-                    to_start.push(i);
-                    need -= 1;
-                    room -= 1;
-                }
-            }
-            for slot in sh.slots.iter() {
-                if slot.state == SlotState::Live && slot.run_id == 0 {
-                    set_latch_of(slot.pid);
-                }
-            }
-        }
-        for i in to_start {
-            let started = BackgroundWorkerBuilder::new("pg_pulse executor")
-                .set_type("pg_pulse executor")
-                .set_library("pg_pulse")
-                .set_function("pulse_executor_main")
-                .enable_spi_access()
-                .set_argument(Some(pg_sys::Datum::from(i)))
-                .set_notify_pid(unsafe { pg_sys::MyProcPid })
-                .set_restart_time(None)
-                .load_dynamic();
-            match started {
-                Ok(h) => self.handles[i] = Some(h),
-                Err(_) => {
-                    SHARED.exclusive().slots[i] = super::Slot::default();
-                    let quiet = self
-                        .warned_at
-                        .is_some_and(|t| t.elapsed() < Duration::from_secs(60));
-                    if !quiet {
-                        self.warned_at = Some(Instant::now());
-                        ereport!(
-                            PgLogLevel::WARNING,
-                            PgSqlErrorCode::ERRCODE_CONFIGURATION_LIMIT_EXCEEDED,
-                            "pg_pulse could not start an executor: no free background worker slot",
-                            "Raise max_worker_processes (it must exceed pulse.max_running_jobs plus other workers) and restart."
-                        );
-                    }
-                    break;
-                }
-            }
-        }
-    }
-
-    /// Frees the slots of executors that exited, failing any run they left behind.
-    fn reap_executors(&mut self) {
-        let mut lost: Vec<i32> = Vec::new();
-        {
-            let mut sh = SHARED.exclusive();
-            for (i, slot) in sh.slots.iter_mut().enumerate() {
-                let stopped = match &self.handles[i] {
-                    Some(h) => matches!(
-                        h.pid(),
-                        Err(pgrx::bgworkers::BackgroundWorkerStatus::Stopped)
-                    ),
-                    None => false,
-                };
-                if slot.state != SlotState::Free && (slot.exited || stopped) {
-                    if slot.pid != 0 {
-                        lost.push(slot.pid);
-                    }
-                    *slot = super::Slot::default();
-                    self.handles[i] = None;
-                } else if slot.state == SlotState::Free {
-                    self.handles[i] = None;
-                }
-            }
-        }
-        if lost.is_empty() {
-            return;
-        }
-        let r = xact::run(move || {
-            Spi::run_with_args(
-                "UPDATE pulse.job_run SET status = 'failed', finished_at = clock_timestamp(),
-                        message = format('the executor process (pid %s) exited while this run was in progress', executor_pid)
-                  WHERE status = 'running' AND executor_pid = ANY ($1)",
-                &[lost.into()],
-            )
-            .ok();
-        });
-        if let Err(f) = r {
-            warning!(
-                "pg_pulse scheduler: could not record lost runs: {}",
-                f.message
-            );
-        }
-    }
 }
 
-fn live_executor_pids() -> Vec<i32> {
-    SHARED
-        .share()
-        .slots
-        .iter()
-        .filter(|s| s.state == SlotState::Live && !s.exited)
-        .map(|s| s.pid)
-        .collect()
-}
-
-/// At start: runs left `running` by processes that no longer exist (a crash, `kill -9`, an
-/// immediate shutdown) become `failed`.
-fn recover(live_pids: &[i32]) {
+/// At start: SQL runs left `running` (a crash, `kill -9`, an immediate shutdown, or a scheduler
+/// restart, which stops the executors of the previous one) become `failed`.
+fn recover() {
     let n = Spi::connect_mut(|c| {
         c.update(
             "UPDATE pulse.job_run SET status = 'failed', finished_at = clock_timestamp(),
                     message = 'the server restarted while this run was in progress'
-              WHERE status = 'running' AND kind = 'sql' AND NOT (coalesce(executor_pid, 0) = ANY ($1))",
+              WHERE status = 'running' AND kind = 'sql'",
             None,
-            &[live_pids.to_vec().into()],
+            &[],
         )
         .map(|t| t.len())
         .unwrap_or(0)
@@ -396,7 +280,7 @@ fn fire_due_jobs() {
     let due: Vec<Due> = Spi::connect_mut(|c| {
         let t = xact::with_plan(
             c,
-            "SELECT j.job_id, j.job_name, j.owner, j.schedule, j.timezone, j.overlap, j.next_run_at,
+            "SELECT j.job_id, j.job_name, j.owner::oid, j.schedule, j.timezone, j.overlap, j.next_run_at,
                     EXISTS (SELECT 1 FROM pulse.job_run r WHERE r.job_id = j.job_id AND r.status IN ('queued', 'running')),
                     j.http IS NOT NULL
                FROM pulse.job j
@@ -483,8 +367,9 @@ fn fire(now: chrono::DateTime<Utc>, due: Vec<Due>) {
         nexts.push(next);
     }
     let r = Spi::run_with_args(
-        "INSERT INTO pulse.job_run (job_id, job_name, owner, scheduled_for, status, trigger, message, finished_at, kind)
-         SELECT u.id, u.name, u.owner, u.slot, u.status, 'schedule', u.message,
+        "INSERT INTO pulse.job_run (job_id, job_name, owner, database, scheduled_for, status, trigger, message, finished_at, kind)
+         SELECT u.id, u.name, u.owner, (SELECT j.database FROM pulse.job j WHERE j.job_id = u.id),
+                u.slot, u.status, 'schedule', u.message,
                 CASE WHEN u.status = 'queued' THEN NULL ELSE clock_timestamp() END, u.kind
            FROM unnest($1::bigint[], $2::text[], $3::oid[], $4::timestamptz[], $5::text[], $6::text[], $8::text[])
                 AS u(id, name, owner, slot, status, message, kind)

@@ -1,0 +1,713 @@
+//! The scheduler's side of the executor pool: hands queued SQL runs to executors of the run's
+//! owner and database (starting, reusing or retiring executors within
+//! `pulse.max_running_jobs`), collects the outcomes they report, and settles the runs of
+//! executors that exited.
+//!
+//! Every step that writes `pulse.job_run` happens in the scheduler's transaction
+//! ([`Pool::settle`], [`Pool::claim`]); shared memory changes only after that transaction has
+//! committed ([`Pool::hand_out`]), so a run is `running` durably before any executor sees it,
+//! and a crash can never run it twice.
+
+use super::handoff::{Order, Report, Segment};
+use super::runs::{finish_run, schedule_retry};
+use super::xact;
+use super::{set_latch_of, Phase, Slot, SlotState, MAX_EXECUTORS, QUEUE_DEPTH, SHARED};
+use crate::pgutil::interval_micros;
+use pgrx::bgworkers::{BackgroundWorkerBuilder, BackgroundWorkerStatus, DynamicBackgroundWorker};
+use pgrx::prelude::*;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+/// What became of a handed-out run, to be recorded.
+#[derive(Clone)]
+enum Settled {
+    /// The executor reported an outcome.
+    Reported { order: Order, report: Report, pid: i32 },
+    /// It never started, and its executor is gone: queue it again.
+    Requeue(i64),
+    /// Its executor could not connect (the server log says why).
+    NoSession {
+        run_id: i64,
+        job_id: i64,
+        attempt: i32,
+        role: u32,
+        db: u32,
+    },
+    /// Lost: the executor exited while running it.
+    Lost {
+        run_id: i64,
+        job_id: i64,
+        attempt: i32,
+        message: String,
+    },
+}
+
+/// A run to hand out once the claim has committed.
+struct Handout {
+    slot: usize,
+    order: Order,
+}
+
+/// The scheduler's view of the pool: worker handles and the envelopes it made.
+pub struct Pool {
+    handles: Vec<Option<DynamicBackgroundWorker>>,
+    segments: HashMap<i64, Segment>,
+    settled: Vec<Settled>,
+    handouts: Vec<Handout>,
+    /// slots reserved by the last claim, with their database and role
+    reserve: Vec<(usize, u32, u32)>,
+    /// idle executors of other roles to retire for a waiting run
+    retire: Vec<usize>,
+    warned_at: Option<Instant>,
+}
+
+impl Pool {
+    pub fn new() -> Pool {
+        Pool {
+            handles: (0..MAX_EXECUTORS).map(|_| None).collect(),
+            segments: HashMap::new(),
+            settled: Vec::new(),
+            handouts: Vec::new(),
+            reserve: Vec::new(),
+            retire: Vec::new(),
+            warned_at: None,
+        }
+    }
+
+    /// At scheduler start: executors of an earlier scheduler process are stopped (their
+    /// outcomes could not be collected), so that every run left `running` can be failed.
+    pub fn stop_leftovers(&mut self) {
+        let pids: Vec<i32> = {
+            let sh = SHARED.share();
+            sh.slots
+                .iter()
+                .filter(|s| s.state != SlotState::Free && s.pid != 0)
+                .map(|s| s.pid)
+                .collect()
+        };
+        for &pid in &pids {
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline
+            && pids
+                .iter()
+                .any(|&p| unsafe { !pg_sys::BackendPidGetProc(p).is_null() })
+        {
+            super::wait_latch(20);
+        }
+        let mut sh = SHARED.exclusive();
+        for s in sh.slots.iter_mut() {
+            let seq = s.next_seq;
+            *s = Slot {
+                next_seq: seq.wrapping_add(1000),
+                ..Default::default()
+            };
+        }
+    }
+
+    /// Collects reported outcomes and settles the runs of executors that exited (shared memory
+    /// only; recorded by [`Pool::settle`]).
+    pub fn collect(&mut self) {
+        let mut sh = SHARED.exclusive();
+        for (i, slot) in sh.slots.iter_mut().enumerate() {
+            if slot.state == SlotState::Free {
+                self.handles[i] = None;
+                continue;
+            }
+            let stopped = self.handles[i].as_ref().is_some_and(|h| {
+                matches!(h.pid(), Err(BackgroundWorkerStatus::Stopped))
+            });
+            let gone = slot.exited || stopped;
+            for e in slot.queue.iter_mut() {
+                let settled = match e.phase {
+                    Phase::Empty => continue,
+                    Phase::Done => {
+                        let seg = self.segments.remove(&e.run_id);
+                        let order = seg.as_ref().map(|s| s.order());
+                        let report = seg.as_ref().and_then(|s| s.read_report());
+                        if let Some(s) = seg {
+                            s.detach();
+                        }
+                        match (order, report) {
+                            (Some(order), Some(report)) => Settled::Reported {
+                                order,
+                                report,
+                                pid: slot.pid,
+                            },
+                            (order, _) => Settled::Lost {
+                                run_id: e.run_id,
+                                job_id: order.as_ref().map_or(0, |o| o.job_id),
+                                attempt: order.as_ref().map_or(1, |o| o.attempt),
+                                message: "the executor could not read this run's command".into(),
+                            },
+                        }
+                    }
+                    _ if !gone => continue,
+                    phase => {
+                        let seg = self.segments.remove(&e.run_id);
+                        let order = seg.as_ref().map(|s| s.order());
+                        if let Some(s) = seg {
+                            s.detach();
+                        }
+                        let (job_id, attempt) = order.as_ref().map_or((0, 1), |o| (o.job_id, o.attempt));
+                        if phase == Phase::Assigned && slot.pid != 0 {
+                            Settled::Requeue(e.run_id)
+                        } else if phase == Phase::Assigned {
+                            Settled::NoSession {
+                                run_id: e.run_id,
+                                job_id,
+                                attempt,
+                                role: slot.role,
+                                db: slot.db,
+                            }
+                        } else {
+                            Settled::Lost {
+                                run_id: e.run_id,
+                                job_id,
+                                attempt,
+                                message: format!(
+                                    "the executor process (pid {}) exited while this run was in progress",
+                                    slot.pid
+                                ),
+                            }
+                        }
+                    }
+                };
+                self.settled.push(settled);
+                *e = Default::default();
+            }
+            if gone {
+                let seq = slot.next_seq;
+                *slot = Slot {
+                    next_seq: seq,
+                    ..Default::default()
+                };
+                self.handles[i] = None;
+            }
+        }
+    }
+
+    /// Records what [`Pool::collect`] gathered, in the current transaction. Returns how many
+    /// outcomes it wrote (they need a durable commit).
+    pub fn settle(&mut self) -> usize {
+        // kept until the transaction has committed (see `recorded`)
+        let settled = self.settled.clone();
+        let n = settled.len();
+        let mut requeue = Vec::new();
+        for s in settled {
+            match s {
+                Settled::Reported { order, report, pid } => {
+                    let message = report.message.clone();
+                    let status = report.ended.as_str();
+                    let started = TimestampWithTimeZone::try_from(report.started_at)
+                        .unwrap_or_else(|_| crate::pgutil::to_pg_ts(chrono::Utc::now()));
+                    record(
+                        order.job_id,
+                        order.run_id,
+                        order.attempt,
+                        status,
+                        &message,
+                        started,
+                        report.duration_us as f64 / 1000.0,
+                        Some(pid),
+                    );
+                }
+                Settled::Lost {
+                    run_id,
+                    job_id,
+                    attempt,
+                    message,
+                } => {
+                    let job_id = if job_id != 0 {
+                        job_id
+                    } else {
+                        xact::read_one::<i64>(&format!(
+                            "SELECT job_id FROM pulse.job_run WHERE run_id = {run_id}"
+                        ))
+                        .unwrap_or(0)
+                    };
+                    record(
+                        job_id,
+                        run_id,
+                        attempt,
+                        "failed",
+                        &message,
+                        crate::pgutil::to_pg_ts(chrono::Utc::now()),
+                        0.0,
+                        None,
+                    );
+                }
+                Settled::NoSession {
+                    run_id,
+                    job_id,
+                    attempt,
+                    role,
+                    db,
+                } => {
+                    let names = Spi::get_two_with_args::<String, String>(
+                        "SELECT (SELECT rolname::text FROM pg_roles WHERE oid = $1),
+                                (SELECT datname::text FROM pg_database WHERE oid = $2)",
+                        &[pg_sys::Oid::from(role).into(), pg_sys::Oid::from(db).into()],
+                    )
+                    .unwrap_or((None, None));
+                    let message = format!(
+                        "pg_pulse could not start a session as role \"{}\" in database \"{}\" (the server log says why: connection limits, a dropped role or database)",
+                        names.0.unwrap_or_else(|| format!("OID {role}")),
+                        names.1.unwrap_or_else(|| format!("OID {db}")),
+                    );
+                    record(
+                        job_id,
+                        run_id,
+                        attempt,
+                        "failed",
+                        &message,
+                        crate::pgutil::to_pg_ts(chrono::Utc::now()),
+                        0.0,
+                        None,
+                    );
+                }
+                Settled::Requeue(run_id) => requeue.push(run_id),
+            }
+        }
+        if !requeue.is_empty() {
+            Spi::run_with_args(
+                "UPDATE pulse.job_run SET status = 'queued', started_at = NULL, executor_pid = NULL
+                  WHERE run_id = ANY ($1) AND status = 'running'",
+                &[requeue.into()],
+            )
+            .unwrap_or_else(|e| pgrx::error!("could not queue runs again: {e}"));
+        }
+        n
+    }
+
+    /// Claims queued SQL runs that are due (up to `LEAD_MS` ahead) for the executors that can
+    /// take them, in the current transaction: each claimed run becomes `running` now, and is
+    /// handed out by [`Pool::hand_out`] once this transaction has committed. Runs whose owner
+    /// or database can no longer be used fail once, and their job is paused. Returns the number
+    /// of runs claimed or failed.
+    pub fn claim(&mut self) -> usize {
+        self.handouts.clear();
+        self.reserve.clear();
+        self.retire.clear();
+        let mut view: Vec<Slot> = SHARED.share().slots.to_vec();
+        let max = super::max_running();
+        let room = |view: &[Slot]| {
+            let free = view.iter().filter(|s| s.state == SlotState::Free).count();
+            let occupied = MAX_EXECUTORS - free;
+            let open_queues: usize = view
+                .iter()
+                .filter(|s| s.state != SlotState::Free && !s.retire && !s.exited)
+                .map(|s| QUEUE_DEPTH - s.pending())
+                .sum();
+            open_queues + max.saturating_sub(occupied) * QUEUE_DEPTH
+        };
+        let capacity = room(&view);
+        if capacity == 0 {
+            return 0;
+        }
+        let candidates = candidates((capacity * 4).clamp(16, 1024) as i64);
+        if candidates.is_empty() {
+            return 0;
+        }
+        let mut claimed: Vec<(i64, Option<i32>)> = Vec::new();
+        let mut refused = 0;
+        for c in candidates {
+            if let Some(why) = c.unusable() {
+                refuse(&c, &why);
+                refused += 1;
+                continue;
+            }
+            let (db, role) = (c.db_oid, c.owner);
+            let Some(slot) = pick(&mut view, max, db, role, &mut self.retire) else {
+                continue;
+            };
+            if view[slot].state == SlotState::Free {
+                view[slot] = Slot {
+                    state: SlotState::Reserved,
+                    db,
+                    role,
+                    ..Default::default()
+                };
+                self.reserve.push((slot, db, role));
+            }
+            // count it as pending in the view
+            if let Some(e) = view[slot].queue.iter_mut().find(|e| e.phase == Phase::Empty) {
+                e.phase = Phase::Assigned;
+            }
+            let pid = view[slot].pid;
+            claimed.push((c.order.run_id, (pid != 0).then_some(pid)));
+            self.handouts.push(Handout {
+                slot,
+                order: c.order,
+            });
+        }
+        if !claimed.is_empty() {
+            let (ids, pids): (Vec<i64>, Vec<Option<i32>>) = claimed.into_iter().unzip();
+            Spi::run_with_args(
+                "UPDATE pulse.job_run r SET status = 'running',
+                        started_at = greatest(clock_timestamp(), r.scheduled_for), executor_pid = u.pid
+                   FROM unnest($1::int8[], $2::int4[]) AS u(id, pid)
+                  WHERE r.run_id = u.id",
+                &[ids.into(), pids.into()],
+            )
+            .unwrap_or_else(|e| pgrx::error!("could not claim runs: {e}"));
+        }
+        self.handouts.len() + refused
+    }
+
+    /// After the claim committed: reserves slots, writes envelopes, starts executors and wakes
+    /// the ones that have work.
+    pub fn hand_out(&mut self) {
+        let handouts = std::mem::take(&mut self.handouts);
+        let reserve = std::mem::take(&mut self.reserve);
+        let retire = std::mem::take(&mut self.retire);
+        let mut made: Vec<(usize, i64, Segment)> = Vec::with_capacity(handouts.len());
+        for h in handouts {
+            let seg = Segment::create(&h.order);
+            made.push((h.slot, h.order.run_id, seg));
+        }
+        let mut to_start = Vec::new();
+        let mut lost = Vec::new();
+        let mut wake = Vec::new();
+        {
+            let mut sh = SHARED.exclusive();
+            for (slot, db, role) in reserve {
+                if sh.slots[slot].state == SlotState::Free {
+                    let seq = sh.slots[slot].next_seq;
+                    sh.slots[slot] = Slot {
+                        state: SlotState::Reserved,
+                        db,
+                        role,
+                        next_seq: seq,
+                        ..Default::default()
+                    };
+                    to_start.push(slot);
+                }
+            }
+            for (slot, run_id, seg) in made {
+                let s = &mut sh.slots[slot];
+                let usable = s.state != SlotState::Free && !s.exited && !s.retire;
+                let free = s.queue.iter().position(|e| e.phase == Phase::Empty);
+                match (usable, free) {
+                    (true, Some(k)) => {
+                        let seq = s.next_seq;
+                        s.next_seq = seq.wrapping_add(1);
+                        s.queue[k] = super::Entry {
+                            phase: Phase::Assigned,
+                            seq,
+                            handle: seg.handle(),
+                            run_id,
+                            cancel: false,
+                        };
+                        self.segments.insert(run_id, seg);
+                        if s.pid != 0 {
+                            wake.push(s.pid);
+                        }
+                    }
+                    _ => {
+                        seg.detach();
+                        lost.push(run_id);
+                    }
+                }
+            }
+            for slot in retire {
+                let s = &mut sh.slots[slot];
+                if s.state == SlotState::Live && s.pending() == 0 {
+                    s.retire = true;
+                    wake.push(s.pid);
+                }
+            }
+        }
+        for pid in wake {
+            set_latch_of(pid);
+        }
+        // an executor left between the claim and now: its runs are queued again next time
+        self.settled.extend(lost.into_iter().map(Settled::Requeue));
+        for slot in to_start {
+            self.start(slot);
+        }
+    }
+
+    /// Whether something waits to be recorded.
+    pub fn has_settled(&self) -> bool {
+        !self.settled.is_empty()
+    }
+
+    fn start(&mut self, slot: usize) {
+        let started = BackgroundWorkerBuilder::new("pg_pulse executor")
+            .set_type("pg_pulse executor")
+            .set_library("pg_pulse")
+            .set_function("pulse_executor_main")
+            .enable_spi_access()
+            .set_argument(Some(pg_sys::Datum::from(slot)))
+            .set_notify_pid(unsafe { pg_sys::MyProcPid })
+            .set_restart_time(None)
+            .load_dynamic();
+        match started {
+            Ok(h) => self.handles[slot] = Some(h),
+            Err(_) => {
+                // settled as lost ("could not start a session") by the next collect
+                SHARED.exclusive().slots[slot].exited = true;
+                let quiet = self
+                    .warned_at
+                    .is_some_and(|t| t.elapsed() < Duration::from_secs(60));
+                if !quiet {
+                    self.warned_at = Some(Instant::now());
+                    ereport!(
+                        PgLogLevel::WARNING,
+                        PgSqlErrorCode::ERRCODE_CONFIGURATION_LIMIT_EXCEEDED,
+                        "pg_pulse could not start an executor: no free background worker slot",
+                        "Raise max_worker_processes (it must exceed pulse.max_running_jobs plus other workers) and restart."
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Where a run goes: an idle executor of its role and database; else a new executor in a free
+/// slot; else the shortest queue of one of its executors. With no room at all, an idle executor
+/// of another role is retired to make room (the run waits for the next turn).
+fn pick(view: &mut [Slot], max: usize, db: u32, role: u32, retire: &mut Vec<usize>) -> Option<usize> {
+    let usable = |s: &Slot| s.state != SlotState::Free && !s.retire && !s.exited;
+    let mine: Vec<usize> = (0..view.len())
+        .filter(|&i| usable(&view[i]) && view[i].db == db && view[i].role == role)
+        .collect();
+    if let Some(&i) = mine.iter().find(|&&i| view[i].pending() == 0) {
+        return Some(i);
+    }
+    let occupied = view.iter().filter(|s| s.state != SlotState::Free).count();
+    if occupied < max {
+        if let Some(i) = view.iter().position(|s| s.state == SlotState::Free) {
+            return Some(i);
+        }
+    }
+    if let Some(&i) = mine
+        .iter()
+        .filter(|&&i| view[i].pending() < QUEUE_DEPTH)
+        .min_by_key(|&&i| view[i].pending())
+    {
+        return Some(i);
+    }
+    if mine.is_empty() {
+        if let Some(i) = (0..view.len()).find(|&i| {
+            view[i].state == SlotState::Live
+                && usable(&view[i])
+                && view[i].pending() == 0
+                && !retire.contains(&i)
+        }) {
+            retire.push(i);
+            view[i].retire = true;
+        }
+    }
+    None
+}
+
+/// A queued run with what the claim needs to know about its owner and database.
+struct Candidate {
+    order: Order,
+    owner: u32,
+    owner_name: Option<String>,
+    db_name: String,
+    db_oid: u32,
+    command_missing: bool,
+    can_login: bool,
+    usage: bool,
+    connect: bool,
+    allow_conn: bool,
+}
+
+impl Candidate {
+    /// Why the run cannot start in a session of its owner (the job is paused), if it cannot.
+    fn unusable(&self) -> Option<String> {
+        let role = self.owner_name.clone().unwrap_or_default();
+        let db = &self.db_name;
+        let resume = "then resume it with pulse.toggle_job(job_name, true)";
+        Some(if self.command_missing {
+            return Some("the job no longer exists or is no longer a SQL job".into());
+        } else if self.owner_name.is_none() {
+            format!("the job's owner (role with OID {}) no longer exists, so the job is paused; a superuser can remove it with pulse.unschedule_job", self.owner)
+        } else if !self.usage {
+            format!("role \"{role}\" no longer has USAGE on schema pulse, so the job is paused; GRANT USAGE ON SCHEMA pulse TO \"{role}\", {resume}")
+        } else if !self.can_login {
+            format!("role \"{role}\" cannot log in (NOLOGIN), and jobs run in a session of their owner, so the job is paused; ALTER ROLE \"{role}\" LOGIN, {resume}")
+        } else if self.db_oid == 0 {
+            format!("database \"{db}\" does not exist, so the job is paused; pulse.alter_job(job_name, database => ...), {resume}")
+        } else if !self.allow_conn {
+            format!("database \"{db}\" does not allow connections, so the job is paused")
+        } else if !self.connect {
+            format!("role \"{role}\" may not connect to database \"{db}\", so the job is paused; GRANT CONNECT ON DATABASE \"{db}\" TO \"{role}\", {resume}")
+        } else {
+            return None;
+        })
+    }
+}
+
+fn candidates(limit: i64) -> Vec<Candidate> {
+    // The plan must walk job_run_queued_idx in order and stop early (see the README on bursts).
+    crate::pgutil::set_xact_guc(c"enable_sort", c"off");
+    Spi::connect_mut(|c| {
+        let rows = xact::with_plan(
+            c,
+            "SELECT r.run_id, r.job_id, r.job_name, r.scheduled_for, r.attempt, r.trigger,
+                    coalesce(j.owner::oid, r.owner), j.command, j.timeout,
+                    a.rolname::text, coalesce(j.database, current_database())::text, d.oid,
+                    coalesce(a.rolcanlogin, false),
+                    CASE WHEN a.oid IS NULL THEN false
+                         ELSE has_schema_privilege(a.oid, 'pulse', 'USAGE') END,
+                    CASE WHEN a.oid IS NULL OR d.oid IS NULL THEN false
+                         ELSE has_database_privilege(a.oid, d.oid, 'CONNECT') END,
+                    coalesce(d.datallowconn, false)
+               FROM (SELECT q.run_id FROM pulse.job_run q
+                      WHERE q.status = 'queued' AND q.kind = 'sql'
+                        AND q.scheduled_for <= clock_timestamp() + make_interval(secs => $1::float8 / 1000)
+                      ORDER BY q.scheduled_for, q.run_id LIMIT $2 FOR UPDATE SKIP LOCKED) k
+               JOIN pulse.job_run r ON r.run_id = k.run_id
+               LEFT JOIN pulse.job j ON j.job_id = r.job_id
+               LEFT JOIN pg_roles a ON a.oid = coalesce(j.owner::oid, r.owner)
+               LEFT JOIN pg_database d ON d.datname = coalesce(j.database, current_database())
+              ORDER BY r.scheduled_for, r.run_id",
+            &[
+                PgOid::BuiltIn(PgBuiltInOids::INT8OID),
+                PgOid::BuiltIn(PgBuiltInOids::INT8OID),
+            ],
+            |c, stmt| {
+                c.select(stmt, None, &[super::LEAD_MS.into(), limit.into()])
+                    .map(|t| {
+                        t.filter_map(|row| {
+                            let timeout: Option<Interval> = row.get(9).ok()?;
+                            let command: Option<String> = row.get(8).ok()?;
+                            Some(Candidate {
+                                order: Order {
+                                    run_id: row.get(1).ok()??,
+                                    job_id: row.get(2).ok()??,
+                                    job_name: row.get(3).ok()??,
+                                    scheduled_for: row
+                                        .get::<TimestampWithTimeZone>(4)
+                                        .ok()??
+                                        .into_inner(),
+                                    attempt: row.get(5).ok()??,
+                                    trigger: row.get(6).ok()??,
+                                    timeout_ms: timeout
+                                        .map(|i| (interval_micros(&i) / 1000).max(1)),
+                                    command: command.clone().unwrap_or_default(),
+                                },
+                                owner: row.get::<pg_sys::Oid>(7).ok()??.to_u32(),
+                                owner_name: row.get(10).ok()?,
+                                db_name: row.get(11).ok()??,
+                                db_oid: row
+                                    .get::<pg_sys::Oid>(12)
+                                    .ok()?
+                                    .map_or(0, |o| o.to_u32()),
+                                command_missing: command.is_none(),
+                                can_login: row.get(13).ok()??,
+                                usage: row.get(14).ok()??,
+                                connect: row.get(15).ok()??,
+                                allow_conn: row.get(16).ok()??,
+                            })
+                        })
+                        .collect::<Vec<_>>()
+                    })
+                    .unwrap_or_default()
+            },
+        );
+        rows.unwrap_or_default()
+    })
+}
+
+/// A run that cannot start: one failed run, and its job paused (with its other queued runs
+/// cancelled), so a broken owner or database costs one clear failure, not one per slot.
+fn refuse(c: &Candidate, why: &str) {
+    Spi::run_with_args(
+        "UPDATE pulse.job_run SET status = 'running', started_at = clock_timestamp() WHERE run_id = $1",
+        &[c.order.run_id.into()],
+    )
+    .ok();
+    record(
+        c.order.job_id,
+        c.order.run_id,
+        i32::MAX, // no retry: the job is paused
+        "failed",
+        why,
+        crate::pgutil::to_pg_ts(chrono::Utc::now()),
+        0.0,
+        None,
+    );
+    if c.command_missing {
+        return;
+    }
+    Spi::run_with_args(
+        "UPDATE pulse.job SET enabled = false, next_run_at = NULL, updated_at = now()
+          WHERE job_id = $1 AND enabled",
+        &[c.order.job_id.into()],
+    )
+    .unwrap_or_else(|e| pgrx::error!("could not pause job: {e}"));
+    Spi::run_with_args(
+        "UPDATE pulse.job_run SET status = 'cancelled', finished_at = clock_timestamp(),
+                message = 'the job was paused'
+          WHERE job_id = $1 AND status = 'queued' AND run_id <> $2",
+        &[c.order.job_id.into(), c.order.run_id.into()],
+    )
+    .ok();
+    log!("pg_pulse: job {} (\"{}\"): {why}", c.order.job_id, c.order.job_name);
+}
+
+/// One outcome through the shared finish path (statistics, alerts), then a retry if earned.
+#[allow(clippy::too_many_arguments)]
+fn record(
+    job_id: i64,
+    run_id: i64,
+    attempt: i32,
+    status: &str,
+    message: &str,
+    started_at: TimestampWithTimeZone,
+    duration_ms: f64,
+    pid: Option<i32>,
+) {
+    let r = finish_run(
+        &crate::health::api::Outcome {
+            job_id,
+            run_id,
+            status,
+            message: Some(message),
+            started_at,
+            duration_ms,
+        },
+        None,
+        pid,
+    );
+    if let Err(e) = r {
+        pgrx::error!("could not record the outcome of run {run_id}: {e}");
+    }
+    // a retry is queued in the future: the scheduler's next wake-up accounts for it
+    if matches!(status, "failed" | "timed_out") && job_id != 0 {
+        schedule_retry(job_id, attempt, None);
+    }
+}
+
+impl Pool {
+    /// The tick's transaction committed: what it settled is recorded.
+    pub fn recorded(&mut self) {
+        self.settled.clear();
+    }
+
+    /// The tick's transaction failed again and again: give up on recording these outcomes
+    /// (the runs stay `running` until the scheduler restarts), so that scheduling goes on.
+    pub fn drop_settled(&mut self, why: &str) {
+        if !self.settled.is_empty() {
+            warning!(
+                "pg_pulse scheduler: could not record {} run outcome(s): {why}",
+                self.settled.len()
+            );
+            self.settled.clear();
+        }
+    }
+
+    /// The tick's transaction failed: nothing it claimed was handed out (the claim rolled back).
+    pub fn abandon_claim(&mut self) {
+        self.handouts.clear();
+        self.reserve.clear();
+        self.retire.clear();
+    }
+}

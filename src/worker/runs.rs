@@ -1,0 +1,88 @@
+//! Recording what happened to a run: its outcome (with statistics and alerts) and the retry it
+//! may earn. Shared by the scheduler (SQL runs, whose outcomes executors report) and the HTTP
+//! worker (HTTP runs).
+
+use super::xact;
+use crate::pgutil::interval_micros;
+use pgrx::prelude::*;
+use std::time::Duration;
+
+/// After a failed attempt: queue the next one (`trigger = retry`) after the job's backoff (and no
+/// sooner than a server's Retry-After), if the job allows more attempts and is enabled. Returns
+/// whether a retry was queued.
+pub(crate) fn schedule_retry(job_id: i64, attempt: i32, retry_after: Option<Duration>) -> bool {
+    let Ok((Some(max), Some(backoff), Some(true))) = Spi::get_three_with_args::<i32, Interval, bool>(
+        "SELECT max_attempts, retry_backoff, enabled FROM pulse.job WHERE job_id = $1",
+        &[job_id.into()],
+    ) else {
+        return false;
+    };
+    if attempt >= max {
+        return false;
+    }
+    let base = Duration::from_micros(interval_micros(&backoff).max(1) as u64);
+    let policy = crate::retry::Backoff {
+        base,
+        cap: base.max(Duration::from_secs(3600)),
+        jitter: crate::retry::Backoff::default().jitter,
+    };
+    let unit = unsafe { pg_sys::pg_prng_double(&raw mut pg_sys::pg_global_prng_state) };
+    let delay_us = policy
+        .delay_honouring(attempt.max(1) as u32, unit, retry_after)
+        .as_micros() as i64;
+    Spi::run_with_args(
+        "INSERT INTO pulse.job_run (job_id, job_name, owner, database, scheduled_for, status, trigger, attempt, kind)
+         SELECT j.job_id, j.job_name, j.owner::pg_catalog.oid, j.database,
+                pg_catalog.clock_timestamp() OPERATOR(pg_catalog.+) pg_catalog.make_interval(secs => $2::pg_catalog.float8 / 1000000),
+                'queued', 'retry', $3, CASE WHEN j.http IS NULL THEN 'sql' ELSE 'http' END
+           FROM pulse.job j WHERE j.job_id OPERATOR(pg_catalog.=) $1",
+        &[job_id.into(), delay_us.into(), (attempt + 1).into()],
+    )
+    .is_ok()
+}
+
+/// Writes a run's outcome (status, message, real start, finish, an HTTP run's response) and
+/// updates the job's statistics and alerts, in the current transaction: the one shared path of
+/// successes and failures, SQL and HTTP runs.
+pub(crate) fn finish_run(
+    o: &crate::health::api::Outcome,
+    response: Option<&str>,
+    executor_pid: Option<i32>,
+) -> Result<(), pgrx::spi::SpiError> {
+    Spi::connect_mut(|c| {
+        xact::with_plan(
+            c,
+            "UPDATE pulse.job_run SET status = $2, finished_at = pg_catalog.clock_timestamp(), message = $3,
+                    started_at = least($4, pg_catalog.clock_timestamp()), response = $5::pg_catalog.jsonb,
+                    executor_pid = coalesce($6, executor_pid)
+              WHERE run_id OPERATOR(pg_catalog.=) $1",
+            &[
+                PgOid::BuiltIn(PgBuiltInOids::INT8OID),
+                PgOid::BuiltIn(PgBuiltInOids::TEXTOID),
+                PgOid::BuiltIn(PgBuiltInOids::TEXTOID),
+                PgOid::BuiltIn(PgBuiltInOids::TIMESTAMPTZOID),
+                PgOid::BuiltIn(PgBuiltInOids::TEXTOID),
+                PgOid::BuiltIn(PgBuiltInOids::INT4OID),
+            ],
+            |c, stmt| {
+                c.update(
+                    stmt,
+                    None,
+                    &[
+                        o.run_id.into(),
+                        o.status.into(),
+                        o.message.into(),
+                        o.started_at.into(),
+                        response.into(),
+                        executor_pid.into(),
+                    ],
+                )
+                .map(|_| ())
+            },
+        )
+        .and_then(|r| r)
+    })?;
+    crate::health::api::record_outcome(o);
+    Ok(())
+}
+
