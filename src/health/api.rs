@@ -1,7 +1,7 @@
 //! The SQL side of health: statistics kept by the executors, alerts, retention, and the
 //! `pulse.scheduler_health()` / `pulse.scheduler_status()` functions.
 
-use super::{classify, verdict, AlertEvent, Facts, Health, Stats};
+use super::{classify, notify_payload, valid_channel, verdict, AlertEvent, Facts, Health, Stats};
 use crate::pgutil::{for_each_row, from_pg_ts, to_pg_ts};
 use crate::worker::xact;
 use pgrx::prelude::*;
@@ -41,7 +41,7 @@ pub fn record_outcome(o: &Outcome) {
             c,
             "SELECT s.hour_base, s.runs, s.failures, s.dur_ms, s.recent_at, s.recent_ms,
                     s.consecutive_failures, s.incident_open,
-                    coalesce(j.alert_after_failures, $2), coalesce(j.alert::text, $3), j.job_name, j.owner
+                    coalesce(j.alert_after_failures, $2), coalesce(j.alert::text, $3), j.job_name, j.owner::oid
                FROM pulse.job_stats s JOIN pulse.job j ON j.job_id = s.job_id
               WHERE s.job_id = $1 FOR UPDATE OF s",
             &[
@@ -98,7 +98,7 @@ pub fn record_outcome(o: &Outcome) {
             let _ = xact::with_plan(
                 c,
                 "INSERT INTO pulse.job_stats (job_id, owner)
-                 SELECT j.job_id, j.owner FROM pulse.job j WHERE j.job_id = $1
+                 SELECT j.job_id, j.owner::oid FROM pulse.job j WHERE j.job_id = $1
                  ON CONFLICT (job_id) DO NOTHING",
                 &[PgOid::BuiltIn(PgBuiltInOids::INT8OID)],
                 |c, stmt| c.update(stmt, None, &[o.job_id.into()]).map(|_| ()),
@@ -221,43 +221,111 @@ pub struct Alert<'a> {
     pub failures_24h: i64,
 }
 
-/// Sends an alert to a target (`{"notify": "channel"}`), at commit of the current transaction.
-/// A bad target is reported in the server log, never raised (the run's outcome must be kept).
+/// Sends an alert to a target (`{"notify": "channel", "webhook": request}`), at commit of the
+/// current transaction. The alert is a row in `pulse.alert` (readable by the job's owner only);
+/// its NOTIFY payload is just `{"alert_id": N}`, because any role may LISTEN on any channel (and
+/// pg_notify on it): the details are read from `pulse.alerts`, and an id not found there was not
+/// sent by pg_pulse. A webhook goes to the owner's own endpoint and carries the text.
+/// Problems are reported in the server log, never raised (the run's outcome must be kept).
 pub fn send_alert(c: &mut SpiClient<'_>, target: &str, a: &Alert) {
+    let t = match serde_json::from_str::<serde_json::Value>(target) {
+        Ok(t) => t,
+        Err(e) => {
+            warning!(
+                "pg_pulse: could not send an alert for job \"{}\": invalid alert target {target}: {e}",
+                a.job_name
+            );
+            return;
+        }
+    };
+    let channel = match t.get("notify") {
+        None => None,
+        Some(serde_json::Value::String(ch)) if valid_channel(ch) => Some(ch.as_str()),
+        Some(other) => {
+            warning!(
+                "pg_pulse: could not send an alert for job \"{}\": \"notify\" must be a channel name, not {other}",
+                a.job_name
+            );
+            None
+        }
+    };
+    let webhook = t.get("webhook").cloned();
+    if channel.is_none() && webhook.is_none() {
+        return; // '{}': alerts silenced
+    }
+    if let Some(id) = record_alert(c, a, channel) {
+        if let Some(ch) = channel {
+            let r = c.update(
+                "SELECT pg_catalog.pg_notify($1, $2)",
+                None,
+                &[ch.into(), notify_payload(id).into()],
+            );
+            if let Err(e) = r {
+                warning!(
+                    "pg_pulse: could not notify alert {id} for job \"{}\": {e}",
+                    a.job_name
+                );
+            }
+        }
+    }
+    if let Some(w) = webhook {
+        send_webhook(c, w, a);
+    }
+}
+
+/// Writes the alert's row in `pulse.alert` (in the current transaction); returns its id.
+/// `None` (and a warning) when the table is missing: the extension's SQL is older than this
+/// library (run ALTER EXTENSION pg_pulse UPDATE); nothing is notified then, since the details
+/// would have nowhere private to go.
+fn record_alert(c: &mut SpiClient<'_>, a: &Alert, channel: Option<&str>) -> Option<i64> {
+    let owner = a.owner?;
+    let present = c
+        .select(
+            "SELECT pg_catalog.to_regclass('pulse.alert') IS NOT NULL",
+            Some(1),
+            &[],
+        )
+        .ok()
+        .and_then(|t| t.first().get_one::<bool>().ok().flatten())
+        .unwrap_or(false);
+    if !present {
+        warning!(
+            "pg_pulse: alert \"{}\" for job \"{}\" not sent: table pulse.alert is missing (run ALTER EXTENSION pg_pulse UPDATE)",
+            a.event,
+            a.job_name
+        );
+        return None;
+    }
     let r = c.update(
-        "SELECT pg_catalog.pg_notify(t->>'notify', pg_catalog.json_build_object(
-                   'event', $2, 'job', $3, 'job_id', $4, 'owner', pg_catalog.pg_get_userbyid($5),
-                   'run_id', $6, 'status', $7, 'message', left($8, 2000),
-                   'consecutive_failures', $9, 'runs_24h', $10, 'failures_24h', $11,
-                   'at', now())::text)
-           FROM (SELECT $1::jsonb AS t) x
-          WHERE jsonb_typeof(t->'notify') = 'string'",
-        None,
+        "INSERT INTO pulse.alert (job_id, job_name, owner, event, run_id, status, message,
+                                  consecutive_failures, runs_24h, failures_24h, channel)
+         VALUES ($1, $2, $3, $4, $5, $6, left($7, 2000), $8, $9, $10, $11)
+         RETURNING alert_id",
+        Some(1),
         &[
-            target.into(),
-            a.event.into(),
-            a.job_name.into(),
             a.job_id.into(),
-            a.owner.into(),
+            a.job_name.into(),
+            owner.into(),
+            a.event.into(),
             a.run_id.into(),
             a.status.into(),
             a.message.into(),
             a.consecutive_failures.into(),
             a.runs_24h.into(),
             a.failures_24h.into(),
+            channel.into(),
         ],
     );
-    if let Err(e) = r {
-        warning!(
-            "pg_pulse: could not send an alert for job \"{}\": {e}",
-            a.job_name
-        );
-    }
-    let webhook = serde_json::from_str::<serde_json::Value>(target)
-        .ok()
-        .and_then(|t| t.get("webhook").cloned());
-    if let Some(w) = webhook {
-        send_webhook(c, w, a);
+    match r.map(|t| t.first().get_one::<i64>()) {
+        Ok(Ok(Some(id))) => Some(id),
+        Ok(Ok(None)) => None,
+        Ok(Err(e)) | Err(e) => {
+            warning!(
+                "pg_pulse: could not record an alert for job \"{}\": {e}",
+                a.job_name
+            );
+            None
+        }
     }
 }
 
@@ -325,7 +393,7 @@ pub fn alert_overdue() -> i64 {
                    SELECT job_id, min(scheduled_for) AS slot FROM pulse.job_run
                     WHERE status = 'queued' GROUP BY job_id),
                  late AS (
-                   SELECT j.job_id, j.job_name, j.owner, coalesce(j.alert::text, $2) AS target,
+                   SELECT j.job_id, j.job_name, j.owner::oid AS owner, coalesce(j.alert::text, $2) AS target,
                           least(CASE WHEN j.enabled THEN j.next_run_at END, q.slot) AS slot
                      FROM pulse.job j LEFT JOIN queued q ON q.job_id = j.job_id)
                  SELECT l.job_id, l.job_name, l.owner, l.target, l.slot FROM late l
@@ -388,12 +456,14 @@ pub fn alert_overdue() -> i64 {
     })
 }
 
-/// Scheduler: deletes up to `batch` run rows past their retention; returns how many.
+/// Scheduler: deletes up to `batch` run rows past their retention, and up to `batch` alerts
+/// older than pulse.run_retention_failed (alerts are about failures); returns the larger count,
+/// so the caller goes on while either filled its batch.
 pub fn prune_runs(batch: i64) -> i64 {
     let keep = crate::RUN_RETENTION.get() as i64;
     let keep_failed = crate::RUN_RETENTION_FAILED.get() as i64;
     Spi::connect_mut(|c| {
-        xact::with_plan(
+        let runs = xact::with_plan(
             c,
             "DELETE FROM pulse.job_run WHERE run_id IN (
                SELECT run_id FROM pulse.job_run
@@ -414,7 +484,39 @@ pub fn prune_runs(batch: i64) -> i64 {
                     .unwrap_or(0)
             },
         )
-        .unwrap_or(0)
+        .unwrap_or(0);
+        // (the library may be newer than the extension's SQL: no table yet, nothing to prune)
+        let alerts_present = c
+            .select(
+                "SELECT pg_catalog.to_regclass('pulse.alert') IS NOT NULL",
+                Some(1),
+                &[],
+            )
+            .ok()
+            .and_then(|t| t.first().get_one::<bool>().ok().flatten())
+            .unwrap_or(false);
+        let alerts = if alerts_present {
+            xact::with_plan(
+                c,
+                "DELETE FROM pulse.alert WHERE alert_id IN (
+                   SELECT alert_id FROM pulse.alert
+                    WHERE created_at < now() - $1 * interval '1 second'
+                    LIMIT $2)",
+                &[
+                    PgOid::BuiltIn(PgBuiltInOids::INT8OID),
+                    PgOid::BuiltIn(PgBuiltInOids::INT8OID),
+                ],
+                |c, stmt| {
+                    c.select(stmt, None, &[keep_failed.into(), batch.into()])
+                        .map(|t| t.len() as i64)
+                        .unwrap_or(0)
+                },
+            )
+            .unwrap_or(0)
+        } else {
+            0
+        };
+        runs.max(alerts)
     })
 }
 

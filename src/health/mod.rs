@@ -285,6 +285,18 @@ pub fn verdict(
     }
 }
 
+/// A NOTIFY channel name pg_notify accepts: not empty, at most 63 bytes.
+pub fn valid_channel(ch: &str) -> bool {
+    !ch.is_empty() && ch.len() < 64
+}
+
+/// The whole NOTIFY payload of an alert: its id in `pulse.alert`, nothing else. Every role may
+/// LISTEN on any channel, so the payload carries nothing private; every role may also pg_notify
+/// on it, so a listener reads the alert from `pulse.alerts` (an id not found there is forged).
+pub fn notify_payload(alert_id: i64) -> String {
+    format!("{{\"alert_id\": {alert_id}}}")
+}
+
 #[cfg(test)]
 mod tests;
 

@@ -223,3 +223,20 @@ proptest! {
         prop_assert_eq!(open, s.incident_open);
     }
 }
+
+#[test]
+fn a_notify_payload_is_the_alert_id_alone() {
+    assert_eq!(notify_payload(17), r#"{"alert_id": 17}"#);
+    assert_eq!(
+        notify_payload(i64::MAX),
+        r#"{"alert_id": 9223372036854775807}"#
+    );
+}
+
+#[test]
+fn channel_names_pg_notify_accepts() {
+    assert!(valid_channel("pulse_alerts"));
+    assert!(valid_channel(&"x".repeat(63)));
+    assert!(!valid_channel(&"x".repeat(64)));
+    assert!(!valid_channel(""));
+}
