@@ -27,6 +27,8 @@ pub struct Outcome<'a> {
     pub message: Option<&'a str>,
     pub started_at: TimestampWithTimeZone,
     pub duration_ms: f64,
+    /// When the run ended, if it is known better than "now" (an executor's report).
+    pub finished_at: Option<TimestampWithTimeZone>,
 }
 
 /// Called by the executor inside the transaction that records a run's outcome: updates the job's

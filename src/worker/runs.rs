@@ -52,7 +52,7 @@ pub(crate) fn finish_run(
     Spi::connect_mut(|c| {
         xact::with_plan(
             c,
-            "UPDATE pulse.job_run SET status = $2, finished_at = pg_catalog.clock_timestamp(), message = $3,
+            "UPDATE pulse.job_run SET status = $2, finished_at = coalesce($7, pg_catalog.clock_timestamp()), message = $3,
                     started_at = least($4, pg_catalog.clock_timestamp()), response = $5::pg_catalog.jsonb,
                     executor_pid = coalesce($6, executor_pid)
               WHERE run_id OPERATOR(pg_catalog.=) $1",
@@ -63,6 +63,7 @@ pub(crate) fn finish_run(
                 PgOid::BuiltIn(PgBuiltInOids::TIMESTAMPTZOID),
                 PgOid::BuiltIn(PgBuiltInOids::TEXTOID),
                 PgOid::BuiltIn(PgBuiltInOids::INT4OID),
+                PgOid::BuiltIn(PgBuiltInOids::TIMESTAMPTZOID),
             ],
             |c, stmt| {
                 c.update(
@@ -75,6 +76,7 @@ pub(crate) fn finish_run(
                         o.started_at.into(),
                         response.into(),
                         executor_pid.into(),
+                        o.finished_at.into(),
                     ],
                 )
                 .map(|_| ())

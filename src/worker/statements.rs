@@ -232,12 +232,12 @@ unsafe fn run_in(
                 }
                 disable_timeout(STATEMENT_TIMEOUT, false);
                 if last && pg_sys::IsTransactionBlock() {
+                    at.set(None);
                     // BEGIN without COMMIT: psql would leave it open until the session ends
                     pgrx::ereport!(
                         PgLogLevel::ERROR,
                         PgSqlErrorCode::ERRCODE_INVALID_TRANSACTION_TERMINATION,
-                        "the command ended inside a transaction block (BEGIN without COMMIT), so it was rolled back",
-                        "End the command with COMMIT, or remove the BEGIN."
+                        "the command ended inside a transaction block (BEGIN without COMMIT), so it was rolled back; end it with COMMIT"
                     );
                 }
                 pg_sys::CommitTransactionCommand();
