@@ -78,9 +78,9 @@ fn another_roles_listener_learns_nothing_from_an_alert() {
     let seen_by_bob = notifications_until(&mut b, 60, "the notification of alice's alert", |p| {
         p == expected
     });
-    // (other suites' alerts may arrive too: none of them may carry anything either)
+    // (other tests' alerts, and their forged notifications, may arrive too: none may carry
+    // this job's name, its owner's name or its error text)
     for p in seen_by_bob.iter().chain(&seen_by_alice) {
-        assert!(alert_id_of(p).is_some(), "not just an alert id: {p}");
         for secret in [&job, &alice, &marker] {
             assert!(!p.contains(secret.as_str()), "{secret} leaked in {p}");
         }
