@@ -856,11 +856,17 @@ fn per_job_alert_settings() {
         it.next().unwrap()
     };
     let msg = got.expect("an alert on the job's own channel");
-    assert!(
-        msg.payload().contains("\"event\" : \"incident\""),
-        "{}",
-        msg.payload()
-    );
+    // the payload is the alert's id; the alert is in pulse.alerts
+    let id = alert_id_of(msg.payload()).unwrap_or_else(|| panic!("{}", msg.payload()));
+    let a = c
+        .query_one(
+            "SELECT event, job_name, channel FROM pulse.alerts WHERE alert_id = $1",
+            &[&id],
+        )
+        .unwrap();
+    assert_eq!(a.get::<_, String>(0), "incident");
+    assert_eq!(a.get::<_, String>(1), job);
+    assert_eq!(a.get::<_, Option<String>>(2), Some(channel.clone()));
     let row = c
         .query_one(
             "SELECT alert_after_failures, alert->>'notify' FROM pulse.jobs WHERE job_name = $1",

@@ -79,11 +79,85 @@ pub fn new_role(admin: &mut Client, prefix: &str) -> String {
 /// `new_role` (DROP OWNED revokes its USAGE on schema pulse: the same catalog row).
 pub fn drop_role(admin: &mut Client, role: &str) {
     admin
-        .batch_execute(&format!(
-            "BEGIN; SELECT pg_advisory_xact_lock(74000001);
-             DROP OWNED BY {role}; DROP ROLE {role}; COMMIT;"
-        ))
+        .batch_execute(&drop_role_sql(role))
         .expect("drop role");
+}
+
+/// The SQL of `drop_role` (for a `Cleanup`).
+pub fn drop_role_sql(role: &str) -> String {
+    format!(
+        "BEGIN; SELECT pg_advisory_xact_lock(74000001);
+         DROP OWNED BY {role}; DROP ROLE {role}; COMMIT;"
+    )
+}
+
+/// Runs its SQL scripts as a superuser, in order, when dropped: at the end of a test and also
+/// when it panics, so a failed test leaves no jobs or roles behind. Errors are ignored (a
+/// script may find nothing to clean up).
+pub struct Cleanup(pub Vec<String>);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let Ok(mut c) = Client::connect(
+            &format!(
+                "host=127.0.0.1 port={} user=postgres dbname=postgres",
+                port()
+            ),
+            NoTls,
+        ) else {
+            return;
+        };
+        for sql in &self.0 {
+            if c.batch_execute(sql).is_err() {
+                let _ = c.batch_execute("ROLLBACK; RESET ROLE");
+            }
+        }
+    }
+}
+
+/// The SQL that removes `role`'s job `job` (through pulse.unschedule_job, as the role).
+pub fn unschedule_as_sql(role: &str, job: &str) -> String {
+    format!(
+        "SET ROLE {role}; SELECT pulse.unschedule_job('{}'); RESET ROLE;",
+        job.replace('\'', "''")
+    )
+}
+
+/// The alert id of a pg_pulse alert notification (`{"alert_id": N}`); None for any other payload.
+pub fn alert_id_of(payload: &str) -> Option<i64> {
+    payload
+        .strip_prefix("{\"alert_id\": ")?
+        .strip_suffix('}')?
+        .parse()
+        .ok()
+}
+
+/// Collects the payloads of the notifications `c` receives (it must LISTEN already) until one
+/// satisfies `done`, or panics after `secs` seconds with `what` and what it received.
+pub fn notifications_until(
+    c: &mut Client,
+    secs: u64,
+    what: &str,
+    mut done: impl FnMut(&str) -> bool,
+) -> Vec<String> {
+    use postgres::fallible_iterator::FallibleIterator;
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let mut seen = Vec::new();
+    loop {
+        {
+            let mut n = c.notifications();
+            let mut it = n.timeout_iter(Duration::from_millis(200));
+            while let Ok(Some(msg)) = it.next() {
+                seen.push(msg.payload().to_string());
+                if done(msg.payload()) {
+                    return seen;
+                }
+            }
+        }
+        if Instant::now() > deadline {
+            panic!("timed out after {secs}s waiting for: {what}; received {seen:?}");
+        }
+    }
 }
 
 /// Poll `f` until it returns Some, or panic after `secs` seconds with `what`.
