@@ -898,9 +898,7 @@ fn cancel_run(run_id: Option<i64>) -> bool {
                 false
             }
             "running" => {
-                if let Some(pid) = pid {
-                    crate::worker::cancel_executor_run(pid, run_id);
-                }
+                crate::worker::cancel_executor_run(pid.unwrap_or(0), run_id);
                 true
             }
             _ => false,

@@ -53,6 +53,8 @@ pub struct Pool {
     handles: Vec<Option<DynamicBackgroundWorker>>,
     segments: HashMap<i64, Segment>,
     settled: Vec<Settled>,
+    /// runs handed to an executor before its process was known: (run, pid) to record
+    pids: Vec<(i64, i32)>,
     handouts: Vec<Handout>,
     /// slots reserved by the last claim, with their database and role
     reserve: Vec<(usize, u32, u32)>,
@@ -67,6 +69,7 @@ impl Pool {
             handles: (0..MAX_EXECUTORS).map(|_| None).collect(),
             segments: HashMap::new(),
             settled: Vec::new(),
+            pids: Vec::new(),
             handouts: Vec::new(),
             reserve: Vec::new(),
             retire: Vec::new(),
@@ -120,6 +123,10 @@ impl Pool {
             });
             let gone = slot.exited || stopped;
             for e in slot.queue.iter_mut() {
+                if slot.pid != 0 && !e.pid_recorded && matches!(e.phase, Phase::Assigned | Phase::Taken) {
+                    e.pid_recorded = true;
+                    self.pids.push((e.run_id, slot.pid));
+                }
                 let settled = match e.phase {
                     Phase::Empty => continue,
                     Phase::Done => {
@@ -270,6 +277,17 @@ impl Pool {
                 Settled::Requeue(run_id) => requeue.push(run_id),
             }
         }
+        let pids = std::mem::take(&mut self.pids);
+        if !pids.is_empty() {
+            let (ids, pids): (Vec<i64>, Vec<i32>) = pids.into_iter().unzip();
+            Spi::run_with_args(
+                "UPDATE pulse.job_run r SET executor_pid = u.pid
+                   FROM unnest($1::int8[], $2::int4[]) AS u(id, pid)
+                  WHERE r.run_id = u.id AND r.status = 'running'",
+                &[ids.into(), pids.into()],
+            )
+            .unwrap_or_else(|e| pgrx::error!("could not record executors: {e}"));
+        }
         if !requeue.is_empty() {
             Spi::run_with_args(
                 "UPDATE pulse.job_run SET status = 'queued', started_at = NULL, executor_pid = NULL
@@ -399,6 +417,7 @@ impl Pool {
                             handle: seg.handle(),
                             run_id,
                             cancel: false,
+                            pid_recorded: s.pid != 0,
                         };
                         self.segments.insert(run_id, seg);
                         if s.pid != 0 {
@@ -665,6 +684,11 @@ fn record(
     duration_ms: f64,
     pid: Option<i32>,
 ) {
+    // an executor's report says when the run ended; recording comes a little later
+    let finished_at = pid.and_then(|_| {
+        TimestampWithTimeZone::try_from(started_at.into_inner() + (duration_ms * 1000.0) as i64)
+            .ok()
+    });
     let r = finish_run(
         &crate::health::api::Outcome {
             job_id,
@@ -673,6 +697,7 @@ fn record(
             message: Some(message),
             started_at,
             duration_ms,
+            finished_at,
         },
         None,
         pid,

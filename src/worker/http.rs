@@ -889,6 +889,7 @@ fn record_in_xact(done: &[(InFlight, Reply)]) -> Result<bool, pgrx::spi::SpiErro
                         message: Some(&message),
                         started_at: to_pg_ts(started),
                         duration_ms: reply.total.as_secs_f64() * 1000.0,
+                        finished_at: None,
                     },
                     Some(&Value::Object(response).to_string()),
                     None,

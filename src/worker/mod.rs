@@ -152,6 +152,8 @@ pub struct Entry {
     pub run_id: i64,
     /// `pulse.cancel_run` asked to cancel this run (before or while it runs).
     pub cancel: bool,
+    /// The run row names this entry's executor (`executor_pid`).
+    pub pid_recorded: bool,
 }
 
 /// One executor: a session of one role in one database, serving only that role's runs there.

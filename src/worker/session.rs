@@ -79,7 +79,6 @@ pub extern "C-unwind" fn pulse_executor_main(arg: pg_sys::Datum) {
     set_latch_of(SHARED.share().scheduler_pid);
 
     let mut idle_since = Instant::now();
-    let mut runs = 0u64;
     loop {
         pgrx::check_for_interrupts!();
         unsafe {
@@ -91,10 +90,6 @@ pub extern "C-unwind" fn pulse_executor_main(arg: pg_sys::Datum) {
         }
         match take(slot) {
             Take::Run(seq, handle, cancelled) => {
-                if runs > 0 {
-                    reset_session();
-                }
-                runs += 1;
                 execute(slot, seq, handle, cancelled);
                 idle_since = Instant::now();
                 continue;
@@ -163,7 +158,11 @@ fn execute(slot: usize, seq: u32, handle: u32, cancelled_before: bool) {
                     message: "cancelled by pulse.cancel_run".into(),
                 }
             } else {
-                run(slot, order)
+                let report = run(slot, order);
+                // the session is clean before the run counts as finished (no lock, cursor or
+                // temporary table of it outlives it, even while this executor idles)
+                reset_session();
+                report
             };
             seg.report(&report);
             seg.detach();
@@ -242,7 +241,10 @@ fn run(slot: usize, order: Order) -> Report {
             let ended = if f.failure.sqlstate == PgSqlErrorCode::ERRCODE_QUERY_CANCELED {
                 if cancelled {
                     Ended::Cancelled
-                } else if deadline.is_some_and(|d| Instant::now() >= d) {
+                } else if deadline
+                    .is_some_and(|d| Instant::now() + Duration::from_millis(2) >= d)
+                {
+                    // (the timer has millisecond resolution)
                     Ended::TimedOut
                 } else {
                     Ended::Failed
@@ -266,7 +268,7 @@ fn run(slot: usize, order: Order) -> Report {
     }
 }
 
-/// Between two runs: what `DISCARD ALL` does (the session authorization, settings, prepared
+/// After each run: what `DISCARD ALL` does (the session authorization, settings, prepared
 /// statements, cursors, temporary tables, LISTEN, advisory locks, sequence state, cached plans).
 fn reset_session() {
     if let Err(f) = super::statements::run("DISCARD ALL", None) {
