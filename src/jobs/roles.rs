@@ -209,10 +209,10 @@ fn catalog_error(what: &str, e: pgrx::spi::SpiError) -> ! {
 fn reassign(from: &[Role], to: &Role) {
     for r in from {
         let clash = Spi::get_one_with_args::<String>(
-            "SELECT j.job_name FROM pulse.job j
-              WHERE j.owner::oid = $1
-                AND EXISTS (SELECT 1 FROM pulse.job k WHERE k.owner::oid = $2 AND k.job_name = j.job_name)
-              ORDER BY 1 LIMIT 1",
+            "SELECT (SELECT j.job_name FROM pulse.job j
+                      WHERE j.owner::oid = $1
+                        AND EXISTS (SELECT 1 FROM pulse.job k WHERE k.owner::oid = $2 AND k.job_name = j.job_name)
+                      ORDER BY 1 LIMIT 1)",
             &[r.oid.into(), to.oid.into()],
         )
         .unwrap_or_else(|e| catalog_error("read its jobs", e));
@@ -232,10 +232,10 @@ fn reassign(from: &[Role], to: &Role) {
             );
         }
         let clash = Spi::get_one_with_args::<String>(
-            "SELECT s.name FROM pulse.secret s
-              WHERE s.owner = $1
-                AND EXISTS (SELECT 1 FROM pulse.secret t WHERE t.owner = $2 AND t.name = s.name)
-              ORDER BY 1 LIMIT 1",
+            "SELECT (SELECT s.name FROM pulse.secret s
+                      WHERE s.owner = $1
+                        AND EXISTS (SELECT 1 FROM pulse.secret t WHERE t.owner = $2 AND t.name = s.name)
+                      ORDER BY 1 LIMIT 1)",
             &[r.oid.into(), to.oid.into()],
         )
         .unwrap_or_else(|e| catalog_error("read its secrets", e));
