@@ -394,12 +394,22 @@ fn reassign_owned_moves_jobs_and_secrets_and_others_cannot_touch_them() {
     wait_run_final(&mut f, run);
 
     // other roles may not move or drop them: PostgreSQL's own privilege checks come first
+    // (the hostile role owns a job of the same name and from owns jobs: were pg_pulse's checks
+    // first, these would fail with 42710 and 2BP01 instead)
     let mut h = connect_as(&hostile);
+    h.query_one(
+        "SELECT pulse.schedule_job($1, '@yearly', 'SELECT 1')",
+        &[&same],
+    )
+    .unwrap();
     expect_error(
         h.batch_execute(&format!("REASSIGN OWNED BY {from} TO {hostile}")),
         "42501",
     );
     expect_error(h.batch_execute(&format!("DROP OWNED BY {from}")), "42501");
+    expect_error(h.batch_execute(&format!("DROP ROLE {from}")), "42501");
+    h.query_one("SELECT pulse.unschedule_job($1)", &[&same])
+        .unwrap();
     drop(h);
     let count_owned = |a: &mut Client, role: &str| -> i64 {
         a.query_one(
@@ -506,4 +516,51 @@ fn renamed_owner_keeps_its_jobs() {
         .query_one("SELECT pulse.unschedule_job($1)", &[&job])
         .unwrap()
         .get::<_, bool>(0));
+}
+
+#[test]
+fn reassign_owned_to_a_role_that_cannot_log_in_warns() {
+    let mut a = admin();
+    let from = new_role(&mut a, "from_nl");
+    let to = new_role(&mut a, "to_nl");
+    let _roles = Roles(vec![from.clone(), to.clone()]);
+    let job = unique("to_nologin");
+    let mut f = connect_as(&from);
+    f.query_one(
+        "SELECT pulse.schedule_job($1, '@yearly', 'SELECT 1')",
+        &[&job],
+    )
+    .unwrap();
+    drop(f);
+    a.batch_execute(&format!("ALTER ROLE {to} NOLOGIN"))
+        .unwrap();
+    let notices = std::sync::Arc::new(std::sync::Mutex::new(Vec::<(String, String)>::new()));
+    let seen = notices.clone();
+    let mut w = postgres::Config::new()
+        .host("127.0.0.1")
+        .port(port())
+        .user("postgres")
+        .dbname("postgres")
+        .notice_callback(move |n| {
+            seen.lock().unwrap().push((
+                n.message().to_string(),
+                n.hint().unwrap_or_default().to_string(),
+            ))
+        })
+        .connect(postgres::NoTls)
+        .unwrap();
+    w.batch_execute(&format!("REASSIGN OWNED BY {from} TO {to}"))
+        .unwrap();
+    let notices = notices.lock().unwrap().clone();
+    assert!(
+        notices.iter().any(|(m, h)| m.contains(&to)
+            && m.contains("cannot log in")
+            && h.contains(&format!("ALTER ROLE {to} LOGIN"))),
+        "{notices:?}"
+    );
+    let owner: String = a
+        .query_one("SELECT owner FROM pulse.jobs WHERE job_name = $1", &[&job])
+        .unwrap()
+        .get(0);
+    assert_eq!(owner, to, "the job moved all the same");
 }

@@ -13,8 +13,9 @@
 
 use crate::owners;
 use crate::pgutil::{self, privileged, raise};
+use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
-use pgrx::{pg_sys, PgSqlErrorCode};
+use pgrx::{pg_sys, PgLogLevel, PgSqlErrorCode};
 use std::ffi::c_char;
 
 static mut PREV_HOOK: pg_sys::ProcessUtility_hook_type = None;
@@ -207,6 +208,7 @@ fn catalog_error(what: &str, e: pgrx::spi::SpiError) -> ! {
 
 /// REASSIGN OWNED BY from TO to: jobs (with their statistics and runs) and secrets follow.
 fn reassign(from: &[Role], to: &Role) {
+    let mut moved = 0i64;
     for r in from {
         let clash = Spi::get_one_with_args::<String>(
             "SELECT (SELECT j.job_name FROM pulse.job j
@@ -249,7 +251,8 @@ fn reassign(from: &[Role], to: &Role) {
                 "Drop one of the two first, as its owner (SELECT pulse.drop_secret(name)), then repeat REASSIGN OWNED.",
             );
         }
-        Spi::run_with_args(
+        // (data-modifying WITH queries run whether or not they are referenced)
+        moved += Spi::get_one_with_args::<i64>(
             "WITH moved AS (
                  UPDATE pulse.job SET owner = $2::pg_catalog.regrole, updated_at = now()
                   WHERE owner::oid = $1 RETURNING job_id),
@@ -257,11 +260,36 @@ fn reassign(from: &[Role], to: &Role) {
                  UPDATE pulse.job_stats SET owner = $2 WHERE job_id IN (SELECT job_id FROM moved)),
              runs AS (
                  UPDATE pulse.job_run SET owner = $2
-                  WHERE owner = $1 AND job_id IN (SELECT job_id FROM moved))
-             UPDATE pulse.secret SET owner = $2, updated_at = now() WHERE owner = $1",
+                  WHERE owner = $1 AND job_id IN (SELECT job_id FROM moved)),
+             secrets AS (
+                 UPDATE pulse.secret SET owner = $2, updated_at = now() WHERE owner = $1)
+             SELECT count(*) FROM moved",
             &[r.oid.into(), to.oid.into()],
         )
-        .unwrap_or_else(|e| catalog_error("reassign jobs and secrets", e));
+        .unwrap_or_else(|e| catalog_error("reassign jobs and secrets", e))
+        .unwrap_or(0);
+    }
+    let can_login = Spi::get_one_with_args::<bool>(
+        "SELECT (SELECT r.rolcanlogin FROM pg_catalog.pg_roles r WHERE r.oid = $1)",
+        &[to.oid.into()],
+    )
+    .ok()
+    .flatten()
+    .unwrap_or(true);
+    if moved > 0 && !can_login {
+        ErrorReport::new(
+            PgSqlErrorCode::ERRCODE_WARNING,
+            format!(
+                "role \"{}\" now owns {moved} pg_pulse job(s) but cannot log in: they will not run",
+                to.name
+            ),
+            "pg_pulse",
+        )
+        .set_hint(format!(
+            "Jobs run in a session of their owner: ALTER ROLE {} LOGIN;",
+            quote_ident(&to.name)
+        ))
+        .report(PgLogLevel::WARNING);
     }
     wake();
 }
