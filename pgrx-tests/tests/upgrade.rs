@@ -265,6 +265,16 @@ fn upgrade_from_0_1_0_keeps_every_row_and_matches_a_fresh_install() {
         nulls, 0,
         "existing jobs and runs stay in pg_pulse's database"
     );
+    // the re-created functions are bound to 0.2.0's entry points (14 arguments): here, outside
+    // pulse.database_name, they answer that jobs are managed in that database
+    let (msg, _) = expect_error(
+        o.query_one(
+            "SELECT pulse.schedule_job('x', '@daily', 'SELECT 1', database => 'postgres')",
+            &[],
+        ),
+        "55000",
+    );
+    assert!(msg.contains("only in database"), "{msg}");
     drop(o);
 
     fresh
@@ -284,7 +294,9 @@ fn upgrade_from_0_1_0_keeps_every_row_and_matches_a_fresh_install() {
 }
 
 /// A second cluster started by the test (scripts/pgctl.sh: initdb, pg_pulse preloaded), stopped
-/// and removed when the test ends, also when it fails.
+/// and removed when the test ends, also when it fails. Port `PULSE_TEST_PORT2` (default: the
+/// test server's port + 2, so 5436 next to make's 5434 and bench's 5435), data directory
+/// `PULSE_TEST_PGDATA2` (default: the test server's with `_restore` appended).
 struct Cluster {
     dir: String,
     port: u16,
@@ -295,7 +307,7 @@ impl Cluster {
         let port = std::env::var("PULSE_TEST_PORT2")
             .ok()
             .and_then(|p| p.parse().ok())
-            .unwrap_or(port() + 1);
+            .unwrap_or(port() + 2);
         let dir =
             std::env::var("PULSE_TEST_PGDATA2").unwrap_or_else(|_| format!("{}_restore", pgdata()));
         pgctl(&["stop", &dir]);
