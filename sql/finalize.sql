@@ -1,14 +1,14 @@
 -- Documentation of every SQL function, and a wake-up for the scheduler once the catalog exists.
-COMMENT ON FUNCTION pulse.schedule_job(text, text, text, text, boolean, interval, text, text, integer, jsonb, integer, interval, jsonb) IS
-'Creates a recurring job, or updates your job of that name in place (same id, history kept): schedule_job(job_name, schedule, command, timezone, enabled, timeout, overlap, comment, alert_after_failures, alert, max_attempts, retry_backoff, http). A job runs SQL (command) or sends an HTTP request (http => pulse.http_request(...)). Returns the job id. Safe to repeat in migrations.';
-COMMENT ON FUNCTION pulse.schedule_once(text, timestamptz, text, boolean, interval, text, integer, jsonb, integer, interval, jsonb) IS
-'Creates or updates a one-shot job that runs once at run_at (at once if run_at has passed): SQL (command) or an HTTP request (http). Returns the job id.';
+COMMENT ON FUNCTION pulse.schedule_job(text, text, text, text, boolean, interval, text, text, integer, jsonb, integer, interval, jsonb, text) IS
+'Creates a recurring job, or updates your job of that name in place (same id, history kept): schedule_job(job_name, schedule, command, timezone, enabled, timeout, overlap, comment, alert_after_failures, alert, max_attempts, retry_backoff, http, database). A job runs SQL (command) or sends an HTTP request (http => pulse.http_request(...)), as you, in a session of yours (you need LOGIN), in database (default: this one; you need CONNECT there). Returns the job id. Safe to repeat in migrations.';
+COMMENT ON FUNCTION pulse.schedule_once(text, timestamptz, text, boolean, interval, text, integer, jsonb, integer, interval, jsonb, text) IS
+'Creates or updates a one-shot job that runs once at run_at (at once if run_at has passed): SQL (command) or an HTTP request (http), in database (default: this one). Returns the job id.';
 COMMENT ON FUNCTION pulse.unschedule_job(text) IS
 'Removes a job; its run history stays in pulse.job_runs. Returns false (with a NOTICE) if there was no such job.';
 COMMENT ON FUNCTION pulse.toggle_job(text, boolean) IS
 'Pauses (false) or resumes (true) a job, keeping its definition and history. Returns the new state.';
-COMMENT ON FUNCTION pulse.alter_job(text, text, text, text, boolean, interval, text, text, text, timestamptz, integer, jsonb, integer, interval, jsonb) IS
-'Changes any field of a job; NULL leaves a field unchanged; command => makes it a SQL job, http => an HTTP job. new_name renames, timeout => ''0'' removes the timeout, comment => '''' clears the comment, alert_after_failures => 0 and alert => ''null'' return to the defaults. Returns the job id.';
+COMMENT ON FUNCTION pulse.alter_job(text, text, text, text, boolean, interval, text, text, text, timestamptz, integer, jsonb, integer, interval, jsonb, text) IS
+'Changes any field of a job; NULL leaves a field unchanged; command => makes it a SQL job, http => an HTTP job. new_name renames, timeout => ''0'' removes the timeout, comment => '''' clears the comment, alert_after_failures => 0 and alert => ''null'' return to the defaults, database => ''x'' moves it to database x and database => '''' back to this one. Returns the job id.';
 COMMENT ON FUNCTION pulse.run_job(text) IS
 'Runs a job now, out of schedule (paused jobs too), and returns the run id: the replacement for hand-written trigger_*() helpers.';
 COMMENT ON FUNCTION pulse.cancel_run(bigint) IS

@@ -6,7 +6,6 @@ CREATE TABLE pulse.job (
     job_id       bigserial PRIMARY KEY,
     job_name     text        NOT NULL CHECK (job_name <> '' AND length(job_name) <= 200),
     owner        regrole     NOT NULL,       -- by OID (survives RENAME), dumped and restored by name
-    database     name,                       -- where the job runs; NULL: this database
     schedule     text,                       -- NULL for a one-shot job
     run_at       timestamptz,                -- the instant of a one-shot job
     timezone     text        NOT NULL DEFAULT 'UTC',
@@ -23,6 +22,8 @@ CREATE TABLE pulse.job (
     retry_backoff interval   NOT NULL DEFAULT '10 seconds' CHECK (retry_backoff > '0'),
     created_at   timestamptz NOT NULL DEFAULT now(),
     updated_at   timestamptz NOT NULL DEFAULT now(),
+    -- new columns go last, so that an upgraded installation has the columns of a fresh one
+    database     name,                       -- where the job runs; NULL: this database (pulse.database_name)
     CONSTRAINT job_schedule_or_run_at CHECK ((schedule IS NULL) <> (run_at IS NULL)),
     CONSTRAINT job_command_or_http CHECK ((command IS NULL) <> (http IS NULL)),
     CONSTRAINT job_name_per_owner UNIQUE (owner, job_name)
@@ -35,7 +36,6 @@ CREATE TABLE pulse.job_run (
     job_id        bigint      NOT NULL,
     job_name      text        NOT NULL,      -- the job's name when the run was created
     owner         oid         NOT NULL,
-    database      name,                      -- where the run ran; NULL: this database
     scheduled_for timestamptz NOT NULL,
     created_at    timestamptz NOT NULL DEFAULT clock_timestamp(),
     started_at    timestamptz,
@@ -47,7 +47,8 @@ CREATE TABLE pulse.job_run (
     message       text,
     executor_pid  integer,
     kind          text        NOT NULL DEFAULT 'sql' CHECK (kind IN ('sql', 'http')), -- who runs it
-    response      jsonb       -- HTTP runs: status_code, headers, body, body_truncated, timings
+    response      jsonb,      -- HTTP runs: status_code, headers, body, body_truncated, timings
+    database      name        -- where the run ran, copied from its job; NULL: this database
 );
 -- "latest runs of job X"
 CREATE INDEX job_run_job_idx ON pulse.job_run (job_id, run_id DESC);
@@ -117,7 +118,8 @@ SELECT j.job_id,
        j.max_attempts,
        j.retry_backoff,
        j.created_at,
-       j.updated_at
+       j.updated_at,
+       coalesce(j.database, pg_catalog.current_database())::text AS database
   FROM pulse.job j
   LEFT JOIN pulse.job_stats s ON s.job_id = j.job_id;
 
@@ -137,7 +139,8 @@ SELECT r.run_id,
        r.created_at,
        r.executor_pid,
        r.kind,
-       r.response
+       r.response,
+       coalesce(r.database, pg_catalog.current_database())::text AS database
   FROM pulse.job_run r;
 
 GRANT SELECT ON pulse.jobs, pulse.job_runs TO PUBLIC;
@@ -145,8 +148,11 @@ GRANT SELECT ON pulse.jobs, pulse.job_runs TO PUBLIC;
 COMMENT ON TABLE pulse.job IS 'pg_pulse jobs (read pulse.jobs; change them with pulse.schedule_job, pulse.alter_job, pulse.toggle_job, pulse.unschedule_job)';
 COMMENT ON TABLE pulse.job_stats IS 'Rolling 24-hour statistics and the last finished run of each job (read pulse.scheduler_health())';
 COMMENT ON TABLE pulse.job_run IS 'pg_pulse run history, one row per run (read pulse.job_runs)';
-COMMENT ON VIEW pulse.jobs IS 'Jobs you own (all jobs for superusers), with the next run and the last run''s status';
-COMMENT ON VIEW pulse.job_runs IS 'Runs of the jobs you own (all for superusers): queued, running, succeeded, failed, timed_out, skipped, cancelled';
+COMMENT ON VIEW pulse.jobs IS 'Jobs you own (all jobs for superusers), with the next run, the last run''s status and the database each job runs in';
+COMMENT ON VIEW pulse.job_runs IS 'Runs of the jobs you own (all for superusers): queued, running, succeeded, failed, timed_out, skipped, cancelled; database: where each ran';
+COMMENT ON COLUMN pulse.job.owner IS 'The role the job runs as (regrole: kept by OID so a RENAME follows, dumped and restored by name)';
+COMMENT ON COLUMN pulse.job.database IS 'The database the job runs in, connected as its owner; NULL: the database pg_pulse lives in (pulse.database_name)';
+COMMENT ON COLUMN pulse.job_run.database IS 'The database the run ran in (copied from its job); NULL: the database pg_pulse lives in';
 
 -- Alerts: one row per alert pg_pulse sends (incident, recovered, overdue), written in the
 -- transaction that decides it. A NOTIFY channel is readable by every role that LISTENs on it and

@@ -7,16 +7,20 @@
 //! * [`retry`]: exponential backoff with jitter and a cap, retry or dead-letter decisions;
 //! * [`health`]: rolling 24-hour job statistics, health classification, alert transitions;
 //! * [`http::template`], [`http::policy`]: request templates and the outbound address policy;
-//! * [`queue::spec`]: what makes a table a queue, and the claim/complete/fail statements.
+//! * [`queue::spec`]: what makes a table a queue, and the claim/complete/fail statements;
+//! * [`owners`]: what `database =>` means, and the messages about roles that own jobs.
 //!
 //! PostgreSQL shell (feature `pg`, thin, calls the core):
 //! * `gucs` (here): every `pulse.*` setting, registered in `_PG_init`;
 //! * `pgutil`: errors with SQLSTATE and HINT, time conversions, running as the extension owner;
 //! * `jobs`: the SQL API (`pulse.schedule_job`, `pulse.toggle_job`, `pulse.next_runs`, ...);
+//!   `jobs::roles`: the utility hook that makes DROP ROLE, REASSIGN OWNED and DROP OWNED
+//!   see jobs and secrets;
 //! * `queue::api`: `pulse.make_queue`, `pulse.claim_batch`, `pulse.complete`, `pulse.fail`, ...;
 //! * `worker`: shared memory, the scheduler background worker and its pool of executors.
 pub mod health;
 pub mod http;
+pub mod owners;
 pub mod queue;
 pub mod retry;
 pub mod schedule;
@@ -302,6 +306,8 @@ mod shell {
         unsafe {
             pg_sys::MarkGUCPrefixReserved(c"pulse".as_ptr());
         }
+        // DROP ROLE, REASSIGN OWNED and DROP OWNED follow jobs and secrets in this database
+        crate::jobs::roles::install();
         if preloading {
             PRELOADED.store(true, Ordering::Relaxed);
             crate::worker::init_shared_memory();

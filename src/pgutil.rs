@@ -60,6 +60,17 @@ pub fn outer_is_superuser() -> bool {
     unsafe { pg_sys::superuser_arg(current_user_oid_outer()) }
 }
 
+/// A role's name, or its OID in digits if there is no such role.
+pub fn role_name(oid: pg_sys::Oid) -> String {
+    unsafe {
+        let p = pg_sys::GetUserNameFromId(oid, true);
+        if p.is_null() {
+            return oid.to_u32().to_string();
+        }
+        std::ffi::CStr::from_ptr(p).to_string_lossy().into_owned()
+    }
+}
+
 pub fn current_database_name() -> String {
     unsafe {
         let p = pg_sys::get_database_name(pg_sys::MyDatabaseId);

@@ -39,9 +39,9 @@ pub fn run(port: u16) {
     .unwrap();
     let t = Instant::now();
     c.batch_execute(&format!(
-        "INSERT INTO pulse.job_run (job_id, job_name, owner, scheduled_for, created_at, started_at, finished_at, status, message)
-         SELECT j.job_id, j.job_name, j.owner, ts, ts, ts, ts + interval '20 ms',
-                CASE WHEN g % 50 = 0 THEN 'failed' ELSE 'succeeded' END, 'bench'
+        "INSERT INTO pulse.job_run (job_id, job_name, owner, scheduled_for, created_at, started_at, finished_at, status, message, database)
+         SELECT j.job_id, j.job_name, j.owner::oid, ts, ts, ts, ts + interval '20 ms',
+                CASE WHEN g % 50 = 0 THEN 'failed' ELSE 'succeeded' END, 'bench', j.database
            FROM generate_series(1, {RUNS}) g
            JOIN pulse.job j ON j.job_id = (SELECT min(job_id) FROM pulse.job) + g % {JOBS}
           CROSS JOIN LATERAL (SELECT now() - (({RUNS} - g) * interval '30 days' / {RUNS}) AS ts) x"

@@ -563,7 +563,24 @@ fn job_of_a_dropped_role_fails_clearly_and_the_scheduler_goes_on() {
     )
     .unwrap();
     drop(u);
-    drop_role(&mut a, &role);
+    // In pg_pulse's database DROP ROLE is refused while the role owns jobs (roles.rs); a role
+    // dropped from another database of the cluster leaves its jobs behind. Its USAGE on schema
+    // pulse goes first (in the same turn as new_role's GRANTs), else PostgreSQL refuses the drop.
+    let other = unique("other_db");
+    a.batch_execute(&format!(
+        "BEGIN; SELECT pg_advisory_xact_lock(74000001);
+         REVOKE USAGE ON SCHEMA pulse FROM {role}; COMMIT;"
+    ))
+    .unwrap();
+    a.batch_execute(&format!("CREATE DATABASE {other}"))
+        .unwrap();
+    let mut elsewhere = connect_db("postgres", port(), &other);
+    elsewhere
+        .batch_execute(&format!("DROP ROLE {role}"))
+        .unwrap();
+    drop(elsewhere);
+    a.batch_execute(&format!("DROP DATABASE {other} WITH (FORCE)"))
+        .unwrap();
     let run = run_job(&mut a, &job);
     let (status, msg) = wait_run_final(&mut a, run);
     assert_eq!(status, "failed");

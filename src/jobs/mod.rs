@@ -2,6 +2,9 @@
 //! catalog as its owner. Every call is idempotent: repeating it with the same arguments changes
 //! nothing, so migrations can run them again.
 
+pub mod roles;
+
+use crate::owners::{database_choice, DatabaseChoice};
 use crate::pgutil::{self, from_pg_ts, interval_micros, invalid, privileged, raise, to_pg_ts};
 use crate::schedule::{self, Schedule};
 use chrono::Utc;
@@ -90,6 +93,88 @@ fn check_overlap(o: &str) {
     }
 }
 
+const LIST_DATABASES_HINT: &str = "List the databases with SELECT datname FROM pg_database; pass database => NULL (or '') for this database.";
+
+/// Resolves `database =>` for a job of `owner`: None for this database, else the name of a
+/// database that exists, accepts connections and on which `owner` has CONNECT (jobs run in a
+/// session of their owner there). Raises otherwise. Runs inside `privileged`.
+fn resolve_database(arg: Option<&str>, owner: pg_sys::Oid) -> Option<String> {
+    let here = pgutil::current_database_name();
+    let DatabaseChoice::Other(name) = database_choice(arg, &here) else {
+        return None;
+    };
+    let row = Spi::connect(|c| {
+        c.select(
+            "SELECT d.datallowconn,
+                    pg_catalog.has_database_privilege($2, d.oid, 'CONNECT'),
+                    pg_catalog.quote_ident(d.datname::text)
+               FROM pg_catalog.pg_database d WHERE d.datname = $1",
+            None,
+            &[name.into(), owner.into()],
+        )
+        .unwrap_or_else(|e| invalid(format!("could not look up database \"{name}\": {e}"), ""))
+        .first()
+        .get_three::<bool, bool, String>()
+        .unwrap_or_default()
+    });
+    let quoted_db = row.2.clone().unwrap_or_else(|| name.to_string());
+    match row {
+        (None, ..) => raise(
+            PgSqlErrorCode::ERRCODE_INVALID_CATALOG_NAME,
+            format!("database \"{name}\" does not exist"),
+            LIST_DATABASES_HINT,
+        ),
+        (Some(false), ..) => raise(
+            PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            format!("database \"{name}\" does not allow connections, so no job can run in it"),
+            format!(
+                "Pick a database that accepts connections (SELECT datname FROM pg_database WHERE datallowconn), or ALTER DATABASE {quoted_db} ALLOW_CONNECTIONS true."
+            ),
+        ),
+        (Some(true), Some(false), _) => {
+            let role = pgutil::role_name(owner);
+            raise(
+                PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+                format!("role \"{role}\" may not connect to database \"{name}\", where its job would run in a session of its own"),
+                format!(
+                    "GRANT CONNECT ON DATABASE {quoted_db} TO {}; (as the database's owner or a superuser)",
+                    quote_ident(&role)
+                ),
+            )
+        }
+        (Some(true), _, _) => Some(name.to_string()),
+    }
+}
+
+fn quote_ident(name: &str) -> String {
+    Spi::get_one_with_args::<String>("SELECT pg_catalog.quote_ident($1)", &[name.into()])
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| name.to_string())
+}
+
+/// Refuses a job owner that cannot log in: each job runs in a session of its owner (a
+/// background worker connected as that role, which PostgreSQL refuses for NOLOGIN roles).
+/// Runs inside `privileged`.
+fn require_login(owner: pg_sys::Oid) {
+    let can = Spi::get_one_with_args::<bool>(
+        "SELECT r.rolcanlogin FROM pg_catalog.pg_roles r WHERE r.oid = $1",
+        &[owner.into()],
+    )
+    .ok()
+    .flatten()
+    .unwrap_or(false);
+    if !can {
+        let name = pgutil::role_name(owner);
+        let quoted = quote_ident(&name);
+        raise(
+            PgSqlErrorCode::ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION,
+            format!("role \"{name}\" cannot own pg_pulse jobs because it cannot log in"),
+            format!("Jobs run in a session of their owner (like pg_cron's): ALTER ROLE {quoted} LOGIN; or schedule the job as a role that can log in (RESET ROLE)."),
+        );
+    }
+}
+
 /// A job row as the API reads it.
 struct Job {
     job_id: i64,
@@ -104,10 +189,17 @@ struct Job {
     next_run_at: Option<TimestampWithTimeZone>,
     /// An HTTP job's request (normalized jsonb, as text).
     http: Option<String>,
+    /// Where the job runs; None: the database pg_pulse lives in.
+    database: Option<String>,
+    /// The role the job runs as.
+    owner: pg_sys::Oid,
 }
 
+/// `owner` is a regrole: read as oid (pgrx would accept it, the cast says what is meant).
 const JOB_COLUMNS: &str =
-    "job_id, schedule, run_at, timezone, command, enabled, timeout, overlap, comment, next_run_at, http::text";
+    "job_id, schedule, run_at, timezone, command, enabled, timeout, overlap, comment, next_run_at, http::text, database::text, owner::oid";
+/// The number of columns in [`JOB_COLUMNS`].
+const JOB_NCOLS: usize = 13;
 
 fn job_from_row(row: &pgrx::spi::SpiHeapTupleData) -> Job {
     let g =
@@ -138,6 +230,11 @@ fn job_from_row(row: &pgrx::spi::SpiHeapTupleData) -> Job {
             .get::<TimestampWithTimeZone>(10)
             .unwrap_or_else(|e| g(e)),
         http: row.get::<String>(11).unwrap_or_else(|e| g(e)),
+        database: row.get::<String>(12).unwrap_or_else(|e| g(e)),
+        owner: row
+            .get::<pg_sys::Oid>(13)
+            .unwrap_or_else(|e| g(e))
+            .unwrap_or(pg_sys::Oid::INVALID),
     }
 }
 
@@ -147,16 +244,20 @@ fn find_job(name: &str) -> Option<Job> {
     let me = pgutil::current_user_oid_outer();
     let superuser = pgutil::outer_is_superuser();
     let q = format!(
-        "SELECT {JOB_COLUMNS}, owner = $2 AS mine FROM pulse.job
-          WHERE job_name = $1 AND (owner = $2 OR $3)
-          ORDER BY owner = $2 DESC, job_id LIMIT 2 FOR UPDATE"
+        "SELECT {JOB_COLUMNS}, owner::oid = $2 AS mine FROM pulse.job
+          WHERE job_name = $1 AND (owner::oid = $2 OR $3)
+          ORDER BY owner::oid = $2 DESC, job_id LIMIT 2 FOR UPDATE"
     );
     let rows: Vec<(Job, bool)> = Spi::connect(|c| {
         let t = c
             .select(&q, None, &[name.into(), me.into(), superuser.into()])
             .unwrap_or_else(|e| invalid(format!("pg_pulse catalog read failed: {e}"), ""));
         t.map(|row| {
-            let mine = row.get::<bool>(12).ok().flatten().unwrap_or(false);
+            let mine = row
+                .get::<bool>(JOB_NCOLS + 1)
+                .ok()
+                .flatten()
+                .unwrap_or(false);
             (job_from_row(&row), mine)
         })
         .collect()
@@ -393,6 +494,8 @@ struct Def<'a> {
     timeout: Option<Interval>,
     overlap: &'a str,
     comment: Option<&'a str>,
+    /// The `database =>` argument, as given.
+    database: Option<&'a str>,
 }
 
 /// Creates the job, or brings the caller's job of that name to this definition (same id, history
@@ -400,6 +503,9 @@ struct Def<'a> {
 fn upsert(def: Def) -> i64 {
     pgutil::require_scheduler_database();
     privileged(|| {
+        let me = pgutil::current_user_oid_outer();
+        require_login(me);
+        let database = resolve_database(def.database, me);
         if let Some(job) = find_job_owned(def.name) {
             let schedule_text = def.schedule.as_ref().map(|(t, _)| t.to_string());
             let timing_changed = job.schedule != schedule_text
@@ -412,7 +518,8 @@ fn upsert(def: Def) -> i64 {
                 && job.timeout.map(|i| interval_micros(&i))
                     == def.timeout.map(|i| interval_micros(&i))
                 && job.overlap == def.overlap
-                && job.comment.as_deref() == def.comment;
+                && job.comment.as_deref() == def.comment
+                && job.database == database;
             if same {
                 return job.job_id;
             }
@@ -426,7 +533,7 @@ fn upsert(def: Def) -> i64 {
             Spi::run_with_args(
                 "UPDATE pulse.job SET schedule = $2, run_at = $3, timezone = $4, command = $5, enabled = $6,
                         timeout = $7, overlap = $8, comment = $9, next_run_at = $10, http = $11::jsonb,
-                        updated_at = now()
+                        database = $12, updated_at = now()
                   WHERE job_id = $1",
                 &[
                     job.job_id.into(),
@@ -440,6 +547,7 @@ fn upsert(def: Def) -> i64 {
                     def.comment.into(),
                     next.into(),
                     def.action.http().into(),
+                    database.clone().into(),
                 ],
             )
             .unwrap_or_else(|e| invalid(format!("could not update job: {e}"), ""));
@@ -456,12 +564,12 @@ fn upsert(def: Def) -> i64 {
             };
             let id = Spi::get_one_with_args::<i64>(
                 "INSERT INTO pulse.job (job_name, owner, schedule, run_at, timezone, command, enabled, timeout,
-                                        overlap, comment, next_run_at, http)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12::jsonb)
+                                        overlap, comment, next_run_at, http, database)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12::jsonb, $13)
                  RETURNING job_id",
                 &[
                     def.name.into(),
-                    pgutil::current_user_oid_outer().into(),
+                    me.into(),
                     def.schedule.as_ref().map(|(t, _)| t.to_string()).into(),
                     def.run_at.into(),
                     def.tz.name().into(),
@@ -472,6 +580,7 @@ fn upsert(def: Def) -> i64 {
                     def.comment.into(),
                     next.into(),
                     def.action.http().into(),
+                    database.into(),
                 ],
             )
             .unwrap_or_else(|e| invalid(format!("could not create job: {e}"), ""))
@@ -492,7 +601,7 @@ fn initial_next(def: &Def) -> Option<TimestampWithTimeZone> {
 /// The caller's own job of that name (schedule_job and schedule_once never touch another role's job).
 fn find_job_owned(name: &str) -> Option<Job> {
     let q = format!(
-        "SELECT {JOB_COLUMNS} FROM pulse.job WHERE job_name = $1 AND owner = $2 FOR UPDATE"
+        "SELECT {JOB_COLUMNS} FROM pulse.job WHERE job_name = $1 AND owner::oid = $2 FOR UPDATE"
     );
     Spi::connect(|c| {
         let t = c
@@ -532,6 +641,7 @@ fn schedule_job(
     max_attempts: default!(Option<i32>, "NULL"),
     retry_backoff: default!(Option<Interval>, "NULL"),
     http: default!(Option<pgrx::JsonB>, "NULL"),
+    database: default!(Option<&str>, "NULL"),
 ) -> i64 {
     let name = required(job_name, "job_name");
     let schedule_text = required(schedule, "schedule");
@@ -554,6 +664,7 @@ fn schedule_job(
         timeout,
         overlap,
         comment,
+        database,
     });
     privileged(|| {
         alerts.apply(id, true);
@@ -576,6 +687,7 @@ fn schedule_once(
     max_attempts: default!(Option<i32>, "NULL"),
     retry_backoff: default!(Option<Interval>, "NULL"),
     http: default!(Option<pgrx::JsonB>, "NULL"),
+    database: default!(Option<&str>, "NULL"),
 ) -> i64 {
     let name = required(job_name, "job_name");
     let run_at = required(run_at, "run_at");
@@ -600,6 +712,7 @@ fn schedule_once(
         timeout,
         overlap: "skip",
         comment,
+        database,
     });
     privileged(|| {
         alerts.apply(id, true);
@@ -702,6 +815,7 @@ fn alter_job(
     max_attempts: default!(Option<i32>, "NULL"),
     retry_backoff: default!(Option<Interval>, "NULL"),
     http: default!(Option<pgrx::JsonB>, "NULL"),
+    database: default!(Option<&str>, "NULL"),
 ) -> i64 {
     let name = required(job_name, "job_name");
     pgutil::require_scheduler_database();
@@ -739,6 +853,11 @@ fn alter_job(
     });
     privileged(|| {
         let job = must_find_job(name);
+        // '' (like NULL in schedule_job) means the database pg_pulse lives in
+        let new_database = match database {
+            None => job.database.clone(),
+            Some(d) => resolve_database(Some(d), job.owner),
+        };
         let tz = match timezone {
             Some(t) => resolve_timezone(Some(t)),
             None => schedule::parse_timezone(&job.timezone).unwrap_or(chrono_tz::Tz::UTC),
@@ -795,7 +914,7 @@ fn alter_job(
         let r = Spi::run_with_args(
             "UPDATE pulse.job SET job_name = coalesce($2, job_name), schedule = $3, run_at = $4, timezone = $5,
                     command = $6, enabled = $7, timeout = $8, overlap = $9, comment = $10, next_run_at = $11,
-                    http = $12::jsonb, updated_at = now()
+                    http = $12::jsonb, database = $13, updated_at = now()
               WHERE job_id = $1",
             &[
                 job.job_id.into(),
@@ -810,6 +929,7 @@ fn alter_job(
                 new_comment.into(),
                 next.into(),
                 new_http.into(),
+                new_database.into(),
             ],
         );
         if let Err(e) = r {
@@ -846,9 +966,9 @@ fn run_job(job_name: Option<&str>) -> i64 {
     privileged(|| {
         let job = must_find_job(name);
         let id = Spi::get_one_with_args::<i64>(
-            "INSERT INTO pulse.job_run (job_id, job_name, owner, scheduled_for, status, trigger, kind)
-             SELECT job_id, job_name, owner, clock_timestamp(), 'queued', 'manual',
-                    CASE WHEN http IS NULL THEN 'sql' ELSE 'http' END
+            "INSERT INTO pulse.job_run (job_id, job_name, owner, scheduled_for, status, trigger, kind, database)
+             SELECT job_id, job_name, owner::oid, clock_timestamp(), 'queued', 'manual',
+                    CASE WHEN http IS NULL THEN 'sql' ELSE 'http' END, database
                FROM pulse.job WHERE job_id = $1
              RETURNING run_id",
             &[job.job_id.into()],

@@ -22,10 +22,15 @@ pub fn connect_as(user: &str) -> Client {
 }
 
 pub fn connect_port(user: &str, port: u16) -> Client {
+    connect_db(user, port, "postgres")
+}
+
+/// A session in database `db` of the server on `port`.
+pub fn connect_db(user: &str, port: u16, db: &str) -> Client {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         match Client::connect(
-            &format!("host=127.0.0.1 port={port} user={user} dbname=postgres"),
+            &format!("host=127.0.0.1 port={port} user={user} dbname={db}"),
             NoTls,
         ) {
             Ok(c) => return c,
@@ -269,4 +274,38 @@ pub fn wait_request_final(c: &mut Client, id: i64) -> (String, Option<i32>, Opti
         let state: String = row.get(0);
         (state != "pending" && state != "sending").then(|| (state, row.get(1), row.get(2)))
     })
+}
+
+/// The directory of the PostgreSQL programs (pg_dump, psql, ...): `PG_BIN` (the Makefile exports
+/// it from PG_CONFIG), else Debian's.
+pub fn pg_bin() -> String {
+    std::env::var("PG_BIN").unwrap_or_else(|_| "/usr/lib/postgresql/15/bin".into())
+}
+
+/// Runs a PostgreSQL program from `pg_bin()` against the server on `port` as postgres, with
+/// `stdin` as its input; returns its standard output, panicking with its errors if it fails.
+pub fn pg_program(program: &str, port: u16, args: &[&str], stdin: &str) -> String {
+    use std::io::Write;
+    let path = format!("{}/{program}", pg_bin());
+    let mut child = std::process::Command::new(&path)
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", "postgres"])
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {path}: {e}"));
+    let mut input = child.stdin.take().expect("stdin");
+    let data = stdin.as_bytes().to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = input.write_all(&data);
+    });
+    let out = child.wait_with_output().expect("wait");
+    let _ = writer.join();
+    assert!(
+        out.status.success(),
+        "{program} {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8 output")
 }

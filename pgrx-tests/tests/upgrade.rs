@@ -1,0 +1,415 @@
+//! End-to-end: upgrading 0.1.0 to 0.2.0 with ALTER EXTENSION keeps every row and gives what a
+//! fresh install gives, and job owners survive pg_dumpall --roles-only + pg_dump into another
+//! cluster by name. Each test works in databases of its own (the scheduler serves only
+//! `postgres`, so nothing runs there: these tests check the catalog, not runs).
+mod common;
+use common::*;
+use postgres::Client;
+use sha2::{Digest, Sha256};
+
+/// sha256 of sql/pg_pulse--0.1.0.sql: the script 0.1.0 installed (`cargo pgrx schema` of commit
+/// c688aaa). It is frozen: change the schema in an upgrade script, never here.
+const FROZEN_0_1_0_SHA256: &str =
+    "6c5b9ecb923fdb658d271fe178a3ea841714a99759967554bab153cb9ab3c9ea";
+
+#[test]
+fn frozen_0_1_0_install_script_is_unchanged() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../sql/pg_pulse--0.1.0.sql");
+    let bytes = std::fs::read(path).expect("read sql/pg_pulse--0.1.0.sql");
+    let hex: String = Sha256::digest(&bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(
+        hex, FROZEN_0_1_0_SHA256,
+        "sql/pg_pulse--0.1.0.sql must stay what 0.1.0 installed: put schema changes into an upgrade script"
+    );
+}
+
+/// A database of the test server, dropped when the test ends (also when it fails).
+struct Db {
+    name: String,
+    port: u16,
+}
+
+impl Db {
+    fn create(port: u16, prefix: &str) -> Db {
+        let name = unique(prefix);
+        connect_port("postgres", port)
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .expect("create database");
+        Db { name, port }
+    }
+
+    fn connect(&self) -> Client {
+        connect_db("postgres", self.port, &self.name)
+    }
+}
+
+impl Drop for Db {
+    fn drop(&mut self) {
+        if let Ok(mut c) = postgres::Client::connect(
+            &format!(
+                "host=127.0.0.1 port={} user=postgres dbname=postgres",
+                self.port
+            ),
+            postgres::NoTls,
+        ) {
+            let _ = c.batch_execute(&format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            ));
+        }
+    }
+}
+
+/// Plain roles (no privileges), dropped when the test ends.
+struct PlainRoles(Vec<String>);
+
+impl PlainRoles {
+    fn create(names: &[String]) -> PlainRoles {
+        let mut a = connect_as("postgres");
+        for n in names {
+            a.batch_execute(&format!("CREATE ROLE {n} LOGIN"))
+                .expect("create role");
+        }
+        PlainRoles(names.to_vec())
+    }
+}
+
+impl Drop for PlainRoles {
+    fn drop(&mut self) {
+        let mut a = connect_as("postgres");
+        for n in &self.0 {
+            let _ = a.batch_execute(&format!("DROP ROLE IF EXISTS {n}"));
+        }
+    }
+}
+
+/// Every row of pg_pulse's tables (owners by name) and the sequences, as text.
+fn snapshot(c: &mut Client) -> Vec<String> {
+    let mut out = Vec::new();
+    for (table, order) in [
+        ("job", "job_id"),
+        ("job_run", "run_id"),
+        ("job_stats", "job_id"),
+        ("secret", "owner, name"),
+        ("http_request", "id"),
+    ] {
+        for row in c
+            .query(
+                &format!(
+                    "SELECT (to_jsonb(t) - 'owner' - 'database')::text || ' owner=' || pg_get_userbyid(t.owner::oid)
+                       FROM pulse.{table} t ORDER BY {order}"
+                ),
+                &[],
+            )
+            .expect("snapshot")
+        {
+            out.push(format!("{table}: {}", row.get::<_, String>(0)));
+        }
+    }
+    for seq in [
+        "job_job_id_seq",
+        "job_run_run_id_seq",
+        "http_request_id_seq",
+    ] {
+        let v: i64 = c
+            .query_one(&format!("SELECT last_value FROM pulse.{seq}"), &[])
+            .expect("sequence")
+            .get(0);
+        out.push(format!("{seq}: {v}"));
+    }
+    out
+}
+
+/// `pg_dump --schema-only --binary-upgrade` of a database that holds only pg_pulse: a plain dump
+/// leaves out the members of an extension (and `--schema=pulse` then leaves out everything),
+/// binary-upgrade mode writes each of them (tables with their column order, functions, views,
+/// policies, comments, grants and the extension's initial privileges). Normalised: OIDs (5
+/// digits and more) become N; the lines that only carry the OIDs, relfilenodes and attribute
+/// LSNs to preserve (`binary_upgrade_set_next_*`, relfrozenxid), the sequences' positions (data,
+/// compared by `snapshot`) and the random key of `\restrict` go.
+fn schema_dump(db: &Db) -> String {
+    let dump: String = pg_program(
+        "pg_dump",
+        db.port,
+        &["--schema-only", "--binary-upgrade", "-d", &db.name],
+        "",
+    )
+    .lines()
+    .filter(|l| {
+        !l.starts_with("\\restrict")
+            && !l.starts_with("\\unrestrict")
+            && !l.contains("binary_upgrade_set_next_")
+            && !l.starts_with("SET relfrozenxid")
+            && !l.starts_with("SELECT pg_catalog.setval(")
+    })
+    .map(|l| format!("{l}\n"))
+    .collect();
+    let mut out = String::with_capacity(dump.len());
+    let mut digits = String::new();
+    for ch in dump.chars() {
+        if ch.is_ascii_digit() {
+            digits.push(ch);
+            continue;
+        }
+        if digits.len() >= 5 {
+            out.push('N');
+        } else {
+            out.push_str(&digits);
+        }
+        digits.clear();
+        out.push(ch);
+    }
+    out.push_str(&digits);
+    out
+}
+
+fn first_difference(a: &str, b: &str) -> String {
+    let (la, lb): (Vec<&str>, Vec<&str>) = (a.lines().collect(), b.lines().collect());
+    for i in 0..la.len().max(lb.len()) {
+        if la.get(i) != lb.get(i) {
+            let from = i.saturating_sub(5);
+            return format!(
+                "line {i}:\n--- upgraded\n{}\n--- fresh\n{}",
+                la[from.min(la.len())..(i + 10).min(la.len())].join("\n"),
+                lb[from.min(lb.len())..(i + 10).min(lb.len())].join("\n")
+            );
+        }
+    }
+    String::new()
+}
+
+#[test]
+fn upgrade_from_0_1_0_keeps_every_row_and_matches_a_fresh_install() {
+    let _a = admin(); // the extension exists in postgres (the library is loaded everywhere anyway)
+    let base = unique("up");
+    let (one, two) = (format!("{base}_one"), format!("{base}_two"));
+    let _roles = PlainRoles::create(&[one.clone(), two.clone()]);
+    let old = Db::create(port(), "up_old");
+    let fresh = Db::create(port(), "up_fresh");
+    let mut o = old.connect();
+    o.batch_execute("CREATE EXTENSION pg_pulse VERSION '0.1.0'")
+        .expect("install 0.1.0");
+    let owner_type: String = o
+        .query_one(
+            "SELECT atttypid::regtype::text FROM pg_attribute WHERE attrelid = 'pulse.job'::regclass AND attname = 'owner'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(owner_type, "oid", "this is 0.1.0's catalog");
+    // rows as 0.1.0's functions would have written them (written directly: the 0.1.0 functions
+    // whose signature changed are bound to this library's symbols and must not be called)
+    o.batch_execute(&format!(
+        "INSERT INTO pulse.job (job_name, owner, schedule, command, timezone, comment)
+              VALUES ('nightly', '{one}'::regrole::oid, '0 2 * * *', 'SELECT 1', 'Europe/Berlin', 'one''s'),
+                     ('nightly', '{two}'::regrole::oid, '@hourly', 'SELECT 2', 'UTC', NULL);
+         INSERT INTO pulse.job (job_name, owner, run_at, http, max_attempts)
+              VALUES ('hook', '{two}'::regrole::oid, '2026-01-01 00:00:00+00',
+                      '{{\"method\": \"POST\", \"url\": \"https://example.com/x\", \"headers\": {{}}}}', 3);
+         INSERT INTO pulse.job_run (job_id, job_name, owner, scheduled_for, started_at, finished_at, status, message)
+              SELECT job_id, job_name, owner, '2026-01-01', '2026-01-01', '2026-01-01 00:00:01', 'succeeded', 'SELECT 1'
+                FROM pulse.job;
+         INSERT INTO pulse.job_run (job_id, job_name, owner, scheduled_for, status)
+              SELECT job_id, job_name, owner, '2026-01-02', 'queued' FROM pulse.job WHERE job_name = 'nightly';
+         INSERT INTO pulse.job_stats (job_id, owner, last_status, consecutive_failures)
+              SELECT job_id, owner, 'succeeded', 0 FROM pulse.job;
+         INSERT INTO pulse.secret (owner, name, value)
+              VALUES ('{one}'::regrole::oid, 'token', 'one-secret'), ('{two}'::regrole::oid, 'token', 'two-secret');
+         INSERT INTO pulse.http_request (owner, request, state)
+              VALUES ('{one}'::regrole::oid, '{{\"method\": \"GET\", \"url\": \"https://example.com/y\"}}', 'succeeded');"
+    ))
+    .expect("0.1.0 rows");
+    let before = snapshot(&mut o);
+    assert!(before.len() >= 12, "{before:?}");
+
+    o.batch_execute("ALTER EXTENSION pg_pulse UPDATE")
+        .expect("ALTER EXTENSION pg_pulse UPDATE");
+    let version: String = o
+        .query_one(
+            "SELECT extversion FROM pg_extension WHERE extname = 'pg_pulse'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(version, "0.2.0");
+    assert_eq!(snapshot(&mut o), before, "every row kept, owners by name");
+    let rows: Vec<(String, String, String)> = o
+        .query(
+            "SELECT job_name, owner, database FROM pulse.jobs ORDER BY job_name, owner",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    assert_eq!(
+        rows,
+        vec![
+            ("hook".to_string(), two.clone(), old.name.clone()),
+            ("nightly".to_string(), one.clone(), old.name.clone()),
+            ("nightly".to_string(), two.clone(), old.name.clone()),
+        ]
+    );
+    let nulls: i64 = o
+        .query_one(
+            "SELECT (SELECT count(*) FROM pulse.job WHERE database IS NOT NULL)
+                  + (SELECT count(*) FROM pulse.job_run WHERE database IS NOT NULL)",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        nulls, 0,
+        "existing jobs and runs stay in pg_pulse's database"
+    );
+    // the re-created functions are bound to 0.2.0's entry points (14 arguments): here, outside
+    // pulse.database_name, they answer that jobs are managed in that database
+    let (msg, _) = expect_error(
+        o.query_one(
+            "SELECT pulse.schedule_job('x', '@daily', 'SELECT 1', database => 'postgres')",
+            &[],
+        ),
+        "55000",
+    );
+    assert!(msg.contains("only in database"), "{msg}");
+    drop(o);
+
+    fresh
+        .connect()
+        .batch_execute("CREATE EXTENSION pg_pulse")
+        .expect("fresh install");
+    let (upgraded, installed) = (schema_dump(&old), schema_dump(&fresh));
+    assert!(
+        installed.contains("CREATE TABLE pulse.job (") && installed.contains("regrole"),
+        "the dump shows the extension's objects:\n{installed}"
+    );
+    assert!(
+        upgraded == installed,
+        "the upgraded schema differs from a fresh install at {}",
+        first_difference(&upgraded, &installed)
+    );
+}
+
+/// A second cluster started by the test (scripts/pgctl.sh: initdb, pg_pulse preloaded), stopped
+/// and removed when the test ends, also when it fails. Port `PULSE_TEST_PORT2` (default: the
+/// test server's port + 2, so 5436 next to make's 5434 and bench's 5435), data directory
+/// `PULSE_TEST_PGDATA2` (default: the test server's with `_restore` appended).
+struct Cluster {
+    dir: String,
+    port: u16,
+}
+
+impl Cluster {
+    fn start() -> Cluster {
+        let port = std::env::var("PULSE_TEST_PORT2")
+            .ok()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(port() + 2);
+        let dir =
+            std::env::var("PULSE_TEST_PGDATA2").unwrap_or_else(|_| format!("{}_restore", pgdata()));
+        pgctl(&["stop", &dir]);
+        let _ = std::fs::remove_dir_all(&dir);
+        let c = Cluster { dir, port };
+        pgctl(&["start", &c.dir, &port.to_string()]);
+        c
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/pgctl.sh");
+        let _ = std::process::Command::new(script)
+            .args(["stop", &self.dir])
+            .status();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[test]
+fn job_owners_survive_dumpall_roles_and_dump_into_another_cluster_by_name() {
+    let _a = admin();
+    let base = unique("dr");
+    // zed is created first, so in this cluster it has the lower OID; the other cluster gets a
+    // decoy role first, so every OID differs there
+    let (zed, adam) = (format!("{base}_zed"), format!("{base}_adam"));
+    let _roles = PlainRoles::create(&[zed.clone(), adam.clone()]);
+    let src = Db::create(port(), "dr_src");
+    let mut s = src.connect();
+    s.batch_execute(&format!(
+        "CREATE EXTENSION pg_pulse;
+         INSERT INTO pulse.job (job_name, owner, schedule, command)
+              VALUES ('nightly', '{zed}', '@daily', 'SELECT 1'), ('nightly', '{adam}', '@daily', 'SELECT 2'),
+                     ('adams_own', '{adam}', '@hourly', 'SELECT 3');"
+    ))
+    .expect("jobs");
+    let jobs = |c: &mut Client| -> Vec<(String, String, u32)> {
+        c.query(
+            "SELECT job_name, owner::text, owner::oid FROM pulse.job ORDER BY job_name, owner::text",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect()
+    };
+    let source = jobs(&mut s);
+    assert_eq!(source.len(), 3);
+    drop(s);
+
+    // the roles (only this test's: other suites create and drop roles meanwhile) and the database
+    let roles_sql: String = pg_program("pg_dumpall", port(), &["--roles-only"], "")
+        .lines()
+        .filter(|l| l.contains(&base))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert!(
+        roles_sql.contains(&zed) && roles_sql.contains(&adam),
+        "{roles_sql}"
+    );
+    let dump = pg_program("pg_dump", port(), &["-d", &src.name], "");
+
+    let cluster = Cluster::start();
+    let mut b = connect_port("postgres", cluster.port);
+    b.batch_execute(&format!("CREATE ROLE {base}_decoy"))
+        .unwrap();
+    b.batch_execute(&format!("CREATE DATABASE {}", src.name))
+        .unwrap();
+    let psql = ["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d"];
+    pg_program(
+        "psql",
+        cluster.port,
+        &[&psql[..], &["postgres"]].concat(),
+        &roles_sql,
+    );
+    pg_program(
+        "psql",
+        cluster.port,
+        &[&psql[..], &[src.name.as_str()]].concat(),
+        &dump,
+    );
+    let mut r = connect_db("postgres", cluster.port, &src.name);
+    let restored = jobs(&mut r);
+    let names = |v: &[(String, String, u32)]| -> Vec<(String, String)> {
+        v.iter().map(|(j, o, _)| (j.clone(), o.clone())).collect()
+    };
+    assert_eq!(
+        names(&restored),
+        names(&source),
+        "each job keeps its owner by name"
+    );
+    for (job, owner, oid) in &restored {
+        let there: u32 = r
+            .query_one("SELECT oid FROM pg_roles WHERE rolname = $1", &[owner])
+            .unwrap()
+            .get(0);
+        assert_eq!(
+            *oid, there,
+            "{job}: the owner is the role of that name in the new cluster"
+        );
+        let here = source.iter().find(|(_, o, _)| o == owner).unwrap().2;
+        assert_ne!(*oid, here, "{job}: OIDs differ between the clusters");
+    }
+}
