@@ -8,6 +8,8 @@ set -euo pipefail
 PG_MAJOR=${PG_MAJOR:-15}
 # PG_BIN: another PostgreSQL build (for example a private copy used while developing in parallel)
 BIN=${PG_BIN:-/usr/lib/postgresql/$PG_MAJOR/bin}
+# the server keeps error details free of Rust backtraces whatever the calling shell has set
+unset RUST_BACKTRACE RUST_LIB_BACKTRACE
 cmd=$1; dir=$2
 as_pg() { if [ "$(id -un)" = postgres ]; then "$@"; else runuser -u postgres -- "$@"; fi; }
 case "$cmd" in

@@ -43,7 +43,27 @@ enum Follow {
     DropOwned(Vec<Role>),
 }
 
-#[pg_guard]
+unsafe extern "C-unwind" {
+    /// PostgreSQL's own processing, called without pgrx's error guard: an ERROR in any utility
+    /// statement of the database passes through this hook, and must reach the client exactly
+    /// as PostgreSQL raised it (not turned into a Rust panic and re-raised).
+    #[link_name = "standard_ProcessUtility"]
+    fn standard_process_utility(
+        pstmt: *mut pg_sys::PlannedStmt,
+        query_string: *const c_char,
+        read_only_tree: bool,
+        context: pg_sys::ProcessUtilityContext::Type,
+        params: pg_sys::ParamListInfo,
+        query_env: *mut pg_sys::QueryEnvironment,
+        dest: *mut pg_sys::DestReceiver,
+        qc: *mut pg_sys::QueryCompletion,
+    );
+}
+
+/// The hook. Its own frame holds nothing to drop (raw pointers only), so an ERROR raised by
+/// PostgreSQL's processing may jump straight over it, as over a C extension's hook; what pg_pulse
+/// does before and after runs in guarded functions. (When the statement fails, the small
+/// description of what to follow is not freed: only for these three statements.)
 #[allow(clippy::too_many_arguments)]
 unsafe extern "C-unwind" fn process_utility(
     pstmt: *mut pg_sys::PlannedStmt,
@@ -55,21 +75,19 @@ unsafe extern "C-unwind" fn process_utility(
     dest: *mut pg_sys::DestReceiver,
     qc: *mut pg_sys::QueryCompletion,
 ) {
-    let follow = classify(pstmt);
+    let follow = before(pstmt);
     match PREV_HOOK {
-        Some(prev) => pg_sys::ffi::pg_guard_ffi_boundary(|| {
-            prev(
-                pstmt,
-                query_string,
-                read_only_tree,
-                context,
-                params,
-                query_env,
-                dest,
-                qc,
-            )
-        }),
-        None => pg_sys::standard_ProcessUtility(
+        Some(prev) => prev(
+            pstmt,
+            query_string,
+            read_only_tree,
+            context,
+            params,
+            query_env,
+            dest,
+            qc,
+        ),
+        None => standard_process_utility(
             pstmt,
             query_string,
             read_only_tree,
@@ -80,14 +98,30 @@ unsafe extern "C-unwind" fn process_utility(
             qc,
         ),
     }
-    if let Some(f) = follow {
-        pg_sys::CommandCounterIncrement();
-        privileged(move || match f {
-            Follow::DropRole(roles) => refuse_if_owner(&roles),
-            Follow::Reassign { from, to } => reassign(&from, &to),
-            Follow::DropOwned(roles) => drop_owned(&roles),
-        });
+    if !follow.is_null() {
+        after(follow);
     }
+}
+
+/// What the statement will need from pg_pulse, found before PostgreSQL processes it.
+#[pg_guard]
+unsafe extern "C-unwind" fn before(pstmt: *mut pg_sys::PlannedStmt) -> *mut Follow {
+    match classify(pstmt) {
+        Some(f) => Box::into_raw(Box::new(f)),
+        None => std::ptr::null_mut(),
+    }
+}
+
+/// pg_pulse's part, once PostgreSQL has processed the statement (in the same transaction).
+#[pg_guard]
+unsafe extern "C-unwind" fn after(follow: *mut Follow) {
+    let f = *Box::from_raw(follow);
+    pg_sys::CommandCounterIncrement();
+    privileged(move || match f {
+        Follow::DropRole(roles) => refuse_if_owner(&roles),
+        Follow::Reassign { from, to } => reassign(&from, &to),
+        Follow::DropOwned(roles) => drop_owned(&roles),
+    });
 }
 
 /// The three statements this hook follows, with their roles; None for anything else, and in a
@@ -260,6 +294,9 @@ fn reassign(from: &[Role], to: &Role) {
                  UPDATE pulse.job_stats SET owner = $2 WHERE job_id IN (SELECT job_id FROM moved)),
              runs AS (
                  UPDATE pulse.job_run SET owner = $2
+                  WHERE owner = $1 AND job_id IN (SELECT job_id FROM moved)),
+             alerts AS (
+                 UPDATE pulse.alert SET owner = $2
                   WHERE owner = $1 AND job_id IN (SELECT job_id FROM moved)),
              secrets AS (
                  UPDATE pulse.secret SET owner = $2, updated_at = now() WHERE owner = $1)

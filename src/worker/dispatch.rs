@@ -22,7 +22,11 @@ use std::time::{Duration, Instant};
 #[derive(Clone)]
 enum Settled {
     /// The executor reported an outcome.
-    Reported { order: Order, report: Report, pid: i32 },
+    Reported {
+        order: Order,
+        report: Report,
+        pid: i32,
+    },
     /// It never started, and its executor is gone: queue it again.
     Requeue(i64),
     /// Its executor could not connect (the server log says why).
@@ -118,12 +122,15 @@ impl Pool {
                 self.handles[i] = None;
                 continue;
             }
-            let stopped = self.handles[i].as_ref().is_some_and(|h| {
-                matches!(h.pid(), Err(BackgroundWorkerStatus::Stopped))
-            });
+            let stopped = self.handles[i]
+                .as_ref()
+                .is_some_and(|h| matches!(h.pid(), Err(BackgroundWorkerStatus::Stopped)));
             let gone = slot.exited || stopped;
             for e in slot.queue.iter_mut() {
-                if slot.pid != 0 && !e.pid_recorded && matches!(e.phase, Phase::Assigned | Phase::Taken) {
+                if slot.pid != 0
+                    && !e.pid_recorded
+                    && matches!(e.phase, Phase::Assigned | Phase::Taken)
+                {
                     e.pid_recorded = true;
                     self.pids.push((e.run_id, slot.pid));
                 }
@@ -157,7 +164,8 @@ impl Pool {
                         if let Some(s) = seg {
                             s.detach();
                         }
-                        let (job_id, attempt) = order.as_ref().map_or((0, 1), |o| (o.job_id, o.attempt));
+                        let (job_id, attempt) =
+                            order.as_ref().map_or((0, 1), |o| (o.job_id, o.attempt));
                         if phase == Phase::Assigned && slot.pid != 0 {
                             Settled::Requeue(e.run_id)
                         } else if phase == Phase::Assigned {
@@ -350,7 +358,11 @@ impl Pool {
                 self.reserve.push((slot, db, role));
             }
             // count it as pending in the view
-            if let Some(e) = view[slot].queue.iter_mut().find(|e| e.phase == Phase::Empty) {
+            if let Some(e) = view[slot]
+                .queue
+                .iter_mut()
+                .find(|e| e.phase == Phase::Empty)
+            {
                 e.phase = Phase::Assigned;
             }
             let pid = view[slot].pid;
@@ -488,7 +500,13 @@ impl Pool {
 /// Where a run goes: an idle executor of its role and database; else a new executor in a free
 /// slot; else the shortest queue of one of its executors. With no room at all, an idle executor
 /// of another role is retired to make room (the run waits for the next turn).
-fn pick(view: &mut [Slot], max: usize, db: u32, role: u32, retire: &mut Vec<usize>) -> Option<usize> {
+fn pick(
+    view: &mut [Slot],
+    max: usize,
+    db: u32,
+    role: u32,
+    retire: &mut Vec<usize>,
+) -> Option<usize> {
     let usable = |s: &Slot| s.state != SlotState::Free && !s.retire && !s.exited;
     let mine: Vec<usize> = (0..view.len())
         .filter(|&i| usable(&view[i]) && view[i].db == db && view[i].role == role)
@@ -669,7 +687,11 @@ fn refuse(c: &Candidate, why: &str) {
         &[c.order.job_id.into(), c.order.run_id.into()],
     )
     .ok();
-    log!("pg_pulse: job {} (\"{}\"): {why}", c.order.job_id, c.order.job_name);
+    log!(
+        "pg_pulse: job {} (\"{}\"): {why}",
+        c.order.job_id,
+        c.order.job_name
+    );
 }
 
 /// One outcome through the shared finish path (statistics, alerts), then a retry if earned.

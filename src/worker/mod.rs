@@ -177,7 +177,10 @@ pub struct Slot {
 impl Slot {
     /// Entries handed out and not yet recorded by the scheduler.
     pub fn pending(&self) -> usize {
-        self.queue.iter().filter(|e| e.phase != Phase::Empty).count()
+        self.queue
+            .iter()
+            .filter(|e| e.phase != Phase::Empty)
+            .count()
     }
 }
 

@@ -87,4 +87,3 @@ pub(crate) fn finish_run(
     crate::health::api::record_outcome(o);
     Ok(())
 }
-

@@ -221,7 +221,9 @@ fn run(slot: usize, order: Order) -> Report {
     }
     let started_at = to_pg_ts(chrono::Utc::now()).into_inner();
     let t0 = Instant::now();
-    let deadline = order.timeout_ms.map(|ms| t0 + Duration::from_millis(ms as u64));
+    let deadline = order
+        .timeout_ms
+        .map(|ms| t0 + Duration::from_millis(ms as u64));
     let result = super::statements::run(&command, deadline);
     let duration_us = t0.elapsed().as_micros() as i64;
     CURRENT.with(|c| *c.borrow_mut() = None);
@@ -241,9 +243,7 @@ fn run(slot: usize, order: Order) -> Report {
             let ended = if f.failure.sqlstate == PgSqlErrorCode::ERRCODE_QUERY_CANCELED {
                 if cancelled {
                     Ended::Cancelled
-                } else if deadline
-                    .is_some_and(|d| Instant::now() + Duration::from_millis(2) >= d)
-                {
+                } else if deadline.is_some_and(|d| Instant::now() + Duration::from_millis(2) >= d) {
                     // (the timer has millisecond resolution)
                     Ended::TimedOut
                 } else {

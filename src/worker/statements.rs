@@ -66,21 +66,22 @@ pub fn run(command: &str, deadline: Option<Instant>) -> Result<String, Failed> {
         )
     };
     let at_ref = std::panic::AssertUnwindSafe(&at);
-    let result = PgTryBuilder::new(move || unsafe { run_in(&ccommand, command, runctx, deadline, *at_ref) })
-        .catch_others(|e| {
-            unsafe {
-                disable_timeout(STATEMENT_TIMEOUT, false);
-                pg_sys::AbortCurrentTransaction();
-                pg_sys::AbortOutOfAnyTransaction();
-                pg_sys::PortalErrorCleanup();
-                pg_sys::MemoryContextSwitchTo(pg_sys::TopMemoryContext);
-                if pg_sys::ProcDiePending == 0 {
-                    pg_sys::QueryCancelPending = 0;
+    let result =
+        PgTryBuilder::new(move || unsafe { run_in(&ccommand, command, runctx, deadline, *at_ref) })
+            .catch_others(|e| {
+                unsafe {
+                    disable_timeout(STATEMENT_TIMEOUT, false);
+                    pg_sys::AbortCurrentTransaction();
+                    pg_sys::AbortOutOfAnyTransaction();
+                    pg_sys::PortalErrorCleanup();
+                    pg_sys::MemoryContextSwitchTo(pg_sys::TopMemoryContext);
+                    if pg_sys::ProcDiePending == 0 {
+                        pg_sys::QueryCancelPending = 0;
+                    }
                 }
-            }
-            Err(Failure::from_caught(e))
-        })
-        .execute();
+                Err(Failure::from_caught(e))
+            })
+            .execute();
     unsafe {
         disable_timeout(STATEMENT_TIMEOUT, false);
         pg_sys::MemoryContextSwitchTo(pg_sys::TopMemoryContext);
@@ -107,10 +108,19 @@ unsafe fn needs_own_transaction(stmt: *mut pg_sys::Node) -> bool {
     use pg_sys::NodeTag::*;
     unsafe {
         match tag_of(stmt) {
-            T_VacuumStmt | T_CallStmt | T_DoStmt | T_CreatedbStmt | T_DropdbStmt
-            | T_AlterSystemStmt | T_CreateTableSpaceStmt | T_DropTableSpaceStmt
-            | T_CreateSubscriptionStmt | T_DropSubscriptionStmt | T_AlterSubscriptionStmt
-            | T_ReindexStmt | T_ClusterStmt => true,
+            T_VacuumStmt
+            | T_CallStmt
+            | T_DoStmt
+            | T_CreatedbStmt
+            | T_DropdbStmt
+            | T_AlterSystemStmt
+            | T_CreateTableSpaceStmt
+            | T_DropTableSpaceStmt
+            | T_CreateSubscriptionStmt
+            | T_DropSubscriptionStmt
+            | T_AlterSubscriptionStmt
+            | T_ReindexStmt
+            | T_ClusterStmt => true,
             T_IndexStmt => (*(stmt as *mut pg_sys::IndexStmt)).concurrent,
             T_DropStmt => (*(stmt as *mut pg_sys::DropStmt)).concurrent,
             _ => false,
