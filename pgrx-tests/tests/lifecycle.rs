@@ -960,3 +960,62 @@ fn retention_prunes_old_runs_and_log_runs_failures_keeps_only_failures() {
     c.query_one("SELECT pulse.unschedule_job($1)", &[&job])
         .unwrap();
 }
+
+/// With the pool full, runs handed to an executor ahead of time do not wait behind a long run:
+/// they are taken back and run by another executor of the same owner.
+#[test]
+fn runs_handed_ahead_do_not_wait_behind_a_long_run() {
+    let _g = serial();
+    let mut c = admin();
+    set_system(&mut c, &[("pulse.max_running_jobs", "2")]);
+    let prefix = unique("ahead");
+    let _jobs = Cleanup(vec![format!(
+        "SELECT pulse.unschedule_job(job_name) FROM pulse.jobs WHERE job_name LIKE '{prefix}%'"
+    )]);
+    let at: std::time::SystemTime = c
+        .query_one(
+            "SELECT date_trunc('second', now()) + interval '2 seconds'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    // run ids follow this order: the long run first
+    for (name, cmd) in [
+        ("0_long", "SELECT pg_sleep(3)"),
+        ("1_short", "SELECT 1"),
+        ("2_short", "SELECT 2"),
+        ("3_short", "SELECT 3"),
+    ] {
+        c.query_one(
+            "SELECT pulse.schedule_once($1, $2, $3)",
+            &[&format!("{prefix}_{name}"), &at, &cmd],
+        )
+        .unwrap();
+    }
+    let pattern = format!("{prefix}_%");
+    let late: i64 = wait_for(60, "every run to finish", || {
+        let r = c
+            .query_one(
+                "SELECT count(*) FILTER (WHERE status NOT IN ('succeeded')),
+                        count(*) FILTER (WHERE job_name NOT LIKE '%long'
+                                           AND finished_at >= (SELECT finished_at FROM pulse.job_runs l
+                                                                WHERE l.job_name LIKE $1 AND l.job_name LIKE '%long'))
+                   FROM pulse.job_runs WHERE job_name LIKE $1",
+                &[&pattern],
+            )
+            .unwrap();
+        let (unfinished, late): (i64, i64) = (r.get(0), r.get(1));
+        (unfinished == 0 && count_like(&mut c, &pattern) == 4).then_some(late)
+    });
+    assert_eq!(late, 0, "a short run waited for the long one");
+    reset_system(&mut c, &["pulse.max_running_jobs"]);
+}
+
+fn count_like(c: &mut postgres::Client, pattern: &str) -> i64 {
+    c.query_one(
+        "SELECT count(*) FROM pulse.job_runs WHERE job_name LIKE $1",
+        &[&pattern],
+    )
+    .unwrap()
+    .get(0)
+}

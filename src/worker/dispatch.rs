@@ -126,7 +126,19 @@ impl Pool {
                 .as_ref()
                 .is_some_and(|h| matches!(h.pid(), Err(BackgroundWorkerStatus::Stopped)));
             let gone = slot.exited || stopped;
+            // runs waiting behind a long run go back to the queue, for another executor
+            let long_run = slot.run_id != 0
+                && chrono::Utc::now().timestamp_micros() - slot.run_started_us
+                    >= super::TAKE_BACK_AFTER_MS * 1000;
             for e in slot.queue.iter_mut() {
+                if long_run && !gone && e.phase == Phase::Assigned {
+                    if let Some(seg) = self.segments.remove(&e.run_id) {
+                        seg.detach();
+                    }
+                    self.settled.push(Settled::Requeue(e.run_id));
+                    *e = Default::default();
+                    continue;
+                }
                 if slot.pid != 0
                     && !e.pid_recorded
                     && matches!(e.phase, Phase::Assigned | Phase::Taken)
@@ -460,6 +472,22 @@ impl Pool {
         }
     }
 
+    /// How long until runs waiting behind a running one may have to be taken back (None: no run
+    /// waits behind another).
+    pub fn take_back_in_ms(&self) -> Option<i64> {
+        let sh = SHARED.share();
+        let now = chrono::Utc::now().timestamp_micros();
+        sh.slots
+            .iter()
+            .filter(|s| {
+                s.state == SlotState::Live
+                    && s.run_id != 0
+                    && s.queue.iter().any(|e| e.phase == Phase::Assigned)
+            })
+            .map(|s| (super::TAKE_BACK_AFTER_MS - (now - s.run_started_us) / 1000).max(1))
+            .min()
+    }
+
     /// Whether something waits to be recorded.
     pub fn has_settled(&self) -> bool {
         !self.settled.is_empty()
@@ -498,8 +526,9 @@ impl Pool {
 }
 
 /// Where a run goes: an idle executor of its role and database; else a new executor in a free
-/// slot; else the shortest queue of one of its executors. With no room at all, an idle executor
-/// of another role is retired to make room (the run waits for the next turn).
+/// slot; else the shortest queue of one of its executors that is not busy with a long run. With
+/// no room at all, an idle executor of another role (or database) is retired to make room (the
+/// run waits for the next turn).
 fn pick(
     view: &mut [Slot],
     max: usize,
@@ -520,18 +549,24 @@ fn pick(
             return Some(i);
         }
     }
+    // behind a run that has gone on for long, a run would only be taken back again
+    let now = chrono::Utc::now().timestamp_micros();
+    let busy_long =
+        |s: &Slot| s.run_id != 0 && now - s.run_started_us >= super::TAKE_BACK_AFTER_MS * 1000;
     if let Some(&i) = mine
         .iter()
-        .filter(|&&i| view[i].pending() < QUEUE_DEPTH)
+        .filter(|&&i| view[i].pending() < QUEUE_DEPTH && !busy_long(&view[i]))
         .min_by_key(|&&i| view[i].pending())
     {
         return Some(i);
     }
-    if mine.is_empty() {
+    // no room for it: retire an idle executor of another role or database
+    {
         if let Some(i) = (0..view.len()).find(|&i| {
             view[i].state == SlotState::Live
                 && usable(&view[i])
                 && view[i].pending() == 0
+                && (view[i].db, view[i].role) != (db, role)
                 && !retire.contains(&i)
         }) {
             retire.push(i);

@@ -128,6 +128,10 @@ pub enum SlotState {
 /// previous outcome and hands it the next, so a burst never waits for the scheduler's commits.
 pub const QUEUE_DEPTH: usize = 3;
 
+/// Runs waiting behind an executor's run that has gone on for this long are taken back and
+/// handed out again, so a long run never holds up runs handed to its executor ahead of time.
+pub const TAKE_BACK_AFTER_MS: i64 = 100;
+
 #[derive(Copy, Clone, Default, PartialEq, Eq, Debug)]
 #[repr(u8)]
 pub enum Phase {
@@ -164,8 +168,9 @@ pub struct Slot {
     /// The database and role the executor connects to (set when the slot is reserved).
     pub db: u32,
     pub role: u32,
-    /// The run being executed, 0 when idle.
+    /// The run being executed, 0 when idle, and when it started (Unix microseconds).
     pub run_id: i64,
+    pub run_started_us: i64,
     /// The scheduler wants the slot for another role: exit once nothing is handed out.
     pub retire: bool,
     /// The process exited (set from its exit callback); the scheduler frees the slot.

@@ -86,6 +86,10 @@ pub extern "C-unwind" fn pulse_scheduler_main(_arg: pg_sys::Datum) {
                 1000
             }
         };
+        let sleep_ms = match pool.take_back_in_ms() {
+            Some(ms) => sleep_ms.min(ms),
+            None => sleep_ms,
+        };
         // Housekeeping only in a quiet gap, so it never delays a due slot.
         if sleep_ms >= HOUSEKEEPING_GAP_MS && s.housekeeping_in().is_zero() {
             s.housekeeping(Duration::from_millis(

@@ -134,6 +134,7 @@ fn take(slot: usize) -> Take {
             e.phase = Phase::Taken;
             let (seq, handle, run_id, cancel) = (e.seq, e.handle, e.run_id, e.cancel);
             s.run_id = run_id;
+            s.run_started_us = chrono::Utc::now().timestamp_micros();
             Take::Run(seq, handle, cancel)
         }
         None if s.retire || (pool_shrunk && s.pending() == 0) => {
