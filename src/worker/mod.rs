@@ -11,6 +11,7 @@
 //! * One HTTP worker (registered at server start too) sends HTTP job runs and after-commit
 //!   requests through a pool of threads that never call PostgreSQL (`crate::http::client`).
 
+mod claim;
 mod dispatch;
 mod handoff;
 mod http;

@@ -1,0 +1,206 @@
+//! Which queued runs the scheduler can hand out, and to which executor: the candidates (with
+//! what their owner and database allow), the choice of an executor for each, and the refusal of
+//! a run whose owner or database can no longer be used.
+
+use super::dispatch::fail_now;
+use super::handoff::Order;
+use super::xact;
+use super::{Slot, SlotState, QUEUE_DEPTH};
+use crate::pgutil::interval_micros;
+use pgrx::prelude::*;
+
+/// Where a run goes: an idle executor of its role and database; else a new executor in a free
+/// slot; else the shortest queue of one of its executors that is not busy with a long run. With
+/// no room at all, an idle executor of another role (or database) is retired to make room (the
+/// run waits for the next turn).
+pub(super) fn pick(
+    view: &mut [Slot],
+    max: usize,
+    db: u32,
+    role: u32,
+    retire: &mut Vec<usize>,
+) -> Option<usize> {
+    let usable = |s: &Slot| s.state != SlotState::Free && !s.retire && !s.exited;
+    let mine: Vec<usize> = (0..view.len())
+        .filter(|&i| usable(&view[i]) && view[i].db == db && view[i].role == role)
+        .collect();
+    if let Some(&i) = mine.iter().find(|&&i| view[i].pending() == 0) {
+        return Some(i);
+    }
+    let occupied = view.iter().filter(|s| s.state != SlotState::Free).count();
+    if occupied < max {
+        if let Some(i) = view.iter().position(|s| s.state == SlotState::Free) {
+            return Some(i);
+        }
+    }
+    // behind a run that has gone on for long, a run would only be taken back again
+    let now = chrono::Utc::now().timestamp_micros();
+    let busy_long =
+        |s: &Slot| s.run_id != 0 && now - s.run_started_us >= super::TAKE_BACK_AFTER_MS * 1000;
+    if let Some(&i) = mine
+        .iter()
+        .filter(|&&i| view[i].pending() < QUEUE_DEPTH && !busy_long(&view[i]))
+        .min_by_key(|&&i| view[i].pending())
+    {
+        return Some(i);
+    }
+    // no room for it: retire an idle executor of another role or database
+    {
+        if let Some(i) = (0..view.len()).find(|&i| {
+            view[i].state == SlotState::Live
+                && usable(&view[i])
+                && view[i].pending() == 0
+                && (view[i].db, view[i].role) != (db, role)
+                && !retire.contains(&i)
+        }) {
+            retire.push(i);
+            view[i].retire = true;
+        }
+    }
+    None
+}
+
+/// A queued run with what the claim needs to know about its owner and database.
+pub(super) struct Candidate {
+    pub order: Order,
+    pub owner: u32,
+    owner_name: Option<String>,
+    db_name: String,
+    pub db_oid: u32,
+    command_missing: bool,
+    can_login: bool,
+    usage: bool,
+    connect: bool,
+    allow_conn: bool,
+}
+
+impl Candidate {
+    /// Why the run cannot start in a session of its owner (the job is paused), if it cannot.
+    pub(super) fn unusable(&self) -> Option<String> {
+        let role = self.owner_name.clone().unwrap_or_default();
+        let db = &self.db_name;
+        let resume = "then resume it with pulse.toggle_job(job_name, true)";
+        Some(if self.command_missing {
+            return Some("the job no longer exists or is no longer a SQL job".into());
+        } else if self.owner_name.is_none() {
+            format!("the job's owner (role with OID {}) no longer exists, so the job is paused; a superuser can remove it with pulse.unschedule_job", self.owner)
+        } else if !self.usage {
+            format!("role \"{role}\" no longer has USAGE on schema pulse, so the job is paused; GRANT USAGE ON SCHEMA pulse TO \"{role}\", {resume}")
+        } else if !self.can_login {
+            format!("role \"{role}\" cannot log in (NOLOGIN), and jobs run in a session of their owner, so the job is paused; ALTER ROLE \"{role}\" LOGIN, {resume}")
+        } else if self.db_oid == 0 {
+            format!("database \"{db}\" does not exist, so the job is paused; pulse.alter_job(job_name, database => ...), {resume}")
+        } else if !self.allow_conn {
+            format!("database \"{db}\" does not allow connections, so the job is paused")
+        } else if !self.connect {
+            format!("role \"{role}\" may not connect to database \"{db}\", so the job is paused; GRANT CONNECT ON DATABASE \"{db}\" TO \"{role}\", {resume}")
+        } else {
+            return None;
+        })
+    }
+}
+
+pub(super) fn candidates(limit: i64) -> Vec<Candidate> {
+    // The plan must walk job_run_queued_idx in order and stop early (see the README on bursts).
+    crate::pgutil::set_xact_guc(c"enable_sort", c"off");
+    Spi::connect_mut(|c| {
+        let rows = xact::with_plan(
+            c,
+            "SELECT r.run_id, r.job_id, r.job_name, r.scheduled_for, r.attempt, r.trigger,
+                    coalesce(j.owner::oid, r.owner), j.command, j.timeout,
+                    a.rolname::text, coalesce(j.database, current_database())::text, d.oid,
+                    coalesce(a.rolcanlogin, false),
+                    CASE WHEN a.oid IS NULL THEN false
+                         ELSE has_schema_privilege(a.oid, 'pulse', 'USAGE') END,
+                    CASE WHEN a.oid IS NULL OR d.oid IS NULL THEN false
+                         ELSE has_database_privilege(a.oid, d.oid, 'CONNECT') END,
+                    coalesce(d.datallowconn, false)
+               FROM (SELECT q.run_id FROM pulse.job_run q
+                      WHERE q.status = 'queued' AND q.kind = 'sql'
+                        AND q.scheduled_for <= clock_timestamp() + make_interval(secs => $1::float8 / 1000)
+                      ORDER BY q.scheduled_for, q.run_id LIMIT $2 FOR UPDATE SKIP LOCKED) k
+               JOIN pulse.job_run r ON r.run_id = k.run_id
+               LEFT JOIN pulse.job j ON j.job_id = r.job_id
+               LEFT JOIN pg_roles a ON a.oid = coalesce(j.owner::oid, r.owner)
+               LEFT JOIN pg_database d ON d.datname = coalesce(j.database, current_database())
+              ORDER BY r.scheduled_for, r.run_id",
+            &[
+                PgOid::BuiltIn(PgBuiltInOids::INT8OID),
+                PgOid::BuiltIn(PgBuiltInOids::INT8OID),
+            ],
+            |c, stmt| {
+                c.select(stmt, None, &[super::LEAD_MS.into(), limit.into()])
+                    .map(|t| {
+                        t.filter_map(|row| {
+                            let timeout: Option<Interval> = row.get(9).ok()?;
+                            let command: Option<String> = row.get(8).ok()?;
+                            Some(Candidate {
+                                order: Order {
+                                    run_id: row.get(1).ok()??,
+                                    job_id: row.get(2).ok()??,
+                                    job_name: row.get(3).ok()??,
+                                    scheduled_for: row
+                                        .get::<TimestampWithTimeZone>(4)
+                                        .ok()??
+                                        .into_inner(),
+                                    attempt: row.get(5).ok()??,
+                                    trigger: row.get(6).ok()??,
+                                    timeout_ms: timeout
+                                        .map(|i| (interval_micros(&i) / 1000).max(1)),
+                                    command: command.clone().unwrap_or_default(),
+                                },
+                                owner: row.get::<pg_sys::Oid>(7).ok()??.to_u32(),
+                                owner_name: row.get(10).ok()?,
+                                db_name: row.get(11).ok()??,
+                                db_oid: row
+                                    .get::<pg_sys::Oid>(12)
+                                    .ok()?
+                                    .map_or(0, |o| o.to_u32()),
+                                command_missing: command.is_none(),
+                                can_login: row.get(13).ok()??,
+                                usage: row.get(14).ok()??,
+                                connect: row.get(15).ok()??,
+                                allow_conn: row.get(16).ok()??,
+                            })
+                        })
+                        .collect::<Vec<_>>()
+                    })
+                    .unwrap_or_default()
+            },
+        );
+        rows.unwrap_or_default()
+    })
+}
+
+/// A run that cannot start: one failed run, and its job paused (with its other queued runs
+/// cancelled), so a broken owner or database costs one clear failure, not one per slot.
+pub(super) fn refuse(c: &Candidate, why: &str) {
+    Spi::run_with_args(
+        "UPDATE pulse.job_run SET status = 'running', started_at = clock_timestamp() WHERE run_id = $1",
+        &[c.order.run_id.into()],
+    )
+    .ok();
+    // no retry: the job is paused
+    fail_now(c.order.job_id, c.order.run_id, i32::MAX, why);
+    if c.command_missing {
+        return;
+    }
+    Spi::run_with_args(
+        "UPDATE pulse.job SET enabled = false, next_run_at = NULL, updated_at = now()
+          WHERE job_id = $1 AND enabled",
+        &[c.order.job_id.into()],
+    )
+    .unwrap_or_else(|e| pgrx::error!("could not pause job: {e}"));
+    Spi::run_with_args(
+        "UPDATE pulse.job_run SET status = 'cancelled', finished_at = clock_timestamp(),
+                message = 'the job was paused'
+          WHERE job_id = $1 AND status = 'queued' AND run_id <> $2",
+        &[c.order.job_id.into(), c.order.run_id.into()],
+    )
+    .ok();
+    log!(
+        "pg_pulse: job {} (\"{}\"): {why}",
+        c.order.job_id,
+        c.order.job_name
+    );
+}
