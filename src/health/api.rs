@@ -31,9 +31,11 @@ pub struct Outcome<'a> {
     pub finished_at: Option<TimestampWithTimeZone>,
 }
 
-/// Called by the executor inside the transaction that records a run's outcome: updates the job's
-/// rolling statistics and last run, sends an alert when an incident starts or recovers, and
-/// (with pulse.log_runs) drops the run row. Cancelled runs only update the last run.
+/// Called inside the transaction that records a run's outcome: updates the job's rolling
+/// statistics and last run, sends an alert when an incident starts or recovers, and (with
+/// pulse.log_runs) drops the run row. Cancelled runs only update the last run. The statistics row
+/// is locked NOWAIT: the workers record every role's outcomes and never wait for a caller's open
+/// transaction (the caller of `finish_run` runs this in a subtransaction).
 pub fn record_outcome(o: &Outcome) {
     let failed = matches!(o.status, "failed" | "timed_out");
     let counted = o.status != "cancelled";
@@ -45,7 +47,7 @@ pub fn record_outcome(o: &Outcome) {
                     s.consecutive_failures, s.incident_open,
                     coalesce(j.alert_after_failures, $2), coalesce(j.alert::text, $3), j.job_name, j.owner::oid
                FROM pulse.job_stats s JOIN pulse.job j ON j.job_id = s.job_id
-              WHERE s.job_id = $1 FOR UPDATE OF s",
+              WHERE s.job_id = $1 FOR UPDATE OF s NOWAIT",
             &[
                 PgOid::BuiltIn(PgBuiltInOids::INT8OID),
                 PgOid::BuiltIn(PgBuiltInOids::INT4OID),

@@ -68,9 +68,10 @@ impl fmt::Display for Cidr {
 }
 
 /// The default of `pulse.http_denied_networks`: link-local (cloud metadata services live at
-/// 169.254.169.254) and loopback, "this host", and the IPv6 equivalents.
+/// 169.254.169.254) and loopback, "this host" (`0.0.0.0/8`, and `::`, which reaches this host on
+/// Linux), and the IPv6 equivalents.
 pub const DEFAULT_DENIED_C: &std::ffi::CStr =
-    c"169.254.0.0/16, fe80::/10, 127.0.0.0/8, ::1/128, 0.0.0.0/8, fd00:ec2::254/128";
+    c"169.254.0.0/16, fe80::/10, 127.0.0.0/8, ::1/128, ::/128, 0.0.0.0/8, fd00:ec2::254/128";
 pub const DEFAULT_DENIED: &str = match DEFAULT_DENIED_C.to_str() {
     Ok(s) => s,
     Err(_) => panic!("ASCII"),
@@ -192,6 +193,8 @@ mod tests {
         assert!(p.check("metadata", &[ip("169.254.169.254")]).is_err());
         assert!(p.check("localhost", &[ip("127.0.0.1")]).is_err());
         assert!(p.check("localhost", &[ip("::1")]).is_err());
+        // `::` reaches this host on Linux
+        assert!(p.check("[::]", &[ip("::")]).is_err());
         assert!(p.check("example.com", &[ip("93.184.216.34")]).is_ok());
         // every address counts: one bad address is enough to refuse
         let e = p

@@ -119,12 +119,39 @@ fn token_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c)
 }
 
+/// Headers that frame the message or the connection. pg_pulse sets them from the request itself;
+/// set by hand they could make a body read as a second request on a kept-alive connection that
+/// carries other roles' requests next.
+const RESERVED_HEADERS: [&str; 11] = [
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "host",
+    "expect",
+    "te",
+    "trailer",
+    "upgrade",
+    "proxy-connection",
+    "http2-settings",
+];
+
+/// The longest timeout of one request: a day.
+pub const MAX_TIMEOUT_MS: i64 = 86_400_000;
+
 pub fn header(name: &str, value: &str) -> Result<(), Invalid> {
     if name.is_empty() || !name.chars().all(token_char) {
         return Err(bad(
             "header",
             format!("name \"{name}\" is not a valid header name"),
             HEADER_HINT,
+        ));
+    }
+    if RESERVED_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {
+        return Err(bad(
+            "header",
+            format!("\"{name}\" is set by pg_pulse from the request (URL and body), not by hand"),
+            "Remove it: Host comes from the URL, Content-Length from the body, connections are managed by pg_pulse.",
         ));
     }
     if value.chars().any(|c| c == '\r' || c == '\n' || c == '\0') {
@@ -145,10 +172,10 @@ pub fn check(s: &Spec, max_body: usize) -> Result<(), Invalid> {
     for (n, v) in &s.headers {
         header(n, v)?;
     }
-    if s.timeout_ms <= 0 {
+    if s.timeout_ms <= 0 || s.timeout_ms > MAX_TIMEOUT_MS {
         return Err(bad(
             "timeout",
-            "must be a positive interval".into(),
+            "must be a positive interval of at most a day".into(),
             "Use e.g. timeout => '30 seconds'.",
         ));
     }
@@ -218,6 +245,15 @@ mod tests {
         assert!(header("X-Ok", "a b c").is_ok());
         assert!(header("Bad Name", "x").is_err());
         assert!(header("X-Injected", "a\r\nHost: evil").is_err());
+        for reserved in [
+            "Content-Length",
+            "transfer-encoding",
+            "Host",
+            "CONNECTION",
+            "TE",
+        ] {
+            assert!(header(reserved, "0").is_err(), "{reserved}");
+        }
         assert!(method("TRACE").is_err());
         let mut s = spec();
         s.timeout_ms = 0;

@@ -988,9 +988,24 @@ fn cancel_run(run_id: Option<i64>) -> bool {
     privileged(|| {
         let me = pgutil::current_user_oid_outer();
         let sup = pgutil::outer_is_superuser();
+        // A queued run is cancelled in place (the scheduler skips a row being changed). A running
+        // one is only signalled: the run row is never locked here, since the scheduler records
+        // the outcome of every role's runs and must not wait for a caller's open transaction.
+        let cancelled = Spi::get_one_with_args::<bool>(
+            "UPDATE pulse.job_run SET status = 'cancelled', finished_at = clock_timestamp(),
+                    message = 'cancelled by pulse.cancel_run'
+              WHERE run_id = $1 AND (owner = $2 OR $3) AND status = 'queued'
+             RETURNING true",
+            &[run_id.into(), me.into(), sup.into()],
+        )
+        .unwrap_or_else(|e| invalid(format!("could not cancel run: {e}"), ""))
+        .unwrap_or(false);
+        if cancelled {
+            return true;
+        }
         let row = Spi::connect(|c| {
             c.select(
-                "SELECT status, executor_pid, kind FROM pulse.job_run WHERE run_id = $1 AND (owner = $2 OR $3) FOR UPDATE",
+                "SELECT status, executor_pid, kind FROM pulse.job_run WHERE run_id = $1 AND (owner = $2 OR $3)",
                 None,
                 &[run_id.into(), me.into(), sup.into()],
             )
@@ -1005,14 +1020,6 @@ fn cancel_run(run_id: Option<i64>) -> bool {
             )
         };
         match status.as_str() {
-            "queued" => {
-                Spi::run_with_args(
-                    "UPDATE pulse.job_run SET status = 'cancelled', finished_at = clock_timestamp(), message = 'cancelled by pulse.cancel_run' WHERE run_id = $1",
-                    &[run_id.into()],
-                )
-                .unwrap_or_else(|e| invalid(format!("could not cancel run: {e}"), ""));
-                true
-            }
             "running" if kind.as_deref() == Some("http") => {
                 pgrx::notice!("run {run_id} is an HTTP request in flight: it can't be stopped, its result will be recorded");
                 false

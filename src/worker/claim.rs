@@ -122,8 +122,7 @@ pub(super) fn candidates(limit: i64) -> Vec<Candidate> {
                JOIN pulse.job_run r ON r.run_id = k.run_id
                LEFT JOIN pulse.job j ON j.job_id = r.job_id
                LEFT JOIN pg_roles a ON a.oid = coalesce(j.owner::oid, r.owner)
-               LEFT JOIN pg_database d ON d.datname = coalesce(j.database, current_database())
-              ORDER BY r.scheduled_for, r.run_id",
+               LEFT JOIN pg_database d ON d.datname = coalesce(j.database, current_database())",
             &[
                 PgOid::BuiltIn(PgBuiltInOids::INT8OID),
                 PgOid::BuiltIn(PgBuiltInOids::INT8OID),
@@ -168,7 +167,11 @@ pub(super) fn candidates(limit: i64) -> Vec<Candidate> {
                     .unwrap_or_default()
             },
         );
-        rows.unwrap_or_default()
+        // in the order they were claimed (the join need not keep it; a sort in SQL would be
+        // planned at enable_sort = off's cost)
+        let mut rows = rows.unwrap_or_default();
+        rows.sort_by_key(|c| (c.order.scheduled_for, c.order.run_id));
+        rows
     })
 }
 

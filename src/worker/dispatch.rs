@@ -388,8 +388,23 @@ impl Pool {
         let retire = std::mem::take(&mut self.retire);
         let mut made: Vec<(usize, i64, Segment)> = Vec::with_capacity(handouts.len());
         for h in handouts {
-            let seg = Segment::create(&h.order);
-            made.push((h.slot, h.order.run_id, seg));
+            // out of shared memory for a (large) command: that run fails, the scheduler goes on
+            let order = std::panic::AssertUnwindSafe(&h.order);
+            let seg = PgTryBuilder::new(move || Some(Segment::create(*order)))
+                .catch_others(|_| None)
+                .execute();
+            match seg {
+                Some(seg) => made.push((h.slot, h.order.run_id, seg)),
+                None => self.settled.push(Settled::Lost {
+                    run_id: h.order.run_id,
+                    job_id: h.order.job_id,
+                    attempt: h.order.attempt,
+                    message: format!(
+                        "pg_pulse could not hand this run's command ({} bytes) to an executor: out of shared memory",
+                        h.order.command.len()
+                    ),
+                }),
+            }
         }
         let mut to_start = Vec::new();
         let mut lost = Vec::new();

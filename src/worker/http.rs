@@ -76,7 +76,7 @@ pub extern "C-unwind" fn pulse_http_main(_arg: pg_sys::Datum) {
     BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
     let db = crate::database_name();
     BackgroundWorker::connect_worker_to_spi(Some(&db), None);
-    super::pin_search_path();
+    super::pin_worker_settings();
     let pid = unsafe { pg_sys::MyProcPid };
     SHARED.exclusive().http_pid = pid;
 
@@ -417,7 +417,7 @@ fn claim_requests(limit: usize) -> Vec<Claimed> {
             "UPDATE pulse.http_request h SET state = 'sending', attempts = h.attempts + 1,
                     sent_at = clock_timestamp(),
                     lease_until = clock_timestamp()
-                        + (coalesce((h.request->>'timeout_ms')::bigint, 30000) + 60000) * interval '1 millisecond'
+                        + (least(greatest(coalesce((h.request->>'timeout_ms')::float8, 30000), 0), 86400000) + 60000) * interval '1 millisecond'
               WHERE h.ctid = ANY (ARRAY(
                     SELECT q.ctid FROM pulse.http_request q
                      WHERE q.state = 'pending' AND q.next_attempt_at <= now()

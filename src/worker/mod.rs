@@ -79,23 +79,43 @@ pub fn stats_before_sleep(ms: i64) -> i64 {
     }
 }
 
-/// For the workers that run pg_pulse's own SQL as superuser (scheduler, HTTP worker): their
-/// statements resolve functions and operators in `pg_catalog` only, whatever the database's or
-/// a role's `search_path` says (a role with CREATE on a schema in that path could otherwise
-/// capture an operator or function call and run code as superuser). Set with the highest
-/// priority, so no later setting source can change it; these workers run no user command.
-pub fn pin_search_path() {
-    unsafe {
-        pg_sys::set_config_option(
-            c"search_path".as_ptr(),
-            c"pg_catalog, pg_temp".as_ptr(),
-            pg_sys::GucContext::PGC_SUSET,
-            pg_sys::GucSource::PGC_S_OVERRIDE,
-            pg_sys::GucAction::GUC_ACTION_SET,
-            true,
-            0,
-            false,
-        );
+/// Settings of the workers that run pg_pulse's own SQL as superuser (scheduler, HTTP worker),
+/// fixed with the highest priority so that no database or role setting (`ALTER DATABASE ...
+/// SET`, which a database owner who is not a superuser may run) can change them:
+/// * `search_path`: functions and operators resolve in `pg_catalog` only (a role with CREATE on
+///   a schema in the path could otherwise capture a call and run code as superuser);
+/// * transaction defaults and timeouts: read-only transactions, serializable isolation or a
+///   short statement timeout would stop the workers for every role; a lock is waited for at
+///   most 5 seconds (the workers never wait long for a row a caller holds);
+/// * `jit = off`: the workers' statements are small and run often.
+///
+/// These workers run no user command.
+const WORKER_SETTINGS: [(&std::ffi::CStr, &std::ffi::CStr); 8] = [
+    (c"search_path", c"pg_catalog, pg_temp"),
+    (c"default_transaction_read_only", c"off"),
+    (c"default_transaction_isolation", c"read committed"),
+    (c"default_transaction_deferrable", c"off"),
+    (c"statement_timeout", c"0"),
+    (c"idle_in_transaction_session_timeout", c"0"),
+    (c"lock_timeout", c"5s"),
+    // small statements on hot paths: compiling them would cost more than it saves
+    (c"jit", c"off"),
+];
+
+pub fn pin_worker_settings() {
+    for (name, value) in WORKER_SETTINGS {
+        unsafe {
+            pg_sys::set_config_option(
+                name.as_ptr(),
+                value.as_ptr(),
+                pg_sys::GucContext::PGC_SUSET,
+                pg_sys::GucSource::PGC_S_OVERRIDE,
+                pg_sys::GucAction::GUC_ACTION_SET,
+                true,
+                0,
+                false,
+            );
+        }
     }
 }
 

@@ -84,6 +84,12 @@ pub(crate) fn finish_run(
         )
         .and_then(|r| r)
     })?;
-    crate::health::api::record_outcome(o);
+    // statistics and alerts in a subtransaction: a statistics row locked by a concurrent change
+    // of the job (NOWAIT) costs this run's statistics, never the outcome or the other runs'
+    let (job_id, run_id) = (o.job_id, o.run_id);
+    let o = std::panic::AssertUnwindSafe(o);
+    if xact::in_subxact(move || crate::health::api::record_outcome(*o)).is_none() {
+        warning!("pg_pulse: statistics of job {job_id} not updated for run {run_id} (its row is being changed)");
+    }
     Ok(())
 }

@@ -19,7 +19,7 @@ pub extern "C-unwind" fn pulse_scheduler_main(_arg: pg_sys::Datum) {
     BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
     let db = crate::database_name();
     BackgroundWorker::connect_worker_to_spi(Some(&db), None);
-    super::pin_search_path();
+    super::pin_worker_settings();
     {
         let mut sh = SHARED.exclusive();
         sh.scheduler_pid = unsafe { pg_sys::MyProcPid };

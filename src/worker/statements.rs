@@ -240,7 +240,6 @@ unsafe fn run_in(
                 if last && implicit_block {
                     pg_sys::EndImplicitTransactionBlock();
                 }
-                disable_timeout(STATEMENT_TIMEOUT, false);
                 if last && pg_sys::IsTransactionBlock() {
                     at.set(None);
                     // BEGIN without COMMIT: psql would leave it open until the session ends
@@ -250,7 +249,10 @@ unsafe fn run_in(
                         "the command ended inside a transaction block (BEGIN without COMMIT), so it was rolled back; end it with COMMIT"
                     );
                 }
+                // the timeout covers the commit too: deferred triggers and WITH HOLD cursors
+                // run there
                 pg_sys::CommitTransactionCommand();
+                disable_timeout(STATEMENT_TIMEOUT, false);
                 xact_started = false;
             } else {
                 pg_sys::CommandCounterIncrement();

@@ -57,6 +57,30 @@ pub fn run<R>(f: impl FnOnce() -> R + std::panic::UnwindSafe) -> Result<R, Failu
     .execute()
 }
 
+/// Runs `f` in a subtransaction of the current transaction. On any error only the subtransaction
+/// is rolled back and `None` returned: the enclosing transaction goes on.
+pub fn in_subxact<R>(f: impl FnOnce() -> R + std::panic::UnwindSafe) -> Option<R> {
+    unsafe {
+        let context = pg_sys::CurrentMemoryContext;
+        let owner = pg_sys::CurrentResourceOwner;
+        pg_sys::BeginInternalSubTransaction(std::ptr::null());
+        PgTryBuilder::new(|| {
+            let r = f();
+            pg_sys::ReleaseCurrentSubTransaction();
+            pg_sys::MemoryContextSwitchTo(context);
+            pg_sys::CurrentResourceOwner = owner;
+            Some(r)
+        })
+        .catch_others(|_| {
+            pg_sys::RollbackAndReleaseCurrentSubTransaction();
+            pg_sys::MemoryContextSwitchTo(context);
+            pg_sys::CurrentResourceOwner = owner;
+            None
+        })
+        .execute()
+    }
+}
+
 /// `SET LOCAL synchronous_commit = off` for bookkeeping transactions: losing one in a crash only
 /// loses state that nothing durable depends on (a later durable commit flushes it too).
 pub fn async_commit() {
