@@ -563,10 +563,14 @@ fn upsert(def: Def) -> i64 {
                 None
             };
             let id = Spi::get_one_with_args::<i64>(
-                "INSERT INTO pulse.job (job_name, owner, schedule, run_at, timezone, command, enabled, timeout,
-                                        overlap, comment, next_run_at, http, database)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12::jsonb, $13)
-                 RETURNING job_id",
+                // with its (empty) statistics row: the first outcome then only updates it
+                "WITH j AS (
+                   INSERT INTO pulse.job (job_name, owner, schedule, run_at, timezone, command, enabled, timeout,
+                                          overlap, comment, next_run_at, http, database)
+                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12::jsonb, $13)
+                   RETURNING job_id, owner),
+                 s AS (INSERT INTO pulse.job_stats (job_id, owner) SELECT job_id, owner::oid FROM j)
+                 SELECT job_id FROM j",
                 &[
                     def.name.into(),
                     me.into(),
@@ -991,15 +995,17 @@ fn cancel_run(run_id: Option<i64>) -> bool {
         // A queued run is cancelled in place (the scheduler skips a row being changed). A running
         // one is only signalled: the run row is never locked here, since the scheduler records
         // the outcome of every role's runs and must not wait for a caller's open transaction.
-        let cancelled = Spi::get_one_with_args::<bool>(
-            "UPDATE pulse.job_run SET status = 'cancelled', finished_at = clock_timestamp(),
-                    message = 'cancelled by pulse.cancel_run'
-              WHERE run_id = $1 AND (owner = $2 OR $3) AND status = 'queued'
-             RETURNING true",
-            &[run_id.into(), me.into(), sup.into()],
-        )
-        .unwrap_or_else(|e| invalid(format!("could not cancel run: {e}"), ""))
-        .unwrap_or(false);
+        let cancelled = Spi::connect_mut(|c| {
+            c.update(
+                "UPDATE pulse.job_run SET status = 'cancelled', finished_at = clock_timestamp(),
+                        message = 'cancelled by pulse.cancel_run'
+                  WHERE run_id = $1 AND (owner = $2 OR $3) AND status = 'queued' RETURNING 1",
+                None,
+                &[run_id.into(), me.into(), sup.into()],
+            )
+            .map(|t| t.len() > 0)
+        })
+        .unwrap_or_else(|e| invalid(format!("could not cancel run: {e}"), ""));
         if cancelled {
             return true;
         }

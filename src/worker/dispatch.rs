@@ -222,24 +222,10 @@ impl Pool {
         let settled = self.settled.clone();
         let n = settled.len();
         let mut requeue = Vec::new();
+        let mut reported = Vec::new();
         for s in settled {
             match s {
-                Settled::Reported { order, report, pid } => {
-                    let message = report.message.clone();
-                    let status = report.ended.as_str();
-                    let started = TimestampWithTimeZone::try_from(report.started_at)
-                        .unwrap_or_else(|_| crate::pgutil::to_pg_ts(chrono::Utc::now()));
-                    record(
-                        order.job_id,
-                        order.run_id,
-                        order.attempt,
-                        status,
-                        &message,
-                        started,
-                        report.duration_us as f64 / 1000.0,
-                        Some(pid),
-                    );
-                }
+                Settled::Reported { order, report, pid } => reported.push((order, report, pid)),
                 Settled::Lost {
                     run_id,
                     job_id,
@@ -279,6 +265,7 @@ impl Pool {
                 Settled::Requeue(run_id) => requeue.push(run_id),
             }
         }
+        record_reported(&reported);
         let pids = std::mem::take(&mut self.pids);
         if !pids.is_empty() {
             let (ids, pids): (Vec<i64>, Vec<i32>) = pids.into_iter().unzip();
@@ -518,6 +505,46 @@ impl Pool {
                     );
                 }
             }
+        }
+    }
+}
+
+/// The outcomes executors reported, written together (see `runs::finish_reported`), then the
+/// retries they earn.
+fn record_reported(reported: &[(Order, Report, i32)]) {
+    let now = crate::pgutil::to_pg_ts(chrono::Utc::now());
+    let outcomes: Vec<(crate::health::api::Outcome, i32)> = reported
+        .iter()
+        .map(|(order, report, pid)| {
+            let started = TimestampWithTimeZone::try_from(report.started_at).unwrap_or(now);
+            let finished =
+                TimestampWithTimeZone::try_from(report.started_at + report.duration_us).ok();
+            (
+                crate::health::api::Outcome {
+                    job_id: order.job_id,
+                    run_id: order.run_id,
+                    status: report.ended.as_str(),
+                    message: Some(report.message.as_str()),
+                    started_at: started,
+                    duration_ms: report.duration_us as f64 / 1000.0,
+                    finished_at: finished,
+                },
+                *pid,
+            )
+        })
+        .collect();
+    if let Err(e) = super::runs::finish_reported(&outcomes) {
+        pgrx::error!(
+            "could not record the outcomes of {} runs: {e}",
+            outcomes.len()
+        );
+    }
+    for (order, report, _) in reported {
+        if matches!(
+            report.ended,
+            super::handoff::Ended::Failed | super::handoff::Ended::TimedOut
+        ) {
+            schedule_retry(order.job_id, order.attempt, None);
         }
     }
 }

@@ -93,3 +93,54 @@ pub(crate) fn finish_run(
     }
     Ok(())
 }
+
+/// The outcomes executors reported in one turn of the scheduler, written together: one UPDATE of
+/// the run rows, then statistics and alerts for each (all in one subtransaction, or each in its
+/// own when that fails, so that one locked statistics row costs only its own run's statistics).
+/// `started_at` of each is the real start; `finished_at` is start + duration.
+pub(crate) fn finish_reported(
+    reported: &[(crate::health::api::Outcome, i32)],
+) -> Result<(), pgrx::spi::SpiError> {
+    if reported.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<i64> = reported.iter().map(|(o, _)| o.run_id).collect();
+    let statuses: Vec<&str> = reported.iter().map(|(o, _)| o.status).collect();
+    let messages: Vec<Option<&str>> = reported.iter().map(|(o, _)| o.message).collect();
+    let starts: Vec<TimestampWithTimeZone> = reported.iter().map(|(o, _)| o.started_at).collect();
+    let ends: Vec<Option<TimestampWithTimeZone>> =
+        reported.iter().map(|(o, _)| o.finished_at).collect();
+    let pids: Vec<i32> = reported.iter().map(|(_, p)| *p).collect();
+    Spi::run_with_args(
+        "UPDATE pulse.job_run r SET status = u.status, message = u.message,
+                started_at = least(u.started, clock_timestamp()),
+                finished_at = coalesce(u.finished, clock_timestamp()), executor_pid = u.pid
+           FROM unnest($1::int8[], $2::text[], $3::text[], $4::timestamptz[], $5::timestamptz[], $6::int4[])
+                AS u(id, status, message, started, finished, pid)
+          WHERE r.run_id = u.id",
+        &[
+            ids.into(),
+            statuses.into(),
+            messages.into(),
+            starts.into(),
+            ends.into(),
+            pids.into(),
+        ],
+    )?;
+    let all = std::panic::AssertUnwindSafe(reported);
+    let together = xact::in_subxact(move || {
+        for (o, _) in all.iter() {
+            crate::health::api::record_outcome(o);
+        }
+    });
+    if together.is_none() {
+        for (o, _) in reported {
+            let (job_id, run_id) = (o.job_id, o.run_id);
+            let o = std::panic::AssertUnwindSafe(o);
+            if xact::in_subxact(move || crate::health::api::record_outcome(*o)).is_none() {
+                warning!("pg_pulse: statistics of job {job_id} not updated for run {run_id} (its row is being changed)");
+            }
+        }
+    }
+    Ok(())
+}
