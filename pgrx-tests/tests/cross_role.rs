@@ -79,7 +79,7 @@ fn an_open_transaction_cannot_stop_other_roles_jobs() {
     // then a job with its statistics (unschedule_job) while its run is recorded
     for hold_sql in [
         "SELECT pulse.cancel_run($1)",
-        "SELECT pulse.unschedule_job('busy') AND $1 > 0",
+        "SELECT pulse.unschedule_job('busy') AND $1::bigint > 0",
     ] {
         m.execute(
             "SELECT pulse.schedule_job('busy', '0 0 1 1 *', 'SELECT pg_sleep(1)')",
