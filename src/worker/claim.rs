@@ -2,8 +2,8 @@
 //! what their owner and database allow), the choice of an executor for each, and the refusal of
 //! a run whose owner or database can no longer be used.
 
-use super::dispatch::fail_now;
 use super::handoff::Order;
+use super::runs::fail_now;
 use super::xact;
 use super::{Slot, SlotState, QUEUE_DEPTH};
 use crate::pgutil::interval_micros;

@@ -144,3 +144,88 @@ pub(crate) fn finish_reported(
     }
     Ok(())
 }
+
+/// The outcomes executors reported, written together (see `runs::finish_reported`), then the
+/// retries they earn.
+pub(crate) fn record_reported(reported: &[(super::handoff::Order, super::handoff::Report, i32)]) {
+    let now = crate::pgutil::to_pg_ts(chrono::Utc::now());
+    let outcomes: Vec<(crate::health::api::Outcome, i32)> = reported
+        .iter()
+        .map(|(order, report, pid)| {
+            let started = TimestampWithTimeZone::try_from(report.started_at).unwrap_or(now);
+            let finished =
+                TimestampWithTimeZone::try_from(report.started_at + report.duration_us).ok();
+            (
+                crate::health::api::Outcome {
+                    job_id: order.job_id,
+                    run_id: order.run_id,
+                    status: report.ended.as_str(),
+                    message: Some(report.message.as_str()),
+                    started_at: started,
+                    duration_ms: report.duration_us as f64 / 1000.0,
+                    finished_at: finished,
+                },
+                *pid,
+            )
+        })
+        .collect();
+    if let Err(e) = finish_reported(&outcomes) {
+        pgrx::error!(
+            "could not record the outcomes of {} runs: {e}",
+            outcomes.len()
+        );
+    }
+    for (order, report, _) in reported {
+        if matches!(
+            report.ended,
+            super::handoff::Ended::Failed | super::handoff::Ended::TimedOut
+        ) {
+            schedule_retry(order.job_id, order.attempt, None);
+        }
+    }
+}
+
+/// A run that failed without an executor's report (it never ran, or its executor is gone).
+pub(crate) fn fail_now(job_id: i64, run_id: i64, attempt: i32, message: &str) {
+    let now = crate::pgutil::to_pg_ts(chrono::Utc::now());
+    record(job_id, run_id, attempt, "failed", message, now, 0.0, None);
+}
+
+/// One outcome through the shared finish path (statistics, alerts), then a retry if earned.
+#[allow(clippy::too_many_arguments)]
+fn record(
+    job_id: i64,
+    run_id: i64,
+    attempt: i32,
+    status: &str,
+    message: &str,
+    started_at: TimestampWithTimeZone,
+    duration_ms: f64,
+    pid: Option<i32>,
+) {
+    // an executor's report says when the run ended; recording comes a little later
+    let finished_at = pid.and_then(|_| {
+        TimestampWithTimeZone::try_from(started_at.into_inner() + (duration_ms * 1000.0) as i64)
+            .ok()
+    });
+    let r = finish_run(
+        &crate::health::api::Outcome {
+            job_id,
+            run_id,
+            status,
+            message: Some(message),
+            started_at,
+            duration_ms,
+            finished_at,
+        },
+        None,
+        pid,
+    );
+    if let Err(e) = r {
+        pgrx::error!("could not record the outcome of run {run_id}: {e}");
+    }
+    // a retry is queued in the future: the scheduler's next wake-up accounts for it
+    if matches!(status, "failed" | "timed_out") && job_id != 0 {
+        schedule_retry(job_id, attempt, None);
+    }
+}
