@@ -3,11 +3,14 @@
 //! `pulse.max_running_jobs`. They meet in a small shared-memory area.
 //!
 //! * The scheduler sleeps on its latch until the next due instant. Backends that change jobs set
-//!   its latch when their transaction commits; executors set it when they exit.
+//!   its latch when their transaction commits; executors set it when they connect, finish a run
+//!   or exit.
 //! * Due slots become `queued` rows in `pulse.job_run` (together with the job's new `next_run_at`,
 //!   in one transaction: exactly one run row per slot, also across restarts).
-//! * Executors claim queued runs with `FOR UPDATE SKIP LOCKED` and run each command as the job's
-//!   owner, in its own transaction, with the job's timeout.
+//! * The scheduler claims queued runs (`running`, durably) for executors of the run's owner and
+//!   database (`dispatch`, `claim`), hands them out in shared memory (`handoff`) and records the
+//!   outcomes they report (`runs`). Executors (`session`) are sessions of one role in one
+//!   database that run commands as top-level statements (`statements`).
 //! * One HTTP worker (registered at server start too) sends HTTP job runs and after-commit
 //!   requests through a pool of threads that never call PostgreSQL (`crate::http::client`).
 
