@@ -38,6 +38,6 @@ COMMENT ON FUNCTION pulse.drop_secret(text) IS
 REVOKE ALL ON FUNCTION pulse._wake_scheduler() FROM PUBLIC;
 SELECT pulse._wake_scheduler();
 COMMENT ON FUNCTION pulse.scheduler_health() IS
-'One row per job you can see: schedule, next and last run, runs and failures in the last 24 hours, success rate, average and p95 duration, consecutive failures, and health (healthy, degraded, failing, overdue, paused, never_run) with a reason to act on.';
+'One row per job you can see: schedule, next and last run, runs and failures in the last 24 hours, success rate, average and p95 duration, consecutive failures, health (healthy, degraded, failing, overdue, paused, never_run) with a reason to act on, and the database the job runs in.';
 COMMENT ON FUNCTION pulse.scheduler_status() IS
 'One row: is the scheduler alive (pid, started at, last heartbeat, database), job counts (total, enabled, paused, failing, overdue), runs and failures in the last hour, the share of healthy jobs, and a verdict HEALTHY or NEEDS_ATTENTION (thresholds: pulse.status_max_failing_jobs, pulse.status_min_health_pct).';

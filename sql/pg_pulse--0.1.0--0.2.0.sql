@@ -178,7 +178,8 @@ CREATE TABLE pulse.alert (
     runs_24h             bigint      NOT NULL DEFAULT 0,
     failures_24h         bigint      NOT NULL DEFAULT 0,
     channel              text,                  -- the NOTIFY channel announced on; NULL: webhook only
-    created_at           timestamptz NOT NULL DEFAULT now()
+    created_at           timestamptz NOT NULL DEFAULT now(),
+    database             name                   -- where the job runs; NULL: this database
 );
 -- retention
 CREATE INDEX alert_created_idx ON pulse.alert (created_at);
@@ -202,13 +203,43 @@ SELECT a.alert_id,
        a.failures_24h,
        a.channel,
        a.created_at,
+       coalesce(a.database, pg_catalog.current_database())::text AS database,
        pg_catalog.jsonb_build_object(
            'alert_id', a.alert_id, 'event', a.event, 'job', a.job_name, 'job_id', a.job_id,
            'owner', pg_catalog.pg_get_userbyid(a.owner), 'run_id', a.run_id, 'status', a.status,
            'message', a.message, 'consecutive_failures', a.consecutive_failures,
-           'runs_24h', a.runs_24h, 'failures_24h', a.failures_24h, 'at', a.created_at) AS payload
+           'runs_24h', a.runs_24h, 'failures_24h', a.failures_24h, 'at', a.created_at,
+           'database', coalesce(a.database, pg_catalog.current_database())) AS payload
   FROM pulse.alert a;
 GRANT SELECT ON pulse.alerts TO PUBLIC;
 
 COMMENT ON TABLE pulse.alert IS 'Alerts pg_pulse sent (incident, recovered, overdue), one row each; NOTIFY carries only the alert_id (read pulse.alerts)';
 COMMENT ON VIEW pulse.alerts IS 'Alerts about the jobs you own (all for superusers): look up the alert_id of a pulse_alerts notification here; an id not found here was not sent to you by pg_pulse';
+
+-- 3. Health shows where each job runs: pulse.scheduler_health() gets a last column, database.
+DROP FUNCTION pulse.scheduler_health();
+-- pg_pulse::health::api::scheduler_health (as `cargo pgrx schema` generates it for 0.2.0)
+CREATE  FUNCTION "scheduler_health"() RETURNS TABLE (
+	"job_id" bigint,  /* i64 */
+	"job_name" TEXT,  /* String */
+	"enabled" bool,  /* bool */
+	"schedule" TEXT,  /* Option < String > */
+	"timezone" TEXT,  /* String */
+	"next_run_at" timestamp with time zone,  /* Option < TimestampWithTimeZone > */
+	"last_run_at" timestamp with time zone,  /* Option < TimestampWithTimeZone > */
+	"last_status" TEXT,  /* Option < String > */
+	"runs_24h" bigint,  /* i64 */
+	"failures_24h" bigint,  /* i64 */
+	"success_rate" double precision,  /* Option < f64 > */
+	"avg_duration" interval,  /* Option < Interval > */
+	"p95_duration" interval,  /* Option < Interval > */
+	"consecutive_failures" INT,  /* i32 */
+	"health" TEXT,  /* String */
+	"reason" TEXT,  /* String */
+	"database" TEXT  /* String */
+)
+STRICT STABLE PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'scheduler_health_wrapper';
+COMMENT ON FUNCTION pulse.scheduler_health() IS
+'One row per job you can see: schedule, next and last run, runs and failures in the last 24 hours, success rate, average and p95 duration, consecutive failures, health (healthy, degraded, failing, overdue, paused, never_run) with a reason to act on, and the database the job runs in.';

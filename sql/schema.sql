@@ -173,7 +173,8 @@ CREATE TABLE pulse.alert (
     runs_24h             bigint      NOT NULL DEFAULT 0,
     failures_24h         bigint      NOT NULL DEFAULT 0,
     channel              text,                  -- the NOTIFY channel announced on; NULL: webhook only
-    created_at           timestamptz NOT NULL DEFAULT now()
+    created_at           timestamptz NOT NULL DEFAULT now(),
+    database             name                   -- where the job runs; NULL: this database
 );
 -- retention
 CREATE INDEX alert_created_idx ON pulse.alert (created_at);
@@ -197,11 +198,13 @@ SELECT a.alert_id,
        a.failures_24h,
        a.channel,
        a.created_at,
+       coalesce(a.database, pg_catalog.current_database())::text AS database,
        pg_catalog.jsonb_build_object(
            'alert_id', a.alert_id, 'event', a.event, 'job', a.job_name, 'job_id', a.job_id,
            'owner', pg_catalog.pg_get_userbyid(a.owner), 'run_id', a.run_id, 'status', a.status,
            'message', a.message, 'consecutive_failures', a.consecutive_failures,
-           'runs_24h', a.runs_24h, 'failures_24h', a.failures_24h, 'at', a.created_at) AS payload
+           'runs_24h', a.runs_24h, 'failures_24h', a.failures_24h, 'at', a.created_at,
+           'database', coalesce(a.database, pg_catalog.current_database())) AS payload
   FROM pulse.alert a;
 GRANT SELECT ON pulse.alerts TO PUBLIC;
 

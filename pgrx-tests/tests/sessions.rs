@@ -525,7 +525,8 @@ fn jobs_run_in_other_databases() {
     let mut b = connect_as(&bob);
     let job = unique("elsewhere");
     b.query_one(
-        "SELECT pulse.schedule_job($1, '@yearly', 'INSERT INTO public.seen(db, who) VALUES (current_database(), session_user)', database => $2)",
+        "SELECT pulse.schedule_job($1, '@yearly', 'INSERT INTO public.seen(db, who) VALUES (current_database(), session_user)',
+                                   database => $2, alert_after_failures => 1)",
         &[&job, &db],
     )
     .unwrap();
@@ -569,5 +570,18 @@ fn jobs_run_in_other_databases() {
         .unwrap()
         .get(0);
     assert!(!enabled);
+    // health and alerts say where the job runs
+    let (health_db, alert_db): (String, String) = {
+        let r = b
+            .query_one(
+                "SELECT (SELECT database FROM pulse.scheduler_health() WHERE job_name = $1),
+                        (SELECT database FROM pulse.alerts WHERE job_name = $1 AND event = 'incident'
+                          ORDER BY alert_id DESC LIMIT 1)",
+                &[&job],
+            )
+            .unwrap();
+        (r.get(0), r.get(1))
+    };
+    assert_eq!((health_db.as_str(), alert_db.as_str()), (db.as_str(), db.as_str()));
     drop(other);
 }

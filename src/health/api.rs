@@ -302,8 +302,9 @@ fn record_alert(c: &mut SpiClient<'_>, a: &Alert, channel: Option<&str>) -> Opti
     }
     let r = c.update(
         "INSERT INTO pulse.alert (job_id, job_name, owner, event, run_id, status, message,
-                                  consecutive_failures, runs_24h, failures_24h, channel)
-         VALUES ($1, $2, $3, $4, $5, $6, left($7, 2000), $8, $9, $10, $11)
+                                  consecutive_failures, runs_24h, failures_24h, channel, database)
+         VALUES ($1, $2, $3, $4, $5, $6, left($7, 2000), $8, $9, $10, $11,
+                 (SELECT j.database FROM pulse.job j WHERE j.job_id = $1))
          RETURNING alert_id",
         Some(1),
         &[
@@ -533,6 +534,8 @@ struct Row {
     next_run_at: Option<TimestampWithTimeZone>,
     last_run_at: Option<TimestampWithTimeZone>,
     stats: Stats,
+    /// where the job runs; None: this database
+    database: Option<String>,
 }
 
 /// Every visible job (row-level security applies: the caller's own, or all for superusers) with
@@ -562,7 +565,8 @@ fn gather_unordered() -> Vec<Row> {
         for_each_row(
             c"SELECT j.job_id, j.job_name, j.schedule, j.timezone, j.enabled, j.next_run_at,
                      j.alert_after_failures, s.hour_base, s.runs, s.failures, s.dur_ms,
-                     s.p95_ms, s.consecutive_failures, s.last_run_at, s.last_status, s.last_message
+                     s.p95_ms, s.consecutive_failures, s.last_run_at, s.last_status, s.last_message,
+                     j.database::text
                 FROM pulse.job j LEFT JOIN pulse.job_stats s ON s.job_id = j.job_id",
             |r| {
                 let job_id = r.get::<i64>(1).unwrap_or(0);
@@ -602,6 +606,7 @@ fn gather_unordered() -> Vec<Row> {
                     next_run_at,
                     last_run_at,
                     stats,
+                    database: r.get::<String>(17),
                 });
             },
         );
@@ -626,6 +631,7 @@ type HealthRow = (
     i32,
     String,
     String,
+    String,
 );
 
 #[pg_extern(stable, parallel_safe)]
@@ -648,10 +654,12 @@ fn scheduler_health() -> TableIterator<
         name!(consecutive_failures, i32),
         name!(health, String),
         name!(reason, String),
+        name!(database, String),
     ),
 > {
     let now = now_s();
     let overdue = crate::OVERDUE_AFTER.get() as i64;
+    let here = crate::pgutil::current_database_name();
     let rows: Vec<HealthRow> = gather()
         .into_iter()
         .map(|r| {
@@ -674,6 +682,7 @@ fn scheduler_health() -> TableIterator<
                 r.stats.consecutive_failures,
                 health.as_str().to_string(),
                 reason,
+                r.database.unwrap_or_else(|| here.clone()),
             )
         })
         .collect();
