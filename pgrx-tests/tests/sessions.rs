@@ -582,6 +582,9 @@ fn jobs_run_in_other_databases() {
             .unwrap();
         (r.get(0), r.get(1))
     };
-    assert_eq!((health_db.as_str(), alert_db.as_str()), (db.as_str(), db.as_str()));
+    assert_eq!(
+        (health_db.as_str(), alert_db.as_str()),
+        (db.as_str(), db.as_str())
+    );
     drop(other);
 }

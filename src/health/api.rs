@@ -277,21 +277,25 @@ pub fn send_alert(c: &mut SpiClient<'_>, target: &str, a: &Alert) {
     }
 }
 
+/// Does the alert table exist? (The library may be newer than the extension's SQL.)
+fn alert_table_present(c: &mut SpiClient<'_>) -> bool {
+    c.select(
+        "SELECT pg_catalog.to_regclass('pulse.alert') IS NOT NULL",
+        Some(1),
+        &[],
+    )
+    .ok()
+    .and_then(|t| t.first().get_one::<bool>().ok().flatten())
+    .unwrap_or(false)
+}
+
 /// Writes the alert's row in `pulse.alert` (in the current transaction); returns its id.
 /// `None` (and a warning) when the table is missing: the extension's SQL is older than this
 /// library (run ALTER EXTENSION pg_pulse UPDATE); nothing is notified then, since the details
 /// would have nowhere private to go.
 fn record_alert(c: &mut SpiClient<'_>, a: &Alert, channel: Option<&str>) -> Option<i64> {
     let owner = a.owner?;
-    let present = c
-        .select(
-            "SELECT pg_catalog.to_regclass('pulse.alert') IS NOT NULL",
-            Some(1),
-            &[],
-        )
-        .ok()
-        .and_then(|t| t.first().get_one::<bool>().ok().flatten())
-        .unwrap_or(false);
+    let present = alert_table_present(c);
     if !present {
         warning!(
             "pg_pulse: alert \"{}\" for job \"{}\" not sent: table pulse.alert is missing (run ALTER EXTENSION pg_pulse UPDATE)",
@@ -491,15 +495,7 @@ pub fn prune_runs(batch: i64) -> i64 {
         )
         .unwrap_or(0);
         // (the library may be newer than the extension's SQL: no table yet, nothing to prune)
-        let alerts_present = c
-            .select(
-                "SELECT pg_catalog.to_regclass('pulse.alert') IS NOT NULL",
-                Some(1),
-                &[],
-            )
-            .ok()
-            .and_then(|t| t.first().get_one::<bool>().ok().flatten())
-            .unwrap_or(false);
+        let alerts_present = alert_table_present(c);
         let alerts = if alerts_present {
             xact::with_plan(
                 c,
