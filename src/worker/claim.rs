@@ -20,9 +20,8 @@ pub(super) fn pick(
     role: u32,
     retire: &mut Vec<usize>,
 ) -> Option<usize> {
-    let usable = |s: &Slot| s.state != SlotState::Free && !s.retire && !s.exited;
     let mine: Vec<usize> = (0..view.len())
-        .filter(|&i| usable(&view[i]) && view[i].db == db && view[i].role == role)
+        .filter(|&i| view[i].accepts_runs() && view[i].db == db && view[i].role == role)
         .collect();
     if let Some(&i) = mine.iter().find(|&&i| view[i].pending() == 0) {
         return Some(i);
@@ -35,27 +34,23 @@ pub(super) fn pick(
     }
     // behind a run that has gone on for long, a run would only be taken back again
     let now = chrono::Utc::now().timestamp_micros();
-    let busy_long =
-        |s: &Slot| s.run_id != 0 && now - s.run_started_us >= super::TAKE_BACK_AFTER_MS * 1000;
     if let Some(&i) = mine
         .iter()
-        .filter(|&&i| view[i].pending() < QUEUE_DEPTH && !busy_long(&view[i]))
+        .filter(|&&i| view[i].pending() < QUEUE_DEPTH && !view[i].busy_long(now))
         .min_by_key(|&&i| view[i].pending())
     {
         return Some(i);
     }
     // no room for it: retire an idle executor of another role or database
-    {
-        if let Some(i) = (0..view.len()).find(|&i| {
-            view[i].state == SlotState::Live
-                && usable(&view[i])
-                && view[i].pending() == 0
-                && (view[i].db, view[i].role) != (db, role)
-                && !retire.contains(&i)
-        }) {
-            retire.push(i);
-            view[i].retire = true;
-        }
+    if let Some(i) = (0..view.len()).find(|&i| {
+        view[i].state == SlotState::Live
+            && view[i].accepts_runs()
+            && view[i].pending() == 0
+            && (view[i].db, view[i].role) != (db, role)
+            && !retire.contains(&i)
+    }) {
+        retire.push(i);
+        view[i].retire = true;
     }
     None
 }
@@ -80,8 +75,8 @@ impl Candidate {
         let role = self.owner_name.clone().unwrap_or_default();
         let db = &self.db_name;
         let resume = "then resume it with pulse.toggle_job(job_name, true)";
-        Some(if self.command_missing {
-            return Some("the job no longer exists or is no longer a SQL job".into());
+        let why = if self.command_missing {
+            "the job no longer exists or is no longer a SQL job".to_string()
         } else if self.owner_name.is_none() {
             format!("the job's owner (role with OID {}) no longer exists, so the job is paused; a superuser can remove it with pulse.unschedule_job", self.owner)
         } else if !self.usage {
@@ -96,7 +91,8 @@ impl Candidate {
             format!("role \"{role}\" may not connect to database \"{db}\", so the job is paused; GRANT CONNECT ON DATABASE \"{db}\" TO \"{role}\", {resume}")
         } else {
             return None;
-        })
+        };
+        Some(why)
     }
 }
 

@@ -127,14 +127,10 @@ impl Pool {
                 .is_some_and(|h| matches!(h.pid(), Err(BackgroundWorkerStatus::Stopped)));
             let gone = slot.exited || stopped;
             // runs waiting behind a long run go back to the queue, for another executor
-            let long_run = slot.run_id != 0
-                && chrono::Utc::now().timestamp_micros() - slot.run_started_us
-                    >= super::TAKE_BACK_AFTER_MS * 1000;
+            let long_run = slot.busy_long(chrono::Utc::now().timestamp_micros());
             for e in slot.queue.iter_mut() {
                 if long_run && !gone && e.phase == Phase::Assigned {
-                    if let Some(seg) = self.segments.remove(&e.run_id) {
-                        seg.detach();
-                    }
+                    self.release(e.run_id);
                     self.settled.push(Settled::Requeue(e.run_id));
                     *e = Default::default();
                     continue;
@@ -148,34 +144,22 @@ impl Pool {
                 }
                 let settled = match e.phase {
                     Phase::Empty => continue,
-                    Phase::Done => {
-                        let seg = self.segments.remove(&e.run_id);
-                        let order = seg.as_ref().map(|s| s.order());
-                        let report = seg.as_ref().and_then(|s| s.read_report());
-                        if let Some(s) = seg {
-                            s.detach();
-                        }
-                        match (order, report) {
-                            (Some(order), Some(report)) => Settled::Reported {
-                                order,
-                                report,
-                                pid: slot.pid,
-                            },
-                            (order, _) => Settled::Lost {
-                                run_id: e.run_id,
-                                job_id: order.as_ref().map_or(0, |o| o.job_id),
-                                attempt: order.as_ref().map_or(1, |o| o.attempt),
-                                message: "the executor could not read this run's command".into(),
-                            },
-                        }
-                    }
+                    Phase::Done => match self.release(e.run_id) {
+                        (Some(order), Some(report)) => Settled::Reported {
+                            order,
+                            report,
+                            pid: slot.pid,
+                        },
+                        (order, _) => Settled::Lost {
+                            run_id: e.run_id,
+                            job_id: order.as_ref().map_or(0, |o| o.job_id),
+                            attempt: order.as_ref().map_or(1, |o| o.attempt),
+                            message: "the executor could not read this run's command".into(),
+                        },
+                    },
                     _ if !gone => continue,
                     phase => {
-                        let seg = self.segments.remove(&e.run_id);
-                        let order = seg.as_ref().map(|s| s.order());
-                        if let Some(s) = seg {
-                            s.detach();
-                        }
+                        let (order, _) = self.release(e.run_id);
                         let (job_id, attempt) =
                             order.as_ref().map_or((0, 1), |o| (o.job_id, o.attempt));
                         if phase == Phase::Assigned && slot.pid != 0 {
@@ -212,6 +196,19 @@ impl Pool {
                 };
                 self.handles[i] = None;
             }
+        }
+    }
+
+    /// Unmaps the envelope of a run this process made (the last mapping destroys it) and
+    /// returns its order and the executor's report, if there are any.
+    fn release(&mut self, run_id: i64) -> (Option<Order>, Option<Report>) {
+        match self.segments.remove(&run_id) {
+            Some(seg) => {
+                let found = (Some(seg.order()), seg.read_report());
+                seg.detach();
+                found
+            }
+            None => (None, None),
         }
     }
 
@@ -299,17 +296,14 @@ impl Pool {
         self.retire.clear();
         let mut view: Vec<Slot> = SHARED.share().slots.to_vec();
         let max = super::max_running();
-        let room = |view: &[Slot]| {
-            let free = view.iter().filter(|s| s.state == SlotState::Free).count();
-            let occupied = MAX_EXECUTORS - free;
-            let open_queues: usize = view
-                .iter()
-                .filter(|s| s.state != SlotState::Free && !s.retire && !s.exited)
-                .map(|s| QUEUE_DEPTH - s.pending())
-                .sum();
-            open_queues + max.saturating_sub(occupied) * QUEUE_DEPTH
-        };
-        let capacity = room(&view);
+        // room in the queues of executors that take runs, and for executors not yet started
+        let occupied = view.iter().filter(|s| s.state != SlotState::Free).count();
+        let open_queues: usize = view
+            .iter()
+            .filter(|s| s.accepts_runs())
+            .map(|s| QUEUE_DEPTH - s.pending())
+            .sum();
+        let capacity = open_queues + max.saturating_sub(occupied) * QUEUE_DEPTH;
         if capacity == 0 {
             return 0;
         }
@@ -413,9 +407,8 @@ impl Pool {
             }
             for (slot, run_id, seg) in made {
                 let s = &mut sh.slots[slot];
-                let usable = s.state != SlotState::Free && !s.exited && !s.retire;
                 let free = s.queue.iter().position(|e| e.phase == Phase::Empty);
-                match (usable, free) {
+                match (s.accepts_runs(), free) {
                     (true, Some(k)) => {
                         let seq = s.next_seq;
                         s.next_seq = seq.wrapping_add(1);

@@ -892,7 +892,6 @@ fn record_in_xact(done: &[(InFlight, Reply)]) -> Result<bool, pgrx::spi::SpiErro
                         finished_at: None,
                     },
                     Some(&Value::Object(response).to_string()),
-                    None,
                 )?;
                 if retryable && super::runs::schedule_retry(job_id, attempt, s.retry_after) {
                     retried_runs = true;

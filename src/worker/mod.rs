@@ -211,6 +211,16 @@ impl Slot {
             .filter(|e| e.phase != Phase::Empty)
             .count()
     }
+
+    /// An executor (starting or live) that may be handed runs: not leaving, not gone.
+    pub fn accepts_runs(&self) -> bool {
+        self.state != SlotState::Free && !self.retire && !self.exited
+    }
+
+    /// Its current run has gone on for `TAKE_BACK_AFTER_MS` or more (`now_us`: Unix µs).
+    pub fn busy_long(&self, now_us: i64) -> bool {
+        self.run_id != 0 && now_us - self.run_started_us >= TAKE_BACK_AFTER_MS * 1000
+    }
 }
 
 #[derive(Copy, Clone)]

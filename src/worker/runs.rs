@@ -47,14 +47,12 @@ pub(crate) fn schedule_retry(job_id: i64, attempt: i32, retry_after: Option<Dura
 pub(crate) fn finish_run(
     o: &crate::health::api::Outcome,
     response: Option<&str>,
-    executor_pid: Option<i32>,
 ) -> Result<(), pgrx::spi::SpiError> {
     Spi::connect_mut(|c| {
         xact::with_plan(
             c,
-            "UPDATE pulse.job_run SET status = $2, finished_at = coalesce($7, pg_catalog.clock_timestamp()), message = $3,
-                    started_at = least($4, pg_catalog.clock_timestamp()), response = $5::pg_catalog.jsonb,
-                    executor_pid = coalesce($6, executor_pid)
+            "UPDATE pulse.job_run SET status = $2, finished_at = pg_catalog.clock_timestamp(), message = $3,
+                    started_at = least($4, pg_catalog.clock_timestamp()), response = $5::pg_catalog.jsonb
               WHERE run_id OPERATOR(pg_catalog.=) $1",
             &[
                 PgOid::BuiltIn(PgBuiltInOids::INT8OID),
@@ -62,8 +60,6 @@ pub(crate) fn finish_run(
                 PgOid::BuiltIn(PgBuiltInOids::TEXTOID),
                 PgOid::BuiltIn(PgBuiltInOids::TIMESTAMPTZOID),
                 PgOid::BuiltIn(PgBuiltInOids::TEXTOID),
-                PgOid::BuiltIn(PgBuiltInOids::INT4OID),
-                PgOid::BuiltIn(PgBuiltInOids::TIMESTAMPTZOID),
             ],
             |c, stmt| {
                 c.update(
@@ -75,8 +71,6 @@ pub(crate) fn finish_run(
                         o.message.into(),
                         o.started_at.into(),
                         response.into(),
-                        executor_pid.into(),
-                        o.finished_at.into(),
                     ],
                 )
                 .map(|_| ())
@@ -84,14 +78,18 @@ pub(crate) fn finish_run(
         )
         .and_then(|r| r)
     })?;
-    // statistics and alerts in a subtransaction: a statistics row locked by a concurrent change
-    // of the job (NOWAIT) costs this run's statistics, never the outcome or the other runs'
+    record_stats(o);
+    Ok(())
+}
+
+/// A run's statistics and alerts, in a subtransaction: a statistics row locked by a concurrent
+/// change of the job (NOWAIT) costs this run's statistics, never the outcome or the other runs'.
+fn record_stats(o: &crate::health::api::Outcome) {
     let (job_id, run_id) = (o.job_id, o.run_id);
     let o = std::panic::AssertUnwindSafe(o);
     if xact::in_subxact(move || crate::health::api::record_outcome(*o)).is_none() {
         warning!("pg_pulse: statistics of job {job_id} not updated for run {run_id} (its row is being changed)");
     }
-    Ok(())
 }
 
 /// The outcomes executors reported in one turn of the scheduler, written together: one UPDATE of
@@ -135,11 +133,7 @@ pub(crate) fn finish_reported(
     });
     if together.is_none() {
         for (o, _) in reported {
-            let (job_id, run_id) = (o.job_id, o.run_id);
-            let o = std::panic::AssertUnwindSafe(o);
-            if xact::in_subxact(move || crate::health::api::record_outcome(*o)).is_none() {
-                warning!("pg_pulse: statistics of job {job_id} not updated for run {run_id} (its row is being changed)");
-            }
+            record_stats(o);
         }
     }
     Ok(())
@@ -185,47 +179,23 @@ pub(crate) fn record_reported(reported: &[(super::handoff::Order, super::handoff
     }
 }
 
-/// A run that failed without an executor's report (it never ran, or its executor is gone).
+/// A run that failed without an executor's report (it never ran, or its executor is gone),
+/// through the shared finish path, then a retry if the job allows one.
 pub(crate) fn fail_now(job_id: i64, run_id: i64, attempt: i32, message: &str) {
-    let now = crate::pgutil::to_pg_ts(chrono::Utc::now());
-    record(job_id, run_id, attempt, "failed", message, now, 0.0, None);
-}
-
-/// One outcome through the shared finish path (statistics, alerts), then a retry if earned.
-#[allow(clippy::too_many_arguments)]
-fn record(
-    job_id: i64,
-    run_id: i64,
-    attempt: i32,
-    status: &str,
-    message: &str,
-    started_at: TimestampWithTimeZone,
-    duration_ms: f64,
-    pid: Option<i32>,
-) {
-    // an executor's report says when the run ended; recording comes a little later
-    let finished_at = pid.and_then(|_| {
-        TimestampWithTimeZone::try_from(started_at.into_inner() + (duration_ms * 1000.0) as i64)
-            .ok()
-    });
-    let r = finish_run(
-        &crate::health::api::Outcome {
-            job_id,
-            run_id,
-            status,
-            message: Some(message),
-            started_at,
-            duration_ms,
-            finished_at,
-        },
-        None,
-        pid,
-    );
-    if let Err(e) = r {
+    let o = crate::health::api::Outcome {
+        job_id,
+        run_id,
+        status: "failed",
+        message: Some(message),
+        started_at: crate::pgutil::to_pg_ts(chrono::Utc::now()),
+        duration_ms: 0.0,
+        finished_at: None,
+    };
+    if let Err(e) = finish_run(&o, None) {
         pgrx::error!("could not record the outcome of run {run_id}: {e}");
     }
     // a retry is queued in the future: the scheduler's next wake-up accounts for it
-    if matches!(status, "failed" | "timed_out") && job_id != 0 {
+    if job_id != 0 {
         schedule_retry(job_id, attempt, None);
     }
 }

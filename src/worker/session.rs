@@ -147,29 +147,27 @@ fn take(slot: usize) -> Take {
 
 /// Runs one handed-out run and reports its outcome to the scheduler.
 fn execute(slot: usize, seq: u32, handle: u32, cancelled_before: bool) {
-    let report = match Segment::attach(handle) {
-        None => None,
-        Some(seg) => {
-            let order = seg.order();
-            let report = if cancelled_before {
-                Report {
-                    ended: Ended::Cancelled,
-                    started_at: to_pg_ts(chrono::Utc::now()).into_inner(),
-                    duration_us: 0,
-                    message: "cancelled by pulse.cancel_run".into(),
-                }
-            } else {
-                let report = run(slot, order);
-                // the session is clean before the run counts as finished (no lock, cursor or
-                // temporary table of it outlives it, even while this executor idles)
-                reset_session();
-                report
-            };
-            seg.report(&report);
-            seg.detach();
-            Some(report)
-        }
-    };
+    // without the envelope (gone with a scheduler that exited) there is nothing to run, and
+    // the scheduler fails the run when it finds no report
+    if let Some(seg) = Segment::attach(handle) {
+        let order = seg.order();
+        let report = if cancelled_before {
+            Report {
+                ended: Ended::Cancelled,
+                started_at: to_pg_ts(chrono::Utc::now()).into_inner(),
+                duration_us: 0,
+                message: "cancelled by pulse.cancel_run".into(),
+            }
+        } else {
+            let report = run(slot, order);
+            // the session is clean before the run counts as finished (no lock, cursor or
+            // temporary table of it outlives it, even while this executor idles)
+            reset_session();
+            report
+        };
+        seg.report(&report);
+        seg.detach();
+    }
     let scheduler = {
         let mut sh = SHARED.exclusive();
         let s = &mut sh.slots[slot];
@@ -179,11 +177,7 @@ fn execute(slot: usize, seq: u32, handle: u32, cancelled_before: bool) {
             .iter_mut()
             .find(|e| e.seq == seq && e.phase == Phase::Taken)
         {
-            // without a report (the envelope was gone) the scheduler fails the run
             e.phase = Phase::Done;
-            if report.is_none() {
-                e.handle = 0;
-            }
         }
         sh.scheduler_pid
     };
