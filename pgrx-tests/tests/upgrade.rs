@@ -1,5 +1,5 @@
-//! End-to-end: upgrading 0.1.0 to 0.2.0 with ALTER EXTENSION keeps every row and gives what a
-//! fresh install gives, and job owners survive pg_dumpall --roles-only + pg_dump into another
+//! End-to-end: upgrading 0.1.0 or 0.2.0 to the current version with ALTER EXTENSION keeps every
+//! row and gives what a fresh install gives, and job owners survive pg_dumpall --roles-only + pg_dump into another
 //! cluster by name. Each test works in databases of its own (the scheduler serves only
 //! `postgres`, so nothing runs there: these tests check the catalog, not runs).
 mod common;
@@ -12,18 +12,38 @@ use sha2::{Digest, Sha256};
 const FROZEN_0_1_0_SHA256: &str =
     "6c5b9ecb923fdb658d271fe178a3ea841714a99759967554bab153cb9ab3c9ea";
 
+/// sha256 of sql/pg_pulse--0.2.0.sql: the script 0.2.0 installed (`cargo pgrx schema` of commit
+/// 2279329). Frozen too.
+const FROZEN_0_2_0_SHA256: &str =
+    "a7eac32d1fb8cad7ce994e510239f955fb929e68327d6b907f6c6a46392c4534";
+
 #[test]
-fn frozen_0_1_0_install_script_is_unchanged() {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../sql/pg_pulse--0.1.0.sql");
-    let bytes = std::fs::read(path).expect("read sql/pg_pulse--0.1.0.sql");
-    let hex: String = Sha256::digest(&bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    assert_eq!(
-        hex, FROZEN_0_1_0_SHA256,
-        "sql/pg_pulse--0.1.0.sql must stay what 0.1.0 installed: put schema changes into an upgrade script"
-    );
+fn frozen_install_scripts_are_unchanged() {
+    for (version, sha) in [("0.1.0", FROZEN_0_1_0_SHA256), ("0.2.0", FROZEN_0_2_0_SHA256)] {
+        let path = format!(
+            "{}/../sql/pg_pulse--{version}.sql",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("read {path}: {e}"));
+        let hex: String = Sha256::digest(&bytes)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(
+            hex, sha,
+            "sql/pg_pulse--{version}.sql must stay what {version} installed: put schema changes into an upgrade script"
+        );
+    }
+}
+
+/// The version `CREATE EXTENSION pg_pulse` installs (the control file's default).
+fn current_version(c: &mut Client) -> String {
+    c.query_one(
+        "SELECT default_version FROM pg_available_extensions WHERE name = 'pg_pulse'",
+        &[],
+    )
+    .unwrap()
+    .get(0)
 }
 
 /// A database of the test server, dropped when the test ends (also when it fails).
@@ -234,7 +254,7 @@ fn upgrade_from_0_1_0_keeps_every_row_and_matches_a_fresh_install() {
         )
         .unwrap()
         .get(0);
-    assert_eq!(version, "0.2.0");
+    assert_eq!(version, current_version(&mut o));
     assert_eq!(snapshot(&mut o), before, "every row kept, owners by name");
     let rows: Vec<(String, String, String)> = o
         .query(
@@ -286,6 +306,64 @@ fn upgrade_from_0_1_0_keeps_every_row_and_matches_a_fresh_install() {
         installed.contains("CREATE TABLE pulse.job (") && installed.contains("regrole"),
         "the dump shows the extension's objects:\n{installed}"
     );
+    assert!(
+        upgraded == installed,
+        "the upgraded schema differs from a fresh install at {}",
+        first_difference(&upgraded, &installed)
+    );
+}
+
+#[test]
+fn upgrade_from_0_2_0_keeps_every_row_and_matches_a_fresh_install() {
+    let _a = admin();
+    let base = unique("up2");
+    let (one, two) = (format!("{base}_one"), format!("{base}_two"));
+    let _roles = PlainRoles::create(&[one.clone(), two.clone()]);
+    let old = Db::create(port(), "up2_old");
+    let fresh = Db::create(port(), "up2_fresh");
+    let mut o = old.connect();
+    o.batch_execute("CREATE EXTENSION pg_pulse VERSION '0.2.0'")
+        .expect("install 0.2.0");
+    // rows as 0.2.0's functions would have written them (written directly, as above)
+    o.batch_execute(&format!(
+        "INSERT INTO pulse.job (job_name, owner, schedule, command, timezone, comment, database)
+              VALUES ('nightly', '{one}', '0 2 * * *', 'SELECT 1', 'Europe/Berlin', 'one''s', NULL),
+                     ('nightly', '{two}', '@hourly', 'SELECT 2', 'UTC', NULL, 'postgres');
+         INSERT INTO pulse.job (job_name, owner, run_at, http, max_attempts)
+              VALUES ('hook', '{two}', '2026-01-01 00:00:00+00',
+                      '{{\"method\": \"POST\", \"url\": \"https://example.com/x\", \"headers\": {{}}}}', 3);
+         INSERT INTO pulse.job_run (job_id, job_name, owner, scheduled_for, started_at, finished_at, status, message)
+              SELECT job_id, job_name, owner, '2026-01-01', '2026-01-01', '2026-01-01 00:00:01', 'failed', 'boom'
+                FROM pulse.job;
+         INSERT INTO pulse.job_run (job_id, job_name, owner, scheduled_for, status)
+              SELECT job_id, job_name, owner, '2026-01-02', 'queued' FROM pulse.job WHERE job_name = 'nightly';
+         INSERT INTO pulse.job_stats (job_id, owner, last_status, consecutive_failures)
+              SELECT job_id, owner, 'failed', 1 FROM pulse.job;
+         INSERT INTO pulse.secret (owner, name, value)
+              VALUES ('{one}'::regrole::oid, 'token', 'one-secret'), ('{two}'::regrole::oid, 'token', 'two-secret');
+         INSERT INTO pulse.http_request (owner, request, state)
+              VALUES ('{one}'::regrole::oid, '{{\"method\": \"GET\", \"url\": \"https://example.com/y\"}}', 'pending');"
+    ))
+    .expect("0.2.0 rows");
+    let before = snapshot(&mut o);
+    assert!(before.len() >= 12, "{before:?}");
+    o.batch_execute("ALTER EXTENSION pg_pulse UPDATE")
+        .expect("ALTER EXTENSION pg_pulse UPDATE");
+    let version: String = o
+        .query_one(
+            "SELECT extversion FROM pg_extension WHERE extname = 'pg_pulse'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(version, current_version(&mut o));
+    assert_eq!(snapshot(&mut o), before, "every row kept");
+    drop(o);
+    fresh
+        .connect()
+        .batch_execute("CREATE EXTENSION pg_pulse")
+        .expect("fresh install");
+    let (upgraded, installed) = (schema_dump(&old), schema_dump(&fresh));
     assert!(
         upgraded == installed,
         "the upgraded schema differs from a fresh install at {}",
