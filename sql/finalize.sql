@@ -40,4 +40,7 @@ SELECT pulse._wake_scheduler();
 COMMENT ON FUNCTION pulse.scheduler_health() IS
 'One row per job you can see: schedule, next and last run, runs and failures in the last 24 hours, success rate, average and p95 duration, consecutive failures, health (healthy, degraded, failing, overdue, paused, never_run) with a reason to act on, and the database the job runs in.';
 COMMENT ON FUNCTION pulse.scheduler_status() IS
-'One row: is the scheduler alive (pid, started at, last heartbeat, database), job counts (total, enabled, paused, failing, overdue), runs and failures in the last hour, the share of healthy jobs, and a verdict HEALTHY or NEEDS_ATTENTION (thresholds: pulse.status_max_failing_jobs, pulse.status_min_health_pct).';
+'One row: is the scheduler alive (pid, started at, last heartbeat, database), job counts (total, enabled, paused, failing, overdue), runs and failures in the last hour, the share of healthy jobs, whether the HTTP worker is alive, how many due after-commit requests wait and for how long, and a verdict HEALTHY or NEEDS_ATTENTION (both workers alive, thresholds: pulse.status_max_failing_jobs, pulse.status_min_health_pct, pulse.status_max_request_wait).';
+COMMENT ON FUNCTION pulse.restart_workers() IS
+'Superusers: stops the scheduler and the HTTP worker; the server starts them again within about a second. SQL runs in progress fail (and are retried if their job allows); requests being sent are sent again. Returns how many workers were signalled.';
+REVOKE ALL ON FUNCTION pulse.restart_workers() FROM PUBLIC;

@@ -6,3 +6,46 @@
 -- 0.3.0, so that the upgraded catalog and a fresh one dump identically
 -- (pgrx-tests/tests/upgrade.rs compares them).
 \echo Use "ALTER EXTENSION pg_pulse UPDATE TO '0.3.0'" to load this file. \quit
+
+------------------------------------------------------------------------------------------------
+-- 1. Run lifecycle (issue 15): claims round-robin by owner; workers' liveness and restart.
+------------------------------------------------------------------------------------------------
+
+CREATE INDEX job_run_queued_owner_idx ON pulse.job_run (kind, owner, scheduled_for, run_id) WHERE status = 'queued';
+
+-- pulse.scheduler_status() reports the HTTP worker and waiting after-commit requests (new
+-- columns last): its result type changes, so it is dropped and created again.
+DROP FUNCTION pulse.scheduler_status();
+CREATE  FUNCTION "scheduler_status"() RETURNS TABLE (
+	"worker_alive" bool,  /* bool */
+	"worker_pid" INT,  /* Option < i32 > */
+	"worker_started_at" timestamp with time zone,  /* Option < TimestampWithTimeZone > */
+	"last_heartbeat" timestamp with time zone,  /* Option < TimestampWithTimeZone > */
+	"database_name" TEXT,  /* String */
+	"jobs_total" bigint,  /* i64 */
+	"jobs_enabled" bigint,  /* i64 */
+	"jobs_paused" bigint,  /* i64 */
+	"jobs_failing" bigint,  /* i64 */
+	"jobs_overdue" bigint,  /* i64 */
+	"runs_last_hour" bigint,  /* i64 */
+	"failures_last_hour" bigint,  /* i64 */
+	"health_pct" double precision,  /* Option < f64 > */
+	"verdict" TEXT,  /* String */
+	"http_worker_alive" bool,  /* bool */
+	"http_worker_pid" INT,  /* Option < i32 > */
+	"http_worker_started_at" timestamp with time zone,  /* Option < TimestampWithTimeZone > */
+	"requests_waiting" bigint,  /* i64 */
+	"oldest_request_wait" interval  /* Option < Interval > */
+)
+STRICT STABLE PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'scheduler_status_wrapper';
+CREATE  FUNCTION "restart_workers"() RETURNS INT /* i32 */
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'restart_workers_wrapper';
+COMMENT ON FUNCTION pulse.scheduler_status() IS
+'One row: is the scheduler alive (pid, started at, last heartbeat, database), job counts (total, enabled, paused, failing, overdue), runs and failures in the last hour, the share of healthy jobs, whether the HTTP worker is alive, how many due after-commit requests wait and for how long, and a verdict HEALTHY or NEEDS_ATTENTION (both workers alive, thresholds: pulse.status_max_failing_jobs, pulse.status_min_health_pct, pulse.status_max_request_wait).';
+COMMENT ON FUNCTION pulse.restart_workers() IS
+'Superusers: stops the scheduler and the HTTP worker; the server starts them again within about a second. SQL runs in progress fail (and are retried if their job allows); requests being sent are sent again. Returns how many workers were signalled.';
+REVOKE ALL ON FUNCTION pulse.restart_workers() FROM PUBLIC;

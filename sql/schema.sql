@@ -57,6 +57,8 @@ CREATE INDEX job_run_failures_idx ON pulse.job_run (finished_at) WHERE status IN
 -- work for the executors, and "is a run of this job still going" (overlap = 'skip')
 CREATE INDEX job_run_queued_idx ON pulse.job_run (scheduled_for, run_id) WHERE status = 'queued';
 CREATE INDEX job_run_active_idx ON pulse.job_run (job_id) WHERE status IN ('queued', 'running');
+-- claims round-robin by owner: the owners with queued runs (a skip scan), and each one's in time order
+CREATE INDEX job_run_queued_owner_idx ON pulse.job_run (kind, owner, scheduled_for, run_id) WHERE status = 'queued';
 -- time ranges ("runs in the last hour", "runs per night", retention) on an append-mostly table
 CREATE INDEX job_run_created_brin ON pulse.job_run USING brin (created_at);
 

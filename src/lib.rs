@@ -87,6 +87,9 @@ mod shell {
     /// `pulse.status_max_failing_jobs` / `pulse.status_min_health_pct`: verdict thresholds.
     pub static STATUS_MAX_FAILING: GucSetting<i32> = GucSetting::<i32>::new(0);
     pub static STATUS_MIN_HEALTH_PCT: GucSetting<i32> = GucSetting::<i32>::new(90);
+    /// `pulse.status_max_request_wait`: seconds a due after-commit request may wait unsent before
+    /// pulse.scheduler_status() says NEEDS_ATTENTION.
+    pub static STATUS_MAX_REQUEST_WAIT: GucSetting<i32> = GucSetting::<i32>::new(60);
 
     #[derive(pgrx::PostgresGucEnum, Clone, Copy, PartialEq, Eq, Debug)]
     pub enum LogRuns {
@@ -236,6 +239,14 @@ mod shell {
             0,
             100,
             GucFlags::default(),
+        );
+        int(
+            c"pulse.status_max_request_wait",
+            c"pulse.scheduler_status() says NEEDS_ATTENTION while a due after-commit HTTP request has waited longer than this.",
+            &STATUS_MAX_REQUEST_WAIT,
+            1,
+            i32::MAX,
+            GucFlags::UNIT_S,
         );
         GucRegistry::define_int_guc(
             c"pulse.http_max_request_bytes",

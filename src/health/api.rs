@@ -1,7 +1,10 @@
 //! The SQL side of health: statistics kept by the executors, alerts, retention, and the
 //! `pulse.scheduler_health()` / `pulse.scheduler_status()` functions.
 
-use super::{classify, notify_payload, valid_channel, verdict, AlertEvent, Facts, Health, Stats};
+use super::{
+    classify, notify_payload, valid_channel, verdict, AlertEvent, Facts, Health, Stats, StatusFacts,
+    StatusLimits,
+};
 use crate::pgutil::{for_each_row, from_pg_ts, to_pg_ts};
 use crate::worker::xact;
 use pgrx::prelude::*;
@@ -703,11 +706,17 @@ fn scheduler_status() -> TableIterator<
         name!(failures_last_hour, i64),
         name!(health_pct, Option<f64>),
         name!(verdict, String),
+        name!(http_worker_alive, bool),
+        name!(http_worker_pid, Option<i32>),
+        name!(http_worker_started_at, Option<TimestampWithTimeZone>),
+        name!(requests_waiting, i64),
+        name!(oldest_request_wait, Option<Interval>),
     ),
 > {
     let now = now_s();
     let overdue = crate::OVERDUE_AFTER.get() as i64;
-    let (alive, pid, started, beat) = crate::worker::scheduler_liveness();
+    let sched = crate::worker::scheduler_liveness();
+    let http = crate::worker::http_worker_liveness();
     let rows = gather_unordered();
     let mut enabled = 0i64;
     let mut failing = 0i64;
@@ -732,19 +741,33 @@ fn scheduler_status() -> TableIterator<
                                                      AND finished_at > now() - interval '1 hour')",
     )
     .unwrap_or((None, None));
+    // after-commit requests due and not sent yet (those the caller may see)
+    let (waiting, oldest_s) = Spi::get_two::<i64, f64>(
+        "SELECT count(*), extract(epoch FROM now() - min(next_attempt_at))::float8
+           FROM pulse.http_request WHERE state = 'pending' AND next_attempt_at <= now()",
+    )
+    .unwrap_or((None, None));
+    let oldest_s = oldest_s.map(|s| s.max(0.0));
     let v = verdict(
-        alive,
-        failing,
-        overdue_n,
-        pct,
-        crate::STATUS_MAX_FAILING.get() as i64,
-        crate::STATUS_MIN_HEALTH_PCT.get() as f64,
+        &StatusFacts {
+            scheduler_alive: sched.alive,
+            http_worker_alive: http.alive,
+            failing,
+            overdue: overdue_n,
+            health_pct: pct,
+            oldest_request_wait_s: oldest_s,
+        },
+        &StatusLimits {
+            max_failing: crate::STATUS_MAX_FAILING.get() as i64,
+            min_health_pct: crate::STATUS_MIN_HEALTH_PCT.get() as f64,
+            max_request_wait_s: crate::STATUS_MAX_REQUEST_WAIT.get() as f64,
+        },
     );
     TableIterator::once((
-        alive,
-        pid,
-        started.map(to_pg_ts),
-        beat.map(to_pg_ts),
+        sched.alive,
+        sched.pid,
+        sched.started_at.map(to_pg_ts),
+        sched.heartbeat.map(to_pg_ts),
         crate::database_name(),
         rows.len() as i64,
         enabled,
@@ -755,5 +778,10 @@ fn scheduler_status() -> TableIterator<
         failures_hour.unwrap_or(0),
         pct,
         v.to_string(),
+        http.alive,
+        http.pid,
+        http.started_at.map(to_pg_ts),
+        waiting.unwrap_or(0),
+        oldest_s.and_then(|s| interval_ms(s * 1000.0)),
     ))
 }

@@ -265,19 +265,36 @@ pub fn classify(f: &Facts, now: i64, overdue_after: i64) -> (Health, String) {
     (Health::Healthy, "ok".into())
 }
 
-/// The one-word verdict of `pulse.scheduler_status()`.
-pub fn verdict(
-    worker_alive: bool,
-    failing: i64,
-    overdue: i64,
-    health_pct: Option<f64>,
-    max_failing: i64,
-    min_health_pct: f64,
-) -> &'static str {
-    let ok = worker_alive
-        && failing <= max_failing
-        && overdue == 0
-        && health_pct.is_none_or(|p| p >= min_health_pct);
+/// What `pulse.scheduler_status()` judges.
+#[derive(Debug, Clone, Copy)]
+pub struct StatusFacts {
+    pub scheduler_alive: bool,
+    pub http_worker_alive: bool,
+    pub failing: i64,
+    pub overdue: i64,
+    pub health_pct: Option<f64>,
+    /// seconds the oldest due after-commit request has waited (None: none waits)
+    pub oldest_request_wait_s: Option<f64>,
+}
+
+/// The thresholds of the verdict (`pulse.status_*` settings).
+#[derive(Debug, Clone, Copy)]
+pub struct StatusLimits {
+    pub max_failing: i64,
+    pub min_health_pct: f64,
+    pub max_request_wait_s: f64,
+}
+
+/// The one-word verdict of `pulse.scheduler_status()`: HEALTHY only while both workers are
+/// alive, no more jobs fail than allowed, none is overdue, enough jobs are healthy and no
+/// after-commit request has waited longer than allowed.
+pub fn verdict(f: &StatusFacts, l: &StatusLimits) -> &'static str {
+    let ok = f.scheduler_alive
+        && f.http_worker_alive
+        && f.failing <= l.max_failing
+        && f.overdue == 0
+        && f.health_pct.is_none_or(|p| p >= l.min_health_pct)
+        && f.oldest_request_wait_s.is_none_or(|w| w <= l.max_request_wait_s);
     if ok {
         "HEALTHY"
     } else {

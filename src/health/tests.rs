@@ -174,16 +174,32 @@ fn classification() {
 
 #[test]
 fn verdicts() {
-    assert_eq!(verdict(true, 0, 0, Some(100.0), 0, 90.0), "HEALTHY");
-    assert_eq!(verdict(true, 0, 0, None, 0, 90.0), "HEALTHY");
-    assert_eq!(
-        verdict(false, 0, 0, Some(100.0), 0, 90.0),
-        "NEEDS_ATTENTION"
-    );
-    assert_eq!(verdict(true, 1, 0, Some(99.0), 0, 90.0), "NEEDS_ATTENTION");
-    assert_eq!(verdict(true, 1, 0, Some(99.0), 1, 90.0), "HEALTHY");
-    assert_eq!(verdict(true, 0, 1, Some(99.0), 5, 90.0), "NEEDS_ATTENTION");
-    assert_eq!(verdict(true, 0, 0, Some(80.0), 0, 90.0), "NEEDS_ATTENTION");
+    let ok = StatusFacts {
+        scheduler_alive: true,
+        http_worker_alive: true,
+        failing: 0,
+        overdue: 0,
+        health_pct: Some(100.0),
+        oldest_request_wait_s: None,
+    };
+    let l = StatusLimits {
+        max_failing: 0,
+        min_health_pct: 90.0,
+        max_request_wait_s: 60.0,
+    };
+    let v = |f: StatusFacts, l: StatusLimits| verdict(&f, &l);
+    assert_eq!(v(ok, l), "HEALTHY");
+    assert_eq!(v(StatusFacts { health_pct: None, ..ok }, l), "HEALTHY");
+    assert_eq!(v(StatusFacts { scheduler_alive: false, ..ok }, l), "NEEDS_ATTENTION");
+    assert_eq!(v(StatusFacts { http_worker_alive: false, ..ok }, l), "NEEDS_ATTENTION");
+    let failing = StatusFacts { failing: 1, health_pct: Some(99.0), ..ok };
+    assert_eq!(v(failing, l), "NEEDS_ATTENTION");
+    assert_eq!(v(failing, StatusLimits { max_failing: 1, ..l }), "HEALTHY");
+    let overdue = StatusFacts { overdue: 1, ..ok };
+    assert_eq!(v(overdue, StatusLimits { max_failing: 5, ..l }), "NEEDS_ATTENTION");
+    assert_eq!(v(StatusFacts { health_pct: Some(80.0), ..ok }, l), "NEEDS_ATTENTION");
+    assert_eq!(v(StatusFacts { oldest_request_wait_s: Some(60.0), ..ok }, l), "HEALTHY");
+    assert_eq!(v(StatusFacts { oldest_request_wait_s: Some(61.0), ..ok }, l), "NEEDS_ATTENTION");
 }
 
 proptest! {

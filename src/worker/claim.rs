@@ -55,6 +55,62 @@ pub(super) fn pick(
     None
 }
 
+/// Fairness between owners in the executor pool: each (database, owner) with runs due or
+/// executors running has a share of `pulse.max_running_jobs` (at least 1). An owner that holds
+/// its share or more gets no further run while an owner below its share has a run waiting:
+/// its executors go idle as their runs end, and are retired for the waiting owner (`pick`). So
+/// one owner's backlog holds another owner's run back for at most the runs already handed out.
+pub(super) struct FairShare {
+    held: std::collections::HashMap<(u32, u32), usize>,
+    waiting: std::collections::HashSet<(u32, u32)>,
+    share: usize,
+    occupied: usize,
+    max: usize,
+}
+
+impl FairShare {
+    pub(super) fn new(
+        view: &[Slot],
+        max: usize,
+        due: impl Iterator<Item = (u32, u32)>,
+    ) -> FairShare {
+        let mut held = std::collections::HashMap::new();
+        for s in view.iter().filter(|s| s.state != SlotState::Free) {
+            *held.entry((s.db, s.role)).or_insert(0) += 1;
+        }
+        let waiting: std::collections::HashSet<(u32, u32)> = due.collect();
+        let owners = held.keys().chain(waiting.iter()).collect::<std::collections::HashSet<_>>().len();
+        FairShare {
+            occupied: held.values().sum(),
+            held,
+            waiting,
+            share: (max / owners.max(1)).max(1),
+            max,
+        }
+    }
+
+    fn holds(&self, key: (u32, u32)) -> usize {
+        self.held.get(&key).copied().unwrap_or(0)
+    }
+
+    /// Whether `key` must leave its run queued this turn: the pool is full, `key` holds its
+    /// share, and another owner below its share has runs due.
+    pub(super) fn must_wait(&self, key: (u32, u32)) -> bool {
+        self.occupied >= self.max
+            && self.holds(key) >= self.share
+            && self
+                .waiting
+                .iter()
+                .any(|&other| other != key && self.holds(other) < self.share)
+    }
+
+    /// `key` got a new executor.
+    pub(super) fn took(&mut self, key: (u32, u32)) {
+        *self.held.entry(key).or_insert(0) += 1;
+        self.occupied += 1;
+    }
+}
+
 /// A queued run with what the claim needs to know about its owner and database.
 pub(super) struct Candidate {
     pub order: Order,
@@ -67,6 +123,8 @@ pub(super) struct Candidate {
     usage: bool,
     connect: bool,
     allow_conn: bool,
+    /// 1 for the owner's first due run, 2 for its second, ...
+    rank: i64,
 }
 
 impl Candidate {
@@ -97,12 +155,33 @@ impl Candidate {
 }
 
 pub(super) fn candidates(limit: i64) -> Vec<Candidate> {
-    // The plan must walk job_run_queued_idx in order and stop early (see the README on bursts).
+    // Round-robin by owner: each owner's due runs in time order (job_run_queued_owner_idx, one
+    // index probe per owner: a skip scan over the owners), then the first of every owner, the
+    // second of every owner, and so on. One owner's backlog never hides another owner's runs.
+    // Index scans in order, not sorts of the whole backlog (see the README on bursts).
     crate::pgutil::set_xact_guc(c"enable_sort", c"off");
     Spi::connect_mut(|c| {
         let rows = xact::with_plan(
             c,
-            "SELECT r.run_id, r.job_id, r.job_name, r.scheduled_for, r.attempt, r.trigger,
+            "WITH RECURSIVE owners AS (
+                    (SELECT q.owner FROM pulse.job_run q
+                      WHERE q.status = 'queued' AND q.kind = 'sql' ORDER BY q.owner LIMIT 1)
+                  UNION ALL
+                    SELECT (SELECT q.owner FROM pulse.job_run q
+                             WHERE q.status = 'queued' AND q.kind = 'sql' AND q.owner > o.owner
+                             ORDER BY q.owner LIMIT 1)
+                      FROM owners o WHERE o.owner IS NOT NULL),
+             ranked AS (
+               SELECT x.run_id, x.rk, x.scheduled_for
+                 FROM owners o CROSS JOIN LATERAL (
+                      SELECT q.run_id, q.scheduled_for,
+                             row_number() OVER (ORDER BY q.scheduled_for, q.run_id) AS rk
+                        FROM pulse.job_run q
+                       WHERE q.status = 'queued' AND q.kind = 'sql' AND q.owner = o.owner
+                         AND q.scheduled_for <= clock_timestamp() + make_interval(secs => $1::float8 / 1000)
+                       ORDER BY q.scheduled_for, q.run_id LIMIT $2) x
+                WHERE o.owner IS NOT NULL)
+             SELECT r.run_id, r.job_id, r.job_name, r.scheduled_for, r.attempt, r.trigger,
                     coalesce(j.owner::oid, r.owner), j.command, j.timeout,
                     a.rolname::text, coalesce(j.database, current_database())::text, d.oid,
                     coalesce(a.rolcanlogin, false),
@@ -110,11 +189,11 @@ pub(super) fn candidates(limit: i64) -> Vec<Candidate> {
                          ELSE has_schema_privilege(a.oid, 'pulse', 'USAGE') END,
                     CASE WHEN a.oid IS NULL OR d.oid IS NULL THEN false
                          ELSE has_database_privilege(a.oid, d.oid, 'CONNECT') END,
-                    coalesce(d.datallowconn, false)
-               FROM (SELECT q.run_id FROM pulse.job_run q
-                      WHERE q.status = 'queued' AND q.kind = 'sql'
-                        AND q.scheduled_for <= clock_timestamp() + make_interval(secs => $1::float8 / 1000)
-                      ORDER BY q.scheduled_for, q.run_id LIMIT $2 FOR UPDATE SKIP LOCKED) k
+                    coalesce(d.datallowconn, false), k.rk
+               FROM (SELECT q.run_id, t.rk
+                       FROM (SELECT run_id, rk FROM ranked ORDER BY rk, scheduled_for, run_id LIMIT $2) t
+                       JOIN pulse.job_run q ON q.run_id = t.run_id AND q.status = 'queued'
+                        FOR UPDATE OF q SKIP LOCKED) k
                JOIN pulse.job_run r ON r.run_id = k.run_id
                LEFT JOIN pulse.job j ON j.job_id = r.job_id
                LEFT JOIN pg_roles a ON a.oid = coalesce(j.owner::oid, r.owner)
@@ -156,6 +235,7 @@ pub(super) fn candidates(limit: i64) -> Vec<Candidate> {
                                 usage: row.get(14).ok()??,
                                 connect: row.get(15).ok()??,
                                 allow_conn: row.get(16).ok()??,
+                                rank: row.get::<i64>(17).ok()??,
                             })
                         })
                         .collect::<Vec<_>>()
@@ -163,10 +243,10 @@ pub(super) fn candidates(limit: i64) -> Vec<Candidate> {
                     .unwrap_or_default()
             },
         );
-        // in the order they were claimed (the join need not keep it; a sort in SQL would be
-        // planned at enable_sort = off's cost)
+        // round-robin by owner, each owner's in time order (the join need not keep the order;
+        // a sort in SQL would be planned at enable_sort = off's cost)
         let mut rows = rows.unwrap_or_default();
-        rows.sort_by_key(|c| (c.order.scheduled_for, c.order.run_id));
+        rows.sort_by_key(|c| (c.rank, c.order.scheduled_for, c.order.run_id));
         rows
     })
 }

@@ -313,6 +313,7 @@ impl Pool {
         }
         let mut claimed: Vec<(i64, Option<i32>)> = Vec::new();
         let mut refused = 0;
+        let mut share = claim::FairShare::new(&view, max, candidates.iter().map(|c| (c.db_oid, c.owner)));
         for c in candidates {
             if let Some(why) = c.unusable() {
                 claim::refuse(&c, &why);
@@ -320,10 +321,15 @@ impl Pool {
                 continue;
             }
             let (db, role) = (c.db_oid, c.owner);
+            // an owner at its share of the pool waits while another owner's runs wait for room
+            if share.must_wait((db, role)) {
+                continue;
+            }
             let Some(slot) = claim::pick(&mut view, max, db, role, &mut self.retire) else {
                 continue;
             };
             if view[slot].state == SlotState::Free {
+                share.took((db, role));
                 view[slot] = Slot {
                     state: SlotState::Reserved,
                     db,
@@ -508,8 +514,69 @@ impl Pool {
         self.settled.clear();
     }
 
+    /// The tick's transaction failed (`why`): the runs that ended still end, with their status
+    /// and message only (`runs::finish_minimal`), in a transaction of their own. Runs to queue
+    /// again stay for the next turn. Returns whether that transaction committed.
+    pub fn record_minimal(&mut self, why: &str) -> bool {
+        let ended: Vec<(i64, String, String)> = self
+            .settled
+            .iter()
+            .filter_map(|s| match s {
+                Settled::Reported { order, report, .. } => Some((
+                    order.run_id,
+                    report.ended.as_str().to_string(),
+                    report.message.clone(),
+                )),
+                Settled::Lost {
+                    run_id, message, ..
+                } => Some((*run_id, "failed".into(), message.clone())),
+                Settled::NoSession { run_id, .. } => Some((
+                    *run_id,
+                    "failed".into(),
+                    "pg_pulse could not start a session for this run".into(),
+                )),
+                Settled::Requeue(_) => None,
+            })
+            .collect();
+        if ended.is_empty() {
+            return true;
+        }
+        let reason = why.to_string();
+        let r = xact::run(move || {
+            let rows: Vec<(i64, &str, &str)> = ended
+                .iter()
+                .map(|(id, st, m)| (*id, st.as_str(), m.as_str()))
+                .collect();
+            super::runs::finish_minimal(&rows, &reason)
+        });
+        match r {
+            Ok(n) => {
+                warning!("pg_pulse scheduler: recorded {n} run outcome(s) without statistics, alerts or retries: {why}");
+                self.settled.retain(|s| matches!(s, Settled::Requeue(_)));
+                true
+            }
+            Err(f) => {
+                warning!("pg_pulse scheduler: could not record run outcomes: {}", f.message);
+                false
+            }
+        }
+    }
+
+    /// Whether this scheduler holds run `run_id`: handed out to an executor, or ended and
+    /// waiting to be recorded. A `running` run it does not hold is lost (see `runs::rescue`).
+    pub fn holds(&self, run_id: i64) -> bool {
+        self.segments.contains_key(&run_id)
+            || self.settled.iter().any(|s| match s {
+                Settled::Reported { order, .. } => order.run_id == run_id,
+                Settled::Requeue(id) => *id == run_id,
+                Settled::NoSession { run_id: id, .. } | Settled::Lost { run_id: id, .. } => {
+                    *id == run_id
+                }
+            })
+    }
+
     /// The tick's transaction failed again and again: give up on recording these outcomes
-    /// (the runs stay `running` until the scheduler restarts), so that scheduling goes on.
+    /// (the rescuer fails the runs later), so that scheduling goes on.
     pub fn drop_settled(&mut self, why: &str) {
         if !self.settled.is_empty() {
             warning!(

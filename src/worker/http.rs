@@ -78,7 +78,12 @@ pub extern "C-unwind" fn pulse_http_main(_arg: pg_sys::Datum) {
     BackgroundWorker::connect_worker_to_spi(Some(&db), None);
     super::pin_worker_settings();
     let pid = unsafe { pg_sys::MyProcPid };
-    SHARED.exclusive().http_pid = pid;
+    {
+        let mut sh = SHARED.exclusive();
+        sh.http_pid = pid;
+        sh.http_started_us = chrono::Utc::now().timestamp_micros();
+        sh.http_heartbeat_us = sh.http_started_us;
+    }
 
     // The HTTP threads write a byte to this pipe when replies are ready (the latch is for
     // PostgreSQL processes; the threads never touch PostgreSQL).
@@ -107,6 +112,7 @@ pub extern "C-unwind" fn pulse_http_main(_arg: pg_sys::Datum) {
         pruned_at: None,
     };
     log!("pg_pulse http worker started for database \"{db}\"");
+    let mut watchdog = super::control::Watchdog::default();
 
     loop {
         if BackgroundWorker::sigterm_received() {
@@ -116,6 +122,7 @@ pub extern "C-unwind" fn pulse_http_main(_arg: pg_sys::Datum) {
             unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
             w.reconfigure();
         }
+        SHARED.exclusive().http_heartbeat_us = chrono::Utc::now().timestamp_micros();
         unsafe { pg_sys::ResetLatch(pg_sys::MyLatch) };
         drain_pipe(read_fd);
         pending.store(false, Ordering::Release);
@@ -126,6 +133,7 @@ pub extern "C-unwind" fn pulse_http_main(_arg: pg_sys::Datum) {
         }
         w.prune();
         let mut sleep = next_due_ms.unwrap_or(MAX_SLEEP_MS).clamp(0, MAX_SLEEP_MS);
+        sleep = sleep.min(watchdog.check().as_millis() as i64 + 1);
         if let Some(t) = w.pruned_at {
             sleep = sleep.min(PRUNE_EVERY.saturating_sub(t.elapsed()).as_millis() as i64 + 1);
         }
@@ -158,6 +166,8 @@ pub extern "C-unwind" fn pulse_http_main(_arg: pg_sys::Datum) {
     }
     SHARED.exclusive().http_pid = 0;
     log!("pg_pulse http worker shutting down");
+    // non-zero: the postmaster starts it again (see the scheduler)
+    unsafe { pg_sys::proc_exit(1) };
 }
 
 fn drain_pipe(fd: i32) {

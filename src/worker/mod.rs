@@ -15,6 +15,7 @@
 //!   requests through a pool of threads that never call PostgreSQL (`crate::http::client`).
 
 mod claim;
+mod control;
 mod dispatch;
 mod handoff;
 mod http;
@@ -24,6 +25,7 @@ mod session;
 mod statements;
 pub(crate) mod xact;
 
+pub use control::{http_worker_liveness, scheduler_liveness};
 pub use session::current_run;
 
 use pgrx::bgworkers::{BackgroundWorkerBuilder, BgWorkerStartTime};
@@ -230,6 +232,9 @@ pub struct Shared {
     /// Unix microseconds: when the running scheduler started, and when its loop last turned.
     pub scheduler_started_us: i64,
     pub scheduler_heartbeat_us: i64,
+    /// the same for the HTTP worker
+    pub http_started_us: i64,
+    pub http_heartbeat_us: i64,
     pub slots: [Slot; MAX_EXECUTORS],
 }
 
@@ -240,6 +245,8 @@ impl Default for Shared {
             http_pid: 0,
             scheduler_started_us: 0,
             scheduler_heartbeat_us: 0,
+            http_started_us: 0,
+            http_heartbeat_us: 0,
             slots: [Slot::default(); MAX_EXECUTORS],
         }
     }
@@ -248,33 +255,6 @@ impl Default for Shared {
 unsafe impl PGRXSharedMemory for Shared {}
 
 pub static SHARED: PgLwLock<Shared> = unsafe { PgLwLock::new(c"pg_pulse_shared") };
-
-/// (alive, pid, started at, last heartbeat) of the scheduler, for `pulse.scheduler_status()`.
-pub fn scheduler_liveness() -> (
-    bool,
-    Option<i32>,
-    Option<chrono::DateTime<chrono::Utc>>,
-    Option<chrono::DateTime<chrono::Utc>>,
-) {
-    if !crate::PRELOADED.load(std::sync::atomic::Ordering::Relaxed) {
-        return (false, None, None, None);
-    }
-    let (pid, started, beat) = {
-        let sh = SHARED.share();
-        (
-            sh.scheduler_pid,
-            sh.scheduler_started_us,
-            sh.scheduler_heartbeat_us,
-        )
-    };
-    let ts = |us: i64| {
-        (us > 0)
-            .then(|| chrono::DateTime::from_timestamp_micros(us))
-            .flatten()
-    };
-    let alive = pid != 0 && unsafe { !pg_sys::BackendPidGetProc(pid).is_null() };
-    (alive, (pid != 0).then_some(pid), ts(started), ts(beat))
-}
 
 pub fn init_shared_memory() {
     pg_shmem_init!(SHARED);
@@ -288,7 +268,8 @@ pub fn register_scheduler() {
         .enable_spi_access()
         // never on a hot standby: the postmaster starts it once recovery has finished (promotion)
         .set_start_time(BgWorkerStartTime::RecoveryFinished)
-        .set_restart_time(Some(Duration::from_secs(5)))
+        // it exits with code 1 when stopped (SIGTERM): started again after a second
+        .set_restart_time(Some(Duration::from_secs(1)))
         .load();
 }
 

@@ -44,16 +44,19 @@ pub(crate) fn schedule_retry(job_id: i64, attempt: i32, retry_after: Option<Dura
 /// Writes a run's outcome (status, message, real start, finish, an HTTP run's response) and
 /// updates the job's statistics and alerts, in the current transaction: the one shared path of
 /// successes and failures, SQL and HTTP runs.
+///
+/// Only a run that has not ended yet is finished (`queued` or `running`): a run ends once, so a
+/// rescuer or a second report finds nothing to do. Returns whether this call ended it.
 pub(crate) fn finish_run(
     o: &crate::health::api::Outcome,
     response: Option<&str>,
-) -> Result<(), pgrx::spi::SpiError> {
-    Spi::connect_mut(|c| {
+) -> Result<bool, pgrx::spi::SpiError> {
+    let ended = Spi::connect_mut(|c| {
         xact::with_plan(
             c,
             "UPDATE pulse.job_run SET status = $2, finished_at = pg_catalog.clock_timestamp(), message = $3,
                     started_at = least($4, pg_catalog.clock_timestamp()), response = $5::pg_catalog.jsonb
-              WHERE run_id OPERATOR(pg_catalog.=) $1",
+              WHERE run_id OPERATOR(pg_catalog.=) $1 AND status IN ('queued', 'running')",
             &[
                 PgOid::BuiltIn(PgBuiltInOids::INT8OID),
                 PgOid::BuiltIn(PgBuiltInOids::TEXTOID),
@@ -73,13 +76,15 @@ pub(crate) fn finish_run(
                         response.into(),
                     ],
                 )
-                .map(|_| ())
+                .map(|t| t.len() > 0)
             },
         )
         .and_then(|r| r)
     })?;
-    record_stats(o);
-    Ok(())
+    if ended {
+        record_stats(o);
+    }
+    Ok(ended)
 }
 
 /// A run's statistics and alerts, in a subtransaction: a statistics row locked by a concurrent
@@ -109,23 +114,31 @@ pub(crate) fn finish_reported(
     let ends: Vec<Option<TimestampWithTimeZone>> =
         reported.iter().map(|(o, _)| o.finished_at).collect();
     let pids: Vec<i32> = reported.iter().map(|(_, p)| *p).collect();
-    Spi::run_with_args(
-        "UPDATE pulse.job_run r SET status = u.status, message = u.message,
-                started_at = least(u.started, clock_timestamp()),
-                finished_at = coalesce(u.finished, clock_timestamp()), executor_pid = u.pid
-           FROM unnest($1::int8[], $2::text[], $3::text[], $4::timestamptz[], $5::timestamptz[], $6::int4[])
-                AS u(id, status, message, started, finished, pid)
-          WHERE r.run_id = u.id",
-        &[
-            ids.into(),
-            statuses.into(),
-            messages.into(),
-            starts.into(),
-            ends.into(),
-            pids.into(),
-        ],
-    )?;
-    let all = std::panic::AssertUnwindSafe(reported);
+    // only runs not ended yet (a run ends once: see finish_run)
+    let ended: std::collections::HashSet<i64> = Spi::connect_mut(|c| {
+        c.update(
+            "UPDATE pulse.job_run r SET status = u.status, message = u.message,
+                    started_at = least(u.started, clock_timestamp()),
+                    finished_at = coalesce(u.finished, clock_timestamp()), executor_pid = u.pid
+               FROM unnest($1::int8[], $2::text[], $3::text[], $4::timestamptz[], $5::timestamptz[], $6::int4[])
+                    AS u(id, status, message, started, finished, pid)
+              WHERE r.run_id = u.id AND r.status IN ('queued', 'running')
+          RETURNING r.run_id",
+            None,
+            &[
+                ids.into(),
+                statuses.into(),
+                messages.into(),
+                starts.into(),
+                ends.into(),
+                pids.into(),
+            ],
+        )
+        .map(|t| t.filter_map(|r| r.get::<i64>(1).ok().flatten()).collect())
+    })?;
+    let reported: Vec<&(crate::health::api::Outcome, i32)> =
+        reported.iter().filter(|(o, _)| ended.contains(&o.run_id)).collect();
+    let all = std::panic::AssertUnwindSafe(&reported);
     let together = xact::in_subxact(move || {
         for (o, _) in all.iter() {
             crate::health::api::record_outcome(o);
@@ -137,6 +150,71 @@ pub(crate) fn finish_reported(
         }
     }
     Ok(())
+}
+
+/// When the transaction that records outcomes failed (the reason is `why`): the runs still end,
+/// with their status and message and nothing else (no statistics, alerts or retries), in a
+/// transaction of their own. Only runs not ended yet.
+pub(crate) fn finish_minimal(ended: &[(i64, &str, &str)], why: &str) -> usize {
+    let ids: Vec<i64> = ended.iter().map(|(id, _, _)| *id).collect();
+    let statuses: Vec<&str> = ended.iter().map(|(_, st, _)| *st).collect();
+    let messages: Vec<String> = ended
+        .iter()
+        .map(|(_, _, m)| {
+            let m: String = m.chars().take(2000).collect();
+            format!("{m} [pg_pulse recorded only this outcome: {why}]")
+        })
+        .collect();
+    Spi::connect_mut(|c| {
+        c.update(
+            "UPDATE pulse.job_run r SET status = u.status, message = u.message,
+                    finished_at = clock_timestamp()
+               FROM unnest($1::int8[], $2::text[], $3::text[]) AS u(id, status, message)
+              WHERE r.run_id = u.id AND r.status IN ('queued', 'running')",
+            None,
+            &[ids.into(), statuses.into(), messages.into()],
+        )
+        .map(|t| t.len())
+        .unwrap_or_else(|e| pgrx::error!("could not record outcomes: {e}"))
+    })
+}
+
+/// Runs left `running` that no process holds any more (`lost`: run id, job, attempt): each
+/// fails through the shared finish path (statistics, alerts, a retry if the job allows one),
+/// each in a subtransaction of its own so that one bad row does not keep the others running.
+pub(crate) fn rescue(lost: &[(i64, i64, i32)], message: &str) -> usize {
+    let mut n = 0;
+    for &(run_id, job_id, attempt) in lost {
+        if xact::in_subxact(move || fail_now(job_id, run_id, attempt, message)).is_some() {
+            n += 1;
+        }
+    }
+    n
+}
+
+/// `running` SQL runs that started before `older_than_s` seconds ago: (run id, job, attempt).
+pub(crate) fn running_sql_runs(older_than_s: i64) -> Vec<(i64, i64, i32)> {
+    Spi::connect(|c| {
+        c.select(
+            "SELECT run_id, job_id, attempt FROM pulse.job_run
+              WHERE status = 'running' AND kind = 'sql'
+                AND coalesce(started_at, created_at) < now() - $1 * interval '1 second'
+              ORDER BY run_id LIMIT 1000",
+            None,
+            &[older_than_s.into()],
+        )
+        .map(|t| {
+            t.filter_map(|r| {
+                Some((
+                    r.get::<i64>(1).ok()??,
+                    r.get::<i64>(2).ok()??,
+                    r.get::<i32>(3).ok()?.unwrap_or(1),
+                ))
+            })
+            .collect()
+        })
+        .unwrap_or_default()
+    })
 }
 
 /// The outcomes executors reported, written together (see `runs::finish_reported`), then the
@@ -191,11 +269,12 @@ pub(crate) fn fail_now(job_id: i64, run_id: i64, attempt: i32, message: &str) {
         duration_ms: 0.0,
         finished_at: None,
     };
-    if let Err(e) = finish_run(&o, None) {
-        pgrx::error!("could not record the outcome of run {run_id}: {e}");
-    }
-    // a retry is queued in the future: the scheduler's next wake-up accounts for it
-    if job_id != 0 {
-        schedule_retry(job_id, attempt, None);
+    match finish_run(&o, None) {
+        Err(e) => pgrx::error!("could not record the outcome of run {run_id}: {e}"),
+        // a retry is queued in the future: the scheduler's next wake-up accounts for it
+        Ok(true) if job_id != 0 => {
+            schedule_retry(job_id, attempt, None);
+        }
+        Ok(_) => {}
     }
 }

@@ -31,6 +31,8 @@ pub extern "C-unwind" fn pulse_scheduler_main(_arg: pg_sys::Datum) {
     let mut s = Scheduler {
         recovered: false,
         housekept_at: None,
+        rescued_at: None,
+        rescue_wanted: false,
         failed_ticks: 0,
     };
     let mut pool = Pool::new();
@@ -54,14 +56,17 @@ pub extern "C-unwind" fn pulse_scheduler_main(_arg: pg_sys::Datum) {
             Ok(Tick::Ran {
                 next_due,
                 queued_http,
+                locked,
+                stale_running,
             }) => {
                 s.failed_ticks = 0;
+                s.rescue_wanted |= stale_running;
                 pool.recorded();
                 pool.hand_out();
                 if queued_http > 0 {
                     super::wake_http_now();
                 }
-                match next_due {
+                let ms = match next_due {
                     // runs to queue again (an executor left): next turn at once
                     _ if pool.has_settled() => 0,
                     Some(t) => {
@@ -74,13 +79,20 @@ pub extern "C-unwind" fn pulse_scheduler_main(_arg: pg_sys::Datum) {
                         ((us + 999) / 1000).clamp(0, MAX_SLEEP_MS)
                     }
                     None => MAX_SLEEP_MS,
+                };
+                if locked {
+                    ms.min(LOCKED_RETRY_MS)
+                } else {
+                    ms
                 }
             }
             Err(f) => {
                 warning!("pg_pulse scheduler: {}", f.message);
                 s.failed_ticks += 1;
                 pool.abandon_claim();
-                if s.failed_ticks >= 3 {
+                // the runs that ended still end (status and reason), so that no run stays
+                // `running` and no slot of its job is skipped behind it
+                if !pool.record_minimal(&f.message) && s.failed_ticks >= 3 {
                     pool.drop_settled(&f.message);
                 }
                 1000
@@ -97,7 +109,19 @@ pub extern "C-unwind" fn pulse_scheduler_main(_arg: pg_sys::Datum) {
             ));
             continue; // recompute the sleep: time has passed
         }
-        let sleep_ms = sleep_ms.min(s.housekeeping_in().as_millis() as i64 + 1);
+        // The rescuer, while some SQL run has been running for a while (else it has nothing to
+        // look at: an idle scheduler does not wake up for it).
+        let rescue_in = s.rescue_in();
+        if sleep_ms >= HOUSEKEEPING_GAP_MS && rescue_in == Some(Duration::ZERO) {
+            s.rescued_at = Some(Instant::now());
+            s.rescue_wanted = false;
+            rescue_lost_runs(&pool);
+            continue;
+        }
+        let mut sleep_ms = sleep_ms.min(s.housekeeping_in().as_millis() as i64 + 1);
+        if let Some(d) = rescue_in {
+            sleep_ms = sleep_ms.min(d.as_millis() as i64 + 1);
+        }
         if sleep_ms > 0 {
             super::wait_latch(sleep_ms);
         } else {
@@ -109,6 +133,10 @@ pub extern "C-unwind" fn pulse_scheduler_main(_arg: pg_sys::Datum) {
         sh.scheduler_pid = 0;
     }
     log!("pg_pulse scheduler shutting down");
+    // A non-zero exit code: the postmaster starts the scheduler again after its restart time
+    // (1 s) unless the server itself is shutting down. With 0 it would stay stopped until the
+    // next server start (pg_terminate_backend, pulse.restart_workers()).
+    unsafe { pg_sys::proc_exit(1) };
 }
 
 enum Tick {
@@ -117,12 +145,20 @@ enum Tick {
         next_due: Option<TimestampWithTimeZone>,
         /// HTTP runs (for the HTTP worker) due within a second
         queued_http: i64,
+        /// a due job was skipped because another transaction holds its row
+        locked: bool,
+        /// a SQL run has been `running` for longer than RESCUE_EVERY (the rescuer looks at it)
+        stale_running: bool,
     },
 }
 
 struct Scheduler {
     recovered: bool,
     housekept_at: Option<Instant>,
+    /// when the rescuer last looked for lost runs
+    rescued_at: Option<Instant>,
+    /// the last tick saw a SQL run `running` for longer than RESCUE_EVERY
+    rescue_wanted: bool,
     /// consecutive ticks whose transaction failed
     failed_ticks: u32,
 }
@@ -140,16 +176,29 @@ struct Due {
     http: bool,
 }
 
+/// How soon a due job whose row another transaction holds is tried again. pg_pulse's own
+/// functions wake the scheduler when they commit; this bounds the wait after a rollback, or for
+/// a row locked some other way, at 4 turns a second.
+const LOCKED_RETRY_MS: i64 = 250;
+
 /// Housekeeping runs only when the next due wake-up is at least this far away.
 const HOUSEKEEPING_GAP_MS: i64 = 200;
 
 /// Half of pulse.overdue_after, between 1 and 60 seconds: an overdue job is noticed in time
 /// without waking an idle scheduler more than twice a minute by default.
-fn housekeeping_interval() -> Duration {
+pub(super) fn housekeeping_interval() -> Duration {
     Duration::from_secs((crate::OVERDUE_AFTER.get().max(2) as u64 / 2).clamp(1, 60))
 }
 
 impl Scheduler {
+    /// How long until the rescuer should look (None: nothing for it to look at).
+    fn rescue_in(&self) -> Option<Duration> {
+        self.rescue_wanted.then(|| {
+            self.rescued_at
+                .map_or(Duration::ZERO, |t| RESCUE_EVERY.saturating_sub(t.elapsed()))
+        })
+    }
+
     /// How long until housekeeping is due again (the loop sleeps no longer than this).
     fn housekeeping_in(&self) -> Duration {
         self.housekept_at.map_or(Duration::ZERO, |t| {
@@ -210,29 +259,42 @@ impl Scheduler {
             }
             // outcomes executors reported, then due slots, then runs for the executors
             let settled = pool.0.settle();
-            fire_due_jobs();
+            let horizon = fire_due_jobs();
             let claimed = pool.0.claim();
             if settled == 0 && claimed == 0 {
                 // only queued runs (or nothing) changed: losing them in a crash loses no work
                 xact::async_commit();
             }
             // Next wake-up: the next slot, or a queued run that is not due yet (a retry later on).
-            let (next_due, queued_http) = Spi::connect_mut(|c| {
+            // A job still due after fire_due_jobs (next_run_at within its horizon) was skipped
+            // because another transaction holds its row: it is tried again in LOCKED_RETRY_MS
+            // (or at once when that transaction commits a change, which wakes the scheduler),
+            // never in a loop that does not sleep.
+            let (next_due, queued_http, locked, stale_running) = Spi::connect_mut(|c| {
                 xact::with_plan(
                     c,
-                    "SELECT least((SELECT min(next_run_at) FROM pulse.job WHERE enabled),
+                    "SELECT least((SELECT min(next_run_at) FROM pulse.job WHERE enabled AND next_run_at > $1),
                                   (SELECT min(scheduled_for) FROM pulse.job_run
                                     WHERE status = 'queued' AND scheduled_for > now())),
                             (SELECT count(*) FROM (SELECT 1 FROM pulse.job_run WHERE status = 'queued'
                                 AND kind = 'http' AND scheduled_for <= now() + interval '1 second'
-                                LIMIT 1000) r)",
-                    &[],
+                                LIMIT 1000) r),
+                            EXISTS (SELECT 1 FROM pulse.job WHERE enabled AND next_run_at <= $1),
+                            EXISTS (SELECT 1 FROM pulse.job_run WHERE status = 'running' AND kind = 'sql'
+                                       AND coalesce(started_at, created_at) < now() - $2 * interval '1 second')",
+                    &[
+                        PgOid::BuiltIn(PgBuiltInOids::TIMESTAMPTZOID),
+                        PgOid::BuiltIn(PgBuiltInOids::INT8OID),
+                    ],
                     |c, stmt| {
-                        c.select(stmt, None, &[]).ok().and_then(|t| {
+                        let rescue_s = RESCUE_EVERY.as_secs() as i64;
+                        c.select(stmt, None, &[to_pg_ts(horizon).into(), rescue_s.into()]).ok().and_then(|t| {
                             t.into_iter().next().map(|row| {
                                 (
                                     row.get::<TimestampWithTimeZone>(1).ok().flatten(),
                                     row.get::<i64>(2).ok().flatten(),
+                                    row.get::<bool>(3).ok().flatten().unwrap_or(false),
+                                    row.get::<bool>(4).ok().flatten().unwrap_or(false),
                                 )
                             })
                         })
@@ -240,12 +302,14 @@ impl Scheduler {
                 )
                 .ok()
                 .flatten()
-                .unwrap_or((None, None))
+                .unwrap_or((None, None, false, false))
             });
             (
                 Tick::Ran {
                     next_due,
                     queued_http: queued_http.unwrap_or(0),
+                    locked,
+                    stale_running,
                 },
                 true,
             )
@@ -258,26 +322,49 @@ impl Scheduler {
 }
 
 /// At start: SQL runs left `running` (a crash, `kill -9`, an immediate shutdown, or a scheduler
-/// restart, which stops the executors of the previous one) become `failed`.
+/// restart, which stops the executors of the previous one) fail through the shared finish path
+/// (statistics, alerts, a retry if the job allows one).
 fn recover() {
-    let n = Spi::connect_mut(|c| {
-        c.update(
-            "UPDATE pulse.job_run SET status = 'failed', finished_at = clock_timestamp(),
-                    message = 'the server restarted while this run was in progress'
-              WHERE status = 'running' AND kind = 'sql'",
-            None,
-            &[],
-        )
-        .map(|t| t.len())
-        .unwrap_or(0)
-    });
+    let lost = super::runs::running_sql_runs(-1);
+    let n = super::runs::rescue(
+        &lost,
+        "the server restarted (or the scheduler did) while this run was in progress",
+    );
     if n > 0 {
         log!("pg_pulse: marked {n} interrupted run(s) as failed");
     }
 }
 
-/// Turns every due slot into one run row and moves each job's next_run_at past now.
-fn fire_due_jobs() {
+/// How often the rescuer looks for lost runs, and how old a `running` run must be before it
+/// can count as lost.
+const RESCUE_EVERY: Duration = Duration::from_secs(5);
+
+/// The rescuer: a SQL run `running` for more than RESCUE_EVERY that this scheduler does not
+/// hold (no executor has it, no outcome waits to be recorded) is lost; it fails through the
+/// shared finish path. Nothing the scheduler does should lose a run: this is the net under it.
+fn rescue_lost_runs(pool: &Pool) {
+    let pool = std::panic::AssertUnwindSafe(pool);
+    let r = xact::run(move || {
+        let lost: Vec<(i64, i64, i32)> =
+            super::runs::running_sql_runs(RESCUE_EVERY.as_secs() as i64)
+                .into_iter()
+                .filter(|(run_id, _, _)| !pool.holds(*run_id))
+                .collect();
+        super::runs::rescue(
+            &lost,
+            "pg_pulse lost track of this run (no executor holds it): failed by the rescuer",
+        )
+    });
+    match r {
+        Ok(0) => {}
+        Ok(n) => warning!("pg_pulse scheduler: the rescuer failed {n} lost run(s)"),
+        Err(f) => warning!("pg_pulse scheduler: the rescuer failed: {}", f.message),
+    }
+}
+
+/// Turns every due slot into one run row and moves each job's next_run_at past now. Returns the
+/// horizon it used: a job still due up to it afterwards was locked by another transaction.
+fn fire_due_jobs() -> chrono::DateTime<Utc> {
     let now = Utc::now();
     // Slots up to LEAD_MS ahead are queued now; executors start them at their exact instant.
     let horizon = now + chrono::Duration::milliseconds(super::LEAD_MS);
@@ -302,10 +389,10 @@ fn fire_due_jobs() {
             _ => Vec::new(),
         }
     });
-    if due.is_empty() {
-        return;
+    if !due.is_empty() {
+        fire(now, due);
     }
-    fire(now, due);
+    horizon
 }
 
 fn due_from_row(row: &pgrx::spi::SpiHeapTupleData) -> Option<Due> {
