@@ -318,4 +318,4 @@ pub fn notify_payload(alert_id: i64) -> String {
 mod tests;
 
 #[cfg(feature = "pg")]
-pub mod api;
+pub mod report;

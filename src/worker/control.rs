@@ -149,7 +149,7 @@ impl Watchdog {
         match super::xact::run(|| {
             super::xact::read_one::<bool>("SELECT pg_catalog.to_regclass('pulse.job_stats') IS NOT NULL")
                 .unwrap_or(false)
-                .then(crate::health::api::alert_overdue)
+                .then(crate::outcome::alerts::alert_overdue)
         }) {
             Ok(_) => self.alerted = true,
             Err(f) => warning!("pg_pulse: overdue check failed: {}", f.message),

@@ -9,6 +9,7 @@
 //! and a crash can never run it twice.
 
 use super::claim;
+use crate::run::RunStatus;
 use super::handoff::{Order, Report, Segment};
 use super::runs::{fail_now, record_reported};
 use super::xact;
@@ -518,21 +519,21 @@ impl Pool {
     /// and message only (`runs::finish_minimal`), in a transaction of their own. Runs to queue
     /// again stay for the next turn. Returns whether that transaction committed.
     pub fn record_minimal(&mut self, why: &str) -> bool {
-        let ended: Vec<(i64, String, String)> = self
+        let ended: Vec<(i64, RunStatus, String)> = self
             .settled
             .iter()
             .filter_map(|s| match s {
                 Settled::Reported { order, report, .. } => Some((
                     order.run_id,
-                    report.ended.as_str().to_string(),
+                    report.ended.status(),
                     report.message.clone(),
                 )),
                 Settled::Lost {
                     run_id, message, ..
-                } => Some((*run_id, "failed".into(), message.clone())),
+                } => Some((*run_id, RunStatus::Failed, message.clone())),
                 Settled::NoSession { run_id, .. } => Some((
                     *run_id,
-                    "failed".into(),
+                    RunStatus::Failed,
                     "pg_pulse could not start a session for this run".into(),
                 )),
                 Settled::Requeue(_) => None,
@@ -543,9 +544,9 @@ impl Pool {
         }
         let reason = why.to_string();
         let r = xact::run(move || {
-            let rows: Vec<(i64, &str, &str)> = ended
+            let rows: Vec<(i64, RunStatus, &str)> = ended
                 .iter()
-                .map(|(id, st, m)| (*id, st.as_str(), m.as_str()))
+                .map(|(id, st, m)| (*id, *st, m.as_str()))
                 .collect();
             super::runs::finish_minimal(&rows, &reason)
         });

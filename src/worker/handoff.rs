@@ -5,6 +5,7 @@
 //!
 //! Layout: `Header`, then the job name, the command, and room for the outcome's message.
 
+use crate::run::RunStatus;
 use pgrx::pg_sys;
 
 /// The longest outcome message kept (an error and its detail); longer ones are cut at a
@@ -58,12 +59,12 @@ impl Ended {
             _ => return None,
         })
     }
-    pub fn as_str(self) -> &'static str {
+    pub fn status(self) -> RunStatus {
         match self {
-            Ended::Succeeded => "succeeded",
-            Ended::Failed => "failed",
-            Ended::TimedOut => "timed_out",
-            Ended::Cancelled => "cancelled",
+            Ended::Succeeded => RunStatus::Succeeded,
+            Ended::Failed => RunStatus::Failed,
+            Ended::TimedOut => RunStatus::TimedOut,
+            Ended::Cancelled => RunStatus::Cancelled,
         }
     }
 }

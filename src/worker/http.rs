@@ -779,11 +779,12 @@ fn stored(r: &Reply, secrets: &[(String, String)]) -> Stored {
     }
 }
 
-fn status_of(v: Verdict) -> &'static str {
+fn status_of(v: Verdict) -> crate::run::RunStatus {
+    use crate::run::RunStatus;
     match v {
-        Verdict::Succeeded => "succeeded",
-        Verdict::Failed { .. } => "failed",
-        Verdict::TimedOut => "timed_out",
+        Verdict::Succeeded => RunStatus::Succeeded,
+        Verdict::Failed { .. } => RunStatus::Failed,
+        Verdict::TimedOut => RunStatus::TimedOut,
     }
 }
 
@@ -829,7 +830,7 @@ fn record_in_xact(done: &[(InFlight, Reply)]) -> Result<bool, pgrx::spi::SpiErro
                     0
                 };
                 ids.push(id);
-                states.push(if retry { "pending" } else { status_of(verdict) }.to_string());
+                states.push(if retry { "pending" } else { status_of(verdict).as_str() }.to_string());
                 codes.push(s.status_code);
                 headers.push(s.headers);
                 bodies.push(s.body);
@@ -892,7 +893,7 @@ fn record_in_xact(done: &[(InFlight, Reply)]) -> Result<bool, pgrx::spi::SpiErro
                 let started = chrono::Utc::now()
                     - chrono::Duration::from_std(reply.total).unwrap_or_default();
                 super::runs::finish_run(
-                    &crate::health::api::Outcome {
+                    &crate::outcome::Outcome {
                         job_id,
                         run_id,
                         status,

@@ -3,6 +3,7 @@
 //! worker (HTTP runs).
 
 use super::xact;
+use crate::run::RunStatus;
 use crate::pgutil::interval_micros;
 use pgrx::prelude::*;
 use std::time::Duration;
@@ -48,7 +49,7 @@ pub(crate) fn schedule_retry(job_id: i64, attempt: i32, retry_after: Option<Dura
 /// Only a run that has not ended yet is finished (`queued` or `running`): a run ends once, so a
 /// rescuer or a second report finds nothing to do. Returns whether this call ended it.
 pub(crate) fn finish_run(
-    o: &crate::health::api::Outcome,
+    o: &crate::outcome::Outcome,
     response: Option<&str>,
 ) -> Result<bool, pgrx::spi::SpiError> {
     let ended = Spi::connect_mut(|c| {
@@ -70,7 +71,7 @@ pub(crate) fn finish_run(
                     None,
                     &[
                         o.run_id.into(),
-                        o.status.into(),
+                        o.status.as_str().into(),
                         o.message.into(),
                         o.started_at.into(),
                         response.into(),
@@ -89,10 +90,10 @@ pub(crate) fn finish_run(
 
 /// A run's statistics and alerts, in a subtransaction: a statistics row locked by a concurrent
 /// change of the job (NOWAIT) costs this run's statistics, never the outcome or the other runs'.
-fn record_stats(o: &crate::health::api::Outcome) {
+fn record_stats(o: &crate::outcome::Outcome) {
     let (job_id, run_id) = (o.job_id, o.run_id);
     let o = std::panic::AssertUnwindSafe(o);
-    if xact::in_subxact(move || crate::health::api::record_outcome(*o)).is_none() {
+    if xact::in_subxact(move || crate::outcome::stats::record_outcome(*o)).is_none() {
         warning!("pg_pulse: statistics of job {job_id} not updated for run {run_id} (its row is being changed)");
     }
 }
@@ -102,13 +103,13 @@ fn record_stats(o: &crate::health::api::Outcome) {
 /// own when that fails, so that one locked statistics row costs only its own run's statistics).
 /// `started_at` of each is the real start; `finished_at` is start + duration.
 pub(crate) fn finish_reported(
-    reported: &[(crate::health::api::Outcome, i32)],
+    reported: &[(crate::outcome::Outcome, i32)],
 ) -> Result<(), pgrx::spi::SpiError> {
     if reported.is_empty() {
         return Ok(());
     }
     let ids: Vec<i64> = reported.iter().map(|(o, _)| o.run_id).collect();
-    let statuses: Vec<&str> = reported.iter().map(|(o, _)| o.status).collect();
+    let statuses: Vec<&str> = reported.iter().map(|(o, _)| o.status.as_str()).collect();
     let messages: Vec<Option<&str>> = reported.iter().map(|(o, _)| o.message).collect();
     let starts: Vec<TimestampWithTimeZone> = reported.iter().map(|(o, _)| o.started_at).collect();
     let ends: Vec<Option<TimestampWithTimeZone>> =
@@ -136,12 +137,12 @@ pub(crate) fn finish_reported(
         )
         .map(|t| t.filter_map(|r| r.get::<i64>(1).ok().flatten()).collect())
     })?;
-    let reported: Vec<&(crate::health::api::Outcome, i32)> =
+    let reported: Vec<&(crate::outcome::Outcome, i32)> =
         reported.iter().filter(|(o, _)| ended.contains(&o.run_id)).collect();
     let all = std::panic::AssertUnwindSafe(&reported);
     let together = xact::in_subxact(move || {
         for (o, _) in all.iter() {
-            crate::health::api::record_outcome(o);
+            crate::outcome::stats::record_outcome(o);
         }
     });
     if together.is_none() {
@@ -155,9 +156,9 @@ pub(crate) fn finish_reported(
 /// When the transaction that records outcomes failed (the reason is `why`): the runs still end,
 /// with their status and message and nothing else (no statistics, alerts or retries), in a
 /// transaction of their own. Only runs not ended yet.
-pub(crate) fn finish_minimal(ended: &[(i64, &str, &str)], why: &str) -> usize {
+pub(crate) fn finish_minimal(ended: &[(i64, RunStatus, &str)], why: &str) -> usize {
     let ids: Vec<i64> = ended.iter().map(|(id, _, _)| *id).collect();
-    let statuses: Vec<&str> = ended.iter().map(|(_, st, _)| *st).collect();
+    let statuses: Vec<&str> = ended.iter().map(|(_, st, _)| st.as_str()).collect();
     let messages: Vec<String> = ended
         .iter()
         .map(|(_, _, m)| {
@@ -221,17 +222,17 @@ pub(crate) fn running_sql_runs(older_than_s: i64) -> Vec<(i64, i64, i32)> {
 /// retries they earn.
 pub(crate) fn record_reported(reported: &[(super::handoff::Order, super::handoff::Report, i32)]) {
     let now = crate::pgutil::to_pg_ts(chrono::Utc::now());
-    let outcomes: Vec<(crate::health::api::Outcome, i32)> = reported
+    let outcomes: Vec<(crate::outcome::Outcome, i32)> = reported
         .iter()
         .map(|(order, report, pid)| {
             let started = TimestampWithTimeZone::try_from(report.started_at).unwrap_or(now);
             let finished =
                 TimestampWithTimeZone::try_from(report.started_at + report.duration_us).ok();
             (
-                crate::health::api::Outcome {
+                crate::outcome::Outcome {
                     job_id: order.job_id,
                     run_id: order.run_id,
-                    status: report.ended.as_str(),
+                    status: report.ended.status(),
                     message: Some(report.message.as_str()),
                     started_at: started,
                     duration_ms: report.duration_us as f64 / 1000.0,
@@ -260,10 +261,10 @@ pub(crate) fn record_reported(reported: &[(super::handoff::Order, super::handoff
 /// A run that failed without an executor's report (it never ran, or its executor is gone),
 /// through the shared finish path, then a retry if the job allows one.
 pub(crate) fn fail_now(job_id: i64, run_id: i64, attempt: i32, message: &str) {
-    let o = crate::health::api::Outcome {
+    let o = crate::outcome::Outcome {
         job_id,
         run_id,
-        status: "failed",
+        status: RunStatus::Failed,
         message: Some(message),
         started_at: crate::pgutil::to_pg_ts(chrono::Utc::now()),
         duration_ms: 0.0,
@@ -276,5 +277,55 @@ pub(crate) fn fail_now(job_id: i64, run_id: i64, attempt: i32, message: &str) {
             schedule_retry(job_id, attempt, None);
         }
         Ok(_) => {}
+    }
+}
+
+/// Scheduler: deletes up to `batch` run rows past their retention (and up to `batch` alerts,
+/// see `outcome::alerts::prune_alerts`); returns the larger count, so the caller goes on while
+/// either filled its batch.
+pub(crate) fn prune_runs(batch: i64) -> i64 {
+    let keep = crate::RUN_RETENTION.get() as i64;
+    let keep_failed = crate::RUN_RETENTION_FAILED.get() as i64;
+    Spi::connect_mut(|c| {
+        let runs = xact::with_plan(
+            c,
+            "DELETE FROM pulse.job_run WHERE run_id IN (
+               SELECT run_id FROM pulse.job_run
+                WHERE created_at < now() - least($1, $2) * interval '1 second'
+                  AND status NOT IN ('queued', 'running')
+                  AND finished_at < now() - CASE WHEN status IN ('failed', 'timed_out')
+                                                 THEN $2 ELSE $1 END * interval '1 second'
+                LIMIT $3)",
+            &[
+                PgOid::BuiltIn(PgBuiltInOids::INT8OID),
+                PgOid::BuiltIn(PgBuiltInOids::INT8OID),
+                PgOid::BuiltIn(PgBuiltInOids::INT8OID),
+            ],
+            |c, stmt| {
+                // select: a pass that deletes nothing assigns no transaction id (see xact::read_one)
+                c.select(stmt, None, &[keep.into(), keep_failed.into(), batch.into()])
+                    .map(|t| t.len() as i64)
+                    .unwrap_or(0)
+            },
+        )
+        .unwrap_or(0);
+        runs.max(crate::outcome::alerts::prune_alerts(c, batch))
+    })
+}
+
+/// pulse.log_runs: once a run's statistics are kept, its row goes unless the setting keeps it
+/// (`failed`: the run failed or timed out).
+pub(crate) fn forget_unlogged(c: &mut pgrx::spi::SpiClient<'_>, run_id: i64, failed: bool) {
+    let keep = match crate::LOG_RUNS.get() {
+        crate::LogRuns::All => true,
+        crate::LogRuns::Failures => failed,
+        crate::LogRuns::None => false,
+    };
+    if !keep {
+        let _ = c.update(
+            "DELETE FROM pulse.job_run WHERE run_id = $1",
+            None,
+            &[run_id.into()],
+        );
     }
 }

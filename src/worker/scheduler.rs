@@ -217,7 +217,7 @@ impl Scheduler {
             )
             .unwrap_or(false);
             if present {
-                crate::health::api::alert_overdue();
+                crate::outcome::alerts::alert_overdue();
             }
             present
         });
@@ -229,7 +229,7 @@ impl Scheduler {
         while start.elapsed() < budget.min(Duration::from_millis(500)) {
             match xact::run(|| {
                 xact::async_commit();
-                crate::health::api::prune_runs(1000)
+                super::runs::prune_runs(1000)
             }) {
                 Ok(n) if n >= 1000 => continue,
                 Ok(_) => break,
