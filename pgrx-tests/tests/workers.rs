@@ -296,3 +296,59 @@ fn one_owners_backlog_does_not_hold_back_another_owners_run() {
         .get(0);
     assert!(after >= 16, "only {after} of the 40 runs started after the other owner's run");
 }
+
+#[test]
+fn cancel_run_stops_only_the_run_it_names() {
+    let _g = serial();
+    let mut c = admin();
+    let job = unique("cancel_one");
+    let _clean = Cleanup(vec![format!("SELECT pulse.unschedule_job('{job}')")]);
+    c.query_one(
+        "SELECT pulse.schedule_job($1, '@yearly', 'SELECT pg_sleep(0.03)', overlap => 'allow')",
+        &[&job],
+    )
+    .unwrap();
+    // runs back to back on the same executors: a cancel that lands late would hit the next one
+    let ids: Vec<i64> = c
+        .query(
+            &format!("SELECT pulse.run_job('{job}') FROM generate_series(1, 40)"),
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let mut asked = std::collections::HashSet::new();
+    for &id in &ids {
+        let status = wait_for(60, "the run to leave the queue", || {
+            let st: String = c
+                .query_one("SELECT status FROM pulse.job_runs WHERE run_id = $1", &[&id])
+                .unwrap()
+                .get(0);
+            (st != "queued").then_some(st)
+        });
+        if status == "running" {
+            let _: bool = c
+                .query_one("SELECT pulse.cancel_run($1)", &[&id])
+                .unwrap()
+                .get(0);
+            asked.insert(id);
+        }
+    }
+    wait_idle(&mut c, &job);
+    assert!(!asked.is_empty(), "some runs were cancelled while running");
+    for r in c
+        .query(
+            "SELECT run_id, status FROM pulse.job_runs WHERE job_name = $1",
+            &[&job],
+        )
+        .unwrap()
+    {
+        let (id, status): (i64, String) = (r.get(0), r.get(1));
+        if status == "cancelled" {
+            assert!(asked.contains(&id), "run {id} was cancelled, but cancel_run named others");
+        } else {
+            assert_eq!(status, "succeeded", "run {id}");
+        }
+    }
+}
