@@ -254,11 +254,6 @@ pub(super) fn candidates(limit: i64) -> Vec<Candidate> {
 /// A run that cannot start: one failed run, and its job paused (with its other queued runs
 /// cancelled), so a broken owner or database costs one clear failure, not one per slot.
 pub(super) fn refuse(c: &Candidate, why: &str) {
-    Spi::run_with_args(
-        "UPDATE pulse.job_run SET status = 'running', started_at = clock_timestamp() WHERE run_id = $1",
-        &[c.order.run_id.into()],
-    )
-    .ok();
     // no retry: the job is paused
     fail_now(c.order.job_id, c.order.run_id, i32::MAX, why);
     if c.command_missing {
@@ -270,13 +265,7 @@ pub(super) fn refuse(c: &Candidate, why: &str) {
         &[c.order.job_id.into()],
     )
     .unwrap_or_else(|e| pgrx::error!("could not pause job: {e}"));
-    Spi::run_with_args(
-        "UPDATE pulse.job_run SET status = 'cancelled', finished_at = clock_timestamp(),
-                message = 'the job was paused'
-          WHERE job_id = $1 AND status = 'queued' AND run_id <> $2",
-        &[c.order.job_id.into(), c.order.run_id.into()],
-    )
-    .ok();
+    super::runs::cancel_queued(c.order.job_id, "the job was paused");
     log!(
         "pg_pulse: job {} (\"{}\"): {why}",
         c.order.job_id,

@@ -267,21 +267,10 @@ impl Pool {
         let pids = std::mem::take(&mut self.pids);
         if !pids.is_empty() {
             let (ids, pids): (Vec<i64>, Vec<i32>) = pids.into_iter().unzip();
-            Spi::run_with_args(
-                "UPDATE pulse.job_run r SET executor_pid = u.pid
-                   FROM unnest($1::int8[], $2::int4[]) AS u(id, pid)
-                  WHERE r.run_id = u.id AND r.status = 'running'",
-                &[ids.into(), pids.into()],
-            )
-            .unwrap_or_else(|e| pgrx::error!("could not record executors: {e}"));
+            super::runs::record_executors(ids, pids);
         }
         if !requeue.is_empty() {
-            Spi::run_with_args(
-                "UPDATE pulse.job_run SET status = 'queued', started_at = NULL, executor_pid = NULL
-                  WHERE run_id = ANY ($1) AND status = 'running'",
-                &[requeue.into()],
-            )
-            .unwrap_or_else(|e| pgrx::error!("could not queue runs again: {e}"));
+            super::runs::requeue(requeue);
         }
         n
     }
@@ -356,14 +345,7 @@ impl Pool {
         }
         if !claimed.is_empty() {
             let (ids, pids): (Vec<i64>, Vec<Option<i32>>) = claimed.into_iter().unzip();
-            Spi::run_with_args(
-                "UPDATE pulse.job_run r SET status = 'running',
-                        started_at = greatest(clock_timestamp(), r.scheduled_for), executor_pid = u.pid
-                   FROM unnest($1::int8[], $2::int4[]) AS u(id, pid)
-                  WHERE r.run_id = u.id",
-                &[ids.into(), pids.into()],
-            )
-            .unwrap_or_else(|e| pgrx::error!("could not claim runs: {e}"));
+            super::runs::mark_running(ids, pids);
         }
         self.handouts.len() + refused
     }

@@ -329,3 +329,83 @@ pub(crate) fn forget_unlogged(c: &mut pgrx::spi::SpiClient<'_>, run_id: i64, fai
         );
     }
 }
+
+/// Due slots become runs (the scheduler's fire): one row per slot, `queued` (or `skipped` by the
+/// overlap rule, or `failed` for a schedule that no longer parses), in the tick's transaction.
+/// With pulse.log_runs = failures | none a skipped slot leaves no row.
+pub(crate) fn queue_slots(
+    ids: &[i64],
+    names: Vec<String>,
+    owners: Vec<pg_sys::Oid>,
+    slots: Vec<TimestampWithTimeZone>,
+    statuses: &[RunStatus],
+    messages: Vec<Option<String>>,
+    kinds: Vec<String>,
+) {
+    let statuses: Vec<&str> = statuses.iter().map(|s| s.as_str()).collect();
+    Spi::run_with_args(
+        "INSERT INTO pulse.job_run (job_id, job_name, owner, database, scheduled_for, status, trigger, message, finished_at, kind)
+         SELECT u.id, u.name, u.owner, (SELECT j.database FROM pulse.job j WHERE j.job_id = u.id),
+                u.slot, u.status, 'schedule', u.message,
+                CASE WHEN u.status = 'queued' THEN NULL ELSE clock_timestamp() END, u.kind
+           FROM unnest($1::bigint[], $2::text[], $3::oid[], $4::timestamptz[], $5::text[], $6::text[], $8::text[])
+                AS u(id, name, owner, slot, status, message, kind)
+          WHERE u.status <> 'skipped' OR $7",
+        &[
+            ids.to_vec().into(),
+            names.into(),
+            owners.into(),
+            slots.into(),
+            statuses.into(),
+            messages.into(),
+            (crate::LOG_RUNS.get() == crate::LogRuns::All).into(),
+            kinds.into(),
+        ],
+    )
+    .unwrap_or_else(|e| pgrx::error!("could not record runs: {e}"));
+}
+
+/// Claimed SQL runs become `running` (with their executor, if it is known yet), in the claim's
+/// transaction: durably `running` before any executor sees them.
+pub(crate) fn mark_running(ids: Vec<i64>, pids: Vec<Option<i32>>) {
+    Spi::run_with_args(
+        "UPDATE pulse.job_run r SET status = 'running',
+                started_at = greatest(clock_timestamp(), r.scheduled_for), executor_pid = u.pid
+           FROM unnest($1::int8[], $2::int4[]) AS u(id, pid)
+          WHERE r.run_id = u.id",
+        &[ids.into(), pids.into()],
+    )
+    .unwrap_or_else(|e| pgrx::error!("could not claim runs: {e}"));
+}
+
+/// The executors of runs handed out before their process was known.
+pub(crate) fn record_executors(ids: Vec<i64>, pids: Vec<i32>) {
+    Spi::run_with_args(
+        "UPDATE pulse.job_run r SET executor_pid = u.pid
+           FROM unnest($1::int8[], $2::int4[]) AS u(id, pid)
+          WHERE r.run_id = u.id AND r.status = 'running'",
+        &[ids.into(), pids.into()],
+    )
+    .unwrap_or_else(|e| pgrx::error!("could not record executors: {e}"));
+}
+
+/// Runs taken back before they started (their executor left, or they waited behind a long run)
+/// are `queued` again.
+pub(crate) fn requeue(ids: Vec<i64>) {
+    Spi::run_with_args(
+        "UPDATE pulse.job_run SET status = 'queued', started_at = NULL, executor_pid = NULL
+          WHERE run_id = ANY ($1) AND status = 'running'",
+        &[ids.into()],
+    )
+    .unwrap_or_else(|e| pgrx::error!("could not queue runs again: {e}"));
+}
+
+/// The queued runs of a job are cancelled with `why` (the job was paused, removed, ...).
+pub(crate) fn cancel_queued(job_id: i64, why: &str) {
+    Spi::run_with_args(
+        "UPDATE pulse.job_run SET status = 'cancelled', finished_at = clock_timestamp(), message = $2
+          WHERE job_id = $1 AND status = 'queued'",
+        &[job_id.into(), why.into()],
+    )
+    .unwrap_or_else(|e| pgrx::error!("could not cancel queued runs: {e}"));
+}

@@ -4,6 +4,7 @@ use super::dispatch::Pool;
 use super::xact::{self, Failure};
 use super::SHARED;
 use crate::pgutil::{from_pg_ts, to_pg_ts};
+use crate::run::RunStatus;
 use crate::schedule::{self, Schedule};
 use chrono::Utc;
 use pgrx::bgworkers::{BackgroundWorker, SignalWakeFlags};
@@ -424,9 +425,9 @@ fn fire(now: chrono::DateTime<Utc>, due: Vec<Due>) {
             None => {
                 // a one-shot job: this is its only run
                 let status = if d.active && d.overlap == "skip" {
-                    "skipped"
+                    RunStatus::Skipped
                 } else {
-                    "queued"
+                    RunStatus::Queued
                 };
                 (status, None, None)
             }
@@ -439,12 +440,12 @@ fn fire(now: chrono::DateTime<Utc>, due: Vec<Due>) {
                         let from = now.max(from_pg_ts(d.slot));
                         let next = s.next_after(tz, from).map(to_pg_ts);
                         if d.active && d.overlap == "skip" {
-                            ("skipped", Some("the previous run was still queued or running (overlap = 'skip')".to_string()), next)
+                            (RunStatus::Skipped, Some("the previous run was still queued or running (overlap = 'skip')".to_string()), next)
                         } else {
-                            ("queued", None, next)
+                            (RunStatus::Queued, None, next)
                         }
                     }
-                    (Err(e), _) | (_, Err(e)) => ("failed", Some(format!("the stored schedule is invalid: {e}; the job stops until it is fixed with pulse.alter_job")), None),
+                    (Err(e), _) | (_, Err(e)) => (RunStatus::Failed, Some(format!("the stored schedule is invalid: {e}; the job stops until it is fixed with pulse.alter_job")), None),
                 }
             }
         };
@@ -453,33 +454,11 @@ fn fire(now: chrono::DateTime<Utc>, due: Vec<Due>) {
         names.push(d.job_name);
         owners.push(d.owner);
         slots.push(d.slot);
-        statuses.push(status.to_string());
+        statuses.push(status);
         messages.push(message);
         nexts.push(next);
     }
-    let r = Spi::run_with_args(
-        "INSERT INTO pulse.job_run (job_id, job_name, owner, database, scheduled_for, status, trigger, message, finished_at, kind)
-         SELECT u.id, u.name, u.owner, (SELECT j.database FROM pulse.job j WHERE j.job_id = u.id),
-                u.slot, u.status, 'schedule', u.message,
-                CASE WHEN u.status = 'queued' THEN NULL ELSE clock_timestamp() END, u.kind
-           FROM unnest($1::bigint[], $2::text[], $3::oid[], $4::timestamptz[], $5::text[], $6::text[], $8::text[])
-                AS u(id, name, owner, slot, status, message, kind)
-          WHERE u.status <> 'skipped' OR $7",
-        &[
-            ids.clone().into(),
-            names.into(),
-            owners.into(),
-            slots.into(),
-            statuses.into(),
-            messages.into(),
-            // pulse.log_runs = failures | none: a skipped slot leaves no row
-            (crate::LOG_RUNS.get() == crate::LogRuns::All).into(),
-            kinds.into(),
-        ],
-    );
-    if let Err(e) = r {
-        pgrx::error!("could not record runs: {e}");
-    }
+    super::runs::queue_slots(&ids, names, owners, slots, &statuses, messages, kinds);
     let r = Spi::run_with_args(
         "UPDATE pulse.job j SET next_run_at = u.next FROM unnest($1::bigint[], $2::timestamptz[]) AS u(id, next)
           WHERE j.job_id = u.id",
