@@ -1079,3 +1079,46 @@ fn session_advisory_locks_of_a_command_are_released_after_its_run() {
     a.query_one("SELECT pulse.unschedule_job($1)", &[&job])
         .unwrap();
 }
+
+#[test]
+fn non_finite_run_at_is_refused() {
+    let mut c = admin();
+    let job = unique("inf_at");
+    let _jobs = Cleanup(vec![unschedule_as_sql("postgres", &job)]);
+    c.query_one(
+        "SELECT pulse.schedule_job($1, '@yearly', 'SELECT 1')",
+        &[&job],
+    )
+    .unwrap();
+    for at in ["-infinity", "infinity"] {
+        let (msg, hint) = expect_error(
+            c.query_one(
+                "SELECT pulse.alter_job($1, run_at => $2::text::timestamptz)",
+                &[&job, &at],
+            ),
+            "22023",
+        );
+        assert!(msg.contains("finite") && msg.contains(at), "{msg}");
+        assert!(hint.contains("now() + interval"), "{hint}");
+        let (msg, _) = expect_error(
+            c.query_one(
+                "SELECT pulse.schedule_once($1, $2::text::timestamptz, 'SELECT 1')",
+                &[&unique("inf_once"), &at],
+            ),
+            "22023",
+        );
+        assert!(msg.contains("finite"), "{msg}");
+    }
+    // The job is as it was: recurring, with a finite next run and no run queued.
+    let row = c
+        .query_one(
+            "SELECT schedule, run_at IS NULL, isfinite(next_run_at),
+                    (SELECT count(*) FROM pulse.job_runs r WHERE r.job_name = j.job_name)
+               FROM pulse.jobs j WHERE job_name = $1",
+            &[&job],
+        )
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "@yearly");
+    assert!(row.get::<_, bool>(1) && row.get::<_, bool>(2));
+    assert_eq!(row.get::<_, i64>(3), 0);
+}

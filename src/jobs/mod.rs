@@ -87,6 +87,17 @@ fn check_timeout(t: &Option<Interval>) {
     }
 }
 
+/// A one-shot's instant must be a real one: '-infinity' would run at once with scheduled_for
+/// -infinity, 'infinity' never.
+fn check_run_at(run_at: TimestampWithTimeZone) {
+    if !run_at.is_finite() {
+        invalid(
+            format!("run_at must be a finite timestamp, not {run_at}"),
+            "Pass an instant such as now() + interval '10 minutes' (one in the past runs at once); to stop a job, use pulse.toggle_job(job_name, false).",
+        );
+    }
+}
+
 fn check_overlap(o: &str) {
     if o != "skip" && o != "allow" {
         invalid(format!("invalid overlap \"{o}\""), OVERLAP_HINT);
@@ -699,12 +710,7 @@ fn schedule_once(
     let retries = Retries::new(max_attempts, retry_backoff);
     let action = Action::new(command, http);
     check_name(name);
-    if !run_at.is_finite() {
-        invalid(
-            "run_at must be a finite timestamp",
-            "Pass an instant such as now() + interval '10 minutes'.",
-        );
-    }
+    check_run_at(run_at);
     check_timeout(&timeout);
     let id = upsert(Def {
         name,
@@ -836,6 +842,9 @@ fn alter_job(
     }
     if let Some(o) = overlap {
         check_overlap(o);
+    }
+    if let Some(r) = run_at {
+        check_run_at(r);
     }
     if let Some(n) = new_name {
         check_name(n);
