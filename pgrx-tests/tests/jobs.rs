@@ -1122,3 +1122,75 @@ fn non_finite_run_at_is_refused() {
     assert!(row.get::<_, bool>(1) && row.get::<_, bool>(2));
     assert_eq!(row.get::<_, i64>(3), 0);
 }
+
+#[test]
+fn each_definition_call_writes_the_job_row_once() {
+    let mut c = admin();
+    let job = unique("one_write");
+    let _jobs = Cleanup(vec![unschedule_as_sql("postgres", &job)]);
+    // (inserts, updates) of pulse.job in the call's own transaction, in a new session (a session's
+    // xact counters also hold its earlier transactions' counts until they are flushed)
+    let writes = |call: &str| -> (i64, i64) {
+        let mut s = connect_as("postgres");
+        let mut t = s.transaction().unwrap();
+        t.query_one(call, &[&job]).unwrap();
+        let row = t
+            .query_one(
+                "SELECT n_tup_ins, n_tup_upd FROM pg_catalog.pg_stat_xact_user_tables
+                  WHERE relid = 'pulse.job'::regclass",
+                &[],
+            )
+            .unwrap();
+        t.commit().unwrap();
+        (row.get(0), row.get(1))
+    };
+    let define = "SELECT pulse.schedule_job($1, '@yearly', 'SELECT 1', alert_after_failures => 2,
+                         alert => '{\"notify\": \"x\"}', max_attempts => 3, retry_backoff => '5 seconds')";
+    assert_eq!(writes(define), (1, 0), "created with one INSERT");
+    assert_eq!(writes(define), (0, 0), "the same call writes nothing");
+    let changed = "SELECT pulse.schedule_job($1, '@yearly', 'SELECT 2', alert_after_failures => 4,
+                          alert => '{}', max_attempts => 5, retry_backoff => '1 minute')";
+    assert_eq!(writes(changed), (0, 1), "changed with one UPDATE");
+    let altered = "SELECT pulse.alter_job($1, comment => 'c', alert_after_failures => 0,
+                          alert => 'null', max_attempts => 2, retry_backoff => '2 seconds')";
+    assert_eq!(writes(altered), (0, 1), "alter_job: one UPDATE");
+    let row = c
+        .query_one(
+            "SELECT command, comment, alert_after_failures, alert IS NULL, max_attempts,
+                    retry_backoff = interval '2 seconds'
+               FROM pulse.job WHERE job_name = $1",
+            &[&job],
+        )
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "SELECT 2");
+    assert_eq!(row.get::<_, String>(1), "c");
+    assert_eq!(row.get::<_, Option<i32>>(2), None);
+    assert!(row.get::<_, bool>(3));
+    assert_eq!(row.get::<_, i32>(4), 2);
+    assert!(row.get::<_, bool>(5));
+    // schedule_once with only its settings changed: one UPDATE too
+    let once = unique("one_write_once");
+    let _once = Cleanup(vec![unschedule_as_sql("postgres", &once)]);
+    let call = |max: i32| {
+        let mut s = connect_as("postgres");
+        let mut t = s.transaction().unwrap();
+        t.query_one(
+            "SELECT pulse.schedule_once($1, '2100-01-01', 'SELECT 1', max_attempts => $2)",
+            &[&once, &max],
+        )
+        .unwrap();
+        let upd: i64 = t
+            .query_one(
+                "SELECT n_tup_ins + n_tup_upd FROM pg_catalog.pg_stat_xact_user_tables
+                  WHERE relid = 'pulse.job'::regclass",
+                &[],
+            )
+            .unwrap()
+            .get(0);
+        t.commit().unwrap();
+        upd
+    };
+    assert_eq!(call(2), 1);
+    assert_eq!(call(3), 1);
+    assert_eq!(call(3), 0);
+}
