@@ -480,6 +480,7 @@ fn partitioned_tables_are_queues_too() {
 
 #[test]
 fn a_scheduled_sql_job_drains_a_queue_with_per_row_failures() {
+    let _jobs = Jobs::new();
     let mut c = admin();
     let q = unique("drain");
     queue_table(&mut c, &q, 20);
