@@ -49,3 +49,11 @@ COMMENT ON FUNCTION pulse.scheduler_status() IS
 COMMENT ON FUNCTION pulse.restart_workers() IS
 'Superusers: stops the scheduler and the HTTP worker; the server starts them again within about a second. SQL runs in progress fail (and are retried if their job allows); requests being sent are sent again. Returns how many workers were signalled.';
 REVOKE ALL ON FUNCTION pulse.restart_workers() FROM PUBLIC;
+
+------------------------------------------------------------------------------------------------
+-- 2. Queues (issue 15): claim_batch dead-letters a row whose lock expired on its last attempt
+--    instead of handing it out again (the statement is built in src/queue/spec.rs, no object
+--    changes): its comment says so.
+------------------------------------------------------------------------------------------------
+COMMENT ON FUNCTION pulse.claim_batch(regclass, integer, interval, text) IS
+'Atomically claims up to batch_size ready rows (queued and run_after <= now(), or processing with an expired lock), highest priority first then oldest; marks them processing, locked by worker until now() + lock_ttl, counts the attempt, and returns each row as jsonb (in no particular order). A row whose lock expired on its last attempt (attempts >= max_attempts) is dead-lettered (failed, last_error says the lease expired) instead of claimed again. Concurrent callers never wait for or share rows.';

@@ -28,7 +28,7 @@ CREATE FUNCTION pulse.queue_health(queue regclass,
 COMMENT ON FUNCTION pulse.make_queue(regclass) IS
 'Makes an existing table a work queue: adds the missing columns (status, priority, attempts, max_attempts, run_after, locked_by, locked_until, last_error, finished_at), a status check and the claim indexes; validates existing ones. Returns what it did (empty when nothing was needed). Idempotent.';
 COMMENT ON FUNCTION pulse.claim_batch(regclass, integer, interval, text) IS
-'Atomically claims up to batch_size ready rows (queued and run_after <= now(), or processing with an expired lock), highest priority first then oldest; marks them processing, locked by worker until now() + lock_ttl, counts the attempt, and returns each row as jsonb (in no particular order). Concurrent callers never wait for or share rows.';
+'Atomically claims up to batch_size ready rows (queued and run_after <= now(), or processing with an expired lock), highest priority first then oldest; marks them processing, locked by worker until now() + lock_ttl, counts the attempt, and returns each row as jsonb (in no particular order). A row whose lock expired on its last attempt (attempts >= max_attempts) is dead-lettered (failed, last_error says the lease expired) instead of claimed again. Concurrent callers never wait for or share rows.';
 COMMENT ON FUNCTION pulse.complete(regclass, anyarray, text) IS
 'Marks processing rows (by primary key) completed; with worker, only rows that worker holds. Returns the number of rows completed.';
 COMMENT ON FUNCTION pulse.fail(regclass, anyelement, text, boolean, text, interval, interval) IS

@@ -8,26 +8,27 @@
 //! * [`health`]: rolling 24-hour job statistics, health classification, alert transitions;
 //! * [`http::template`], [`http::policy`]: request templates and the outbound address policy;
 //! * [`queue::spec`]: what makes a table a queue, and the claim/complete/fail statements;
+//! * [`jobs::spec`]: the checks of the jobs API that need no PostgreSQL, and job defaults;
 //! * [`owners`]: what `database =>` means, and the messages about roles that own jobs.
 //!
 //! PostgreSQL shell (feature `pg`, thin, calls the core):
 //! * `gucs` (here): every `pulse.*` setting, registered in `_PG_init`;
 //! * `pgutil`: errors with SQLSTATE and HINT, time conversions, running as the extension owner;
-//! * `jobs`: the SQL API (`pulse.schedule_job`, `pulse.toggle_job`, `pulse.next_runs`, ...);
+//! * `jobs`: the SQL API (`pulse.schedule_job`, `pulse.toggle_job`, `pulse.next_runs`, ...),
+//!   split along a call's flow (`args`, `catalog`, `define`, `alter`, `control`);
 //!   `jobs::roles`: the utility hook that makes DROP ROLE, REASSIGN OWNED and DROP OWNED
 //!   see jobs and secrets;
 //! * `queue::api`: `pulse.make_queue`, `pulse.claim_batch`, `pulse.complete`, `pulse.fail`, ...;
 //! * `worker`: shared memory, the scheduler background worker and its pool of executors.
 pub mod health;
 pub mod http;
+pub mod jobs;
 pub mod owners;
 pub mod queue;
 pub mod retry;
 pub mod run;
 pub mod schedule;
 
-#[cfg(feature = "pg")]
-mod jobs;
 #[cfg(feature = "pg")]
 mod outcome;
 #[cfg(feature = "pg")]

@@ -64,6 +64,7 @@ fn smuggled_request_cannot_capture_another_roles_secret() {
 /// that serves every role: nobody's jobs run until the attacker commits.
 #[test]
 fn an_open_transaction_cannot_stop_other_roles_jobs() {
+    let _jobs = Jobs::new();
     let mut admin = admin();
     let mallory = new_role(&mut admin, "rv_mallory");
     let alice = new_role(&mut admin, "rv_alice");

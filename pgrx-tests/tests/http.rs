@@ -64,7 +64,12 @@ fn after_commit_requests_are_sent_only_after_commit() {
         )
         .unwrap()
         .get(0);
-    std::thread::sleep(Duration::from_millis(300));
+    // a request committed meanwhile is sent: the worker passed the open transaction's one by
+    let witness: i64 = a
+        .query_one("SELECT pulse.http_get($1)", &[&srv.url("/ok/witness")])
+        .unwrap()
+        .get(0);
+    wait_request_final(&mut a, witness);
     assert!(srv.seen("/ok/committed").is_empty(), "sent before commit");
     tx.commit().unwrap();
     let (state, code, err) = wait_request_final(&mut u, id);
@@ -176,6 +181,7 @@ fn requests_from_a_trigger() {
 
 #[test]
 fn retries_500_then_success_and_429_retry_after() {
+    let _jobs = Jobs::new();
     let srv = Server::start();
     let mut a = admin();
     // an HTTP job: a 500, then a retry (its own run row) that succeeds
@@ -269,6 +275,7 @@ mod serde_like {
 
 #[test]
 fn failures_are_recorded_and_the_worker_keeps_going() {
+    let _jobs = Jobs::new();
     let srv = Server::start();
     let mut a = admin();
     let send = |a: &mut Client, req: &str| -> i64 {
@@ -421,6 +428,7 @@ fn failures_are_recorded_and_the_worker_keeps_going() {
 
 #[test]
 fn secrets_and_settings_resolve_at_send_time_and_are_never_stored() {
+    let _jobs = Jobs::new();
     let srv = Server::start();
     let mut a = admin();
     let role = new_role(&mut a, "http_secret_role");
@@ -531,6 +539,7 @@ fn secrets_and_settings_resolve_at_send_time_and_are_never_stored() {
 
 #[test]
 fn http_jobs_reject_bad_input() {
+    let _jobs = Jobs::new();
     let mut a = admin();
     let job = unique("bad_http");
     for (sql, code) in [
@@ -656,6 +665,7 @@ fn http_jobs_reject_bad_input() {
 
 #[test]
 fn webhook_alerts_once_per_incident_and_on_recovery() {
+    let _jobs = Jobs::new();
     let srv = Server::start();
     let mut a = admin();
     let t = unique("flag");
@@ -700,7 +710,19 @@ fn webhook_alerts_once_per_incident_and_on_recovery() {
     a.execute("SELECT pulse.unschedule_job($1)", &[&job])
         .unwrap();
     a.batch_execute(&format!("DROP TABLE {t}")).unwrap();
-    std::thread::sleep(Duration::from_millis(500));
+    // the job's last runs are over and no alert of it waits to be sent: nothing more can come
+    wait_idle(&mut a, &job);
+    wait_for(30, "no alert request of the job pending", || {
+        let n: i64 = a
+            .query_one(
+                "SELECT count(*) FROM pulse.http_requests
+                  WHERE url LIKE '%' || $1 AND state IN ('pending', 'sending')",
+                &[&path],
+            )
+            .unwrap()
+            .get(0);
+        (n == 0).then_some(())
+    });
     assert_eq!(srv.seen(&path).len(), 2);
 }
 

@@ -2,10 +2,10 @@
 //! No assertion depends on timing; deadlines only bound a hang.
 mod common;
 use common::*;
-use std::time::Duration;
 
 #[test]
 fn one_second_job_runs_repeatedly_and_toggle_pauses_it() {
+    let _jobs = Jobs::new();
     let mut c = admin();
     let job = unique("tick");
     let table = unique("tick_t");
@@ -58,7 +58,19 @@ fn one_second_job_runs_repeatedly_and_toggle_pauses_it() {
         )
         .unwrap()
         .get(0);
-    std::thread::sleep(Duration::from_millis(2500));
+    // A 1-second witness job fires in the same whole-second slots: two of its slots after the
+    // pause show the scheduler went on firing while this job stayed quiet.
+    let witness = unique("tick_witness");
+    c.query_one(
+        "SELECT pulse.schedule_job($1, '1 seconds', 'SELECT 1')",
+        &[&witness],
+    )
+    .unwrap();
+    wait_for(60, "two slots of the witness job", || {
+        (count_runs(&mut c, &witness, "succeeded") >= 2).then_some(())
+    });
+    c.query_one("SELECT pulse.unschedule_job($1)", &[&witness])
+        .unwrap();
     let after: i64 = c
         .query_one(
             "SELECT count(*) FROM pulse.job_runs WHERE job_name = $1",
@@ -101,6 +113,7 @@ fn one_second_job_runs_repeatedly_and_toggle_pauses_it() {
 
 #[test]
 fn run_job_fires_at_once_and_records_manual_trigger() {
+    let _jobs = Jobs::new();
     let mut c = admin();
     let job = unique("manual");
     c.query_one(
@@ -138,6 +151,7 @@ fn run_job_fires_at_once_and_records_manual_trigger() {
 
 #[test]
 fn failing_command_records_failed_with_error_text() {
+    let _jobs = Jobs::new();
     let mut c = admin();
     let job = unique("fails");
     c.query_one(
@@ -172,6 +186,7 @@ fn failing_command_records_failed_with_error_text() {
 
 #[test]
 fn timeout_records_timed_out() {
+    let _jobs = Jobs::new();
     let mut c = admin();
     let job = unique("slow");
     c.query_one(
@@ -197,6 +212,7 @@ fn timeout_records_timed_out() {
 
 #[test]
 fn cancel_run_stops_a_running_command() {
+    let _jobs = Jobs::new();
     let mut c = admin();
     let job = unique("cancel");
     c.query_one(
@@ -231,6 +247,7 @@ fn cancel_run_stops_a_running_command() {
 
 #[test]
 fn schedule_job_is_idempotent_and_updates_in_place() {
+    let _jobs = Jobs::new();
     let mut c = admin();
     let job = unique("migr");
     let first: i64 = c
@@ -324,6 +341,7 @@ fn schedule_job_is_idempotent_and_updates_in_place() {
 
 #[test]
 fn schedule_once_fires_once_soon_after_creation() {
+    let _jobs = Jobs::new();
     let mut c = admin();
     let job = unique("once");
     // Due in two seconds: the scheduler is woken by the change, not by polling.
@@ -354,6 +372,7 @@ fn schedule_once_fires_once_soon_after_creation() {
 
 #[test]
 fn overlap_skip_records_skipped_slots_and_allow_overlaps() {
+    let _jobs = Jobs::new();
     let mut c = admin();
     let skip = unique("skip");
     c.query_one(
@@ -408,6 +427,7 @@ fn overlap_skip_records_skipped_slots_and_allow_overlaps() {
 
 #[test]
 fn non_superuser_jobs_run_as_that_role_and_are_private() {
+    let _jobs = Jobs::new();
     let mut a = admin();
     let role = new_role(&mut a, "pulse_user");
     let other = new_role(&mut a, "pulse_other");
@@ -553,6 +573,7 @@ fn non_superuser_jobs_run_as_that_role_and_are_private() {
 
 #[test]
 fn job_of_a_dropped_role_fails_clearly_and_the_scheduler_goes_on() {
+    let _jobs = Jobs::new();
     let mut a = admin();
     let role = new_role(&mut a, "pulse_gone");
     let mut u = connect_as(&role);
@@ -604,6 +625,7 @@ fn job_of_a_dropped_role_fails_clearly_and_the_scheduler_goes_on() {
 
 #[test]
 fn bad_input_is_rejected_with_sqlstate_and_hint() {
+    let _jobs = Jobs::new();
     let mut c = admin();
     let job = unique("bad");
     let (msg, hint) = expect_error(
@@ -807,6 +829,7 @@ fn next_runs_previews_schedules() {
 
 #[test]
 fn current_run_describes_the_run_inside_its_command() {
+    let _jobs = Jobs::new();
     let mut c = admin();
     let job = unique("ctx");
     let table = unique("ctx_t");
@@ -853,6 +876,7 @@ fn current_run_describes_the_run_inside_its_command() {
 
 #[test]
 fn per_job_alert_settings() {
+    let _jobs = Jobs::new();
     use postgres::fallible_iterator::FallibleIterator;
     let mut c = admin();
     let job = unique("alerting");
@@ -933,6 +957,7 @@ fn per_job_alert_settings() {
 
 #[test]
 fn failed_attempts_are_retried_with_backoff_as_their_own_runs() {
+    let _jobs = Jobs::new();
     let mut c = admin();
     let job = unique("retrying");
     c.query_one(
@@ -951,7 +976,8 @@ fn failed_attempts_are_retried_with_backoff_as_their_own_runs() {
             .get(0);
         (n >= 3).then_some(())
     });
-    std::thread::sleep(std::time::Duration::from_millis(2500));
+    // A retry is queued in the transaction that records the failed attempt: a fourth attempt
+    // would be visible now.
     let rows = c
         .query(
             "SELECT attempt, trigger, status,
@@ -1022,6 +1048,7 @@ fn failed_attempts_are_retried_with_backoff_as_their_own_runs() {
 
 #[test]
 fn worker_writes_are_counted_for_autovacuum() {
+    let _jobs = Jobs::new();
     // Background workers must flush their table statistics themselves: otherwise the rows their
     // transactions write never reach pg_stat_user_tables, and autovacuum never vacuums the
     // run history that the scheduler and executors churn.
@@ -1058,6 +1085,7 @@ fn worker_writes_are_counted_for_autovacuum() {
 
 #[test]
 fn session_advisory_locks_of_a_command_are_released_after_its_run() {
+    let _jobs = Jobs::new();
     let mut a = admin();
     let key: i64 = 7_400_000 + (std::process::id() as i64 % 100_000);
     let job = unique("advisory");
@@ -1078,4 +1106,118 @@ fn session_advisory_locks_of_a_command_are_released_after_its_run() {
         .unwrap();
     a.query_one("SELECT pulse.unschedule_job($1)", &[&job])
         .unwrap();
+}
+
+#[test]
+fn non_finite_run_at_is_refused() {
+    let _jobs = Jobs::new();
+    let mut c = admin();
+    let job = unique("inf_at");
+    c.query_one(
+        "SELECT pulse.schedule_job($1, '@yearly', 'SELECT 1')",
+        &[&job],
+    )
+    .unwrap();
+    for at in ["-infinity", "infinity"] {
+        let (msg, hint) = expect_error(
+            c.query_one(
+                "SELECT pulse.alter_job($1, run_at => $2::text::timestamptz)",
+                &[&job, &at],
+            ),
+            "22023",
+        );
+        assert!(msg.contains("finite") && msg.contains(at), "{msg}");
+        assert!(hint.contains("now() + interval"), "{hint}");
+        let (msg, _) = expect_error(
+            c.query_one(
+                "SELECT pulse.schedule_once($1, $2::text::timestamptz, 'SELECT 1')",
+                &[&unique("inf_once"), &at],
+            ),
+            "22023",
+        );
+        assert!(msg.contains("finite"), "{msg}");
+    }
+    // The job is as it was: recurring, with a finite next run and no run queued.
+    let row = c
+        .query_one(
+            "SELECT schedule, run_at IS NULL, isfinite(next_run_at),
+                    (SELECT count(*) FROM pulse.job_runs r WHERE r.job_name = j.job_name)
+               FROM pulse.jobs j WHERE job_name = $1",
+            &[&job],
+        )
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "@yearly");
+    assert!(row.get::<_, bool>(1) && row.get::<_, bool>(2));
+    assert_eq!(row.get::<_, i64>(3), 0);
+}
+
+#[test]
+fn each_definition_call_writes_the_job_row_once() {
+    let _jobs = Jobs::new();
+    let mut c = admin();
+    let job = unique("one_write");
+    // (inserts, updates) of pulse.job in the call's own transaction, in a new session (a session's
+    // xact counters also hold its earlier transactions' counts until they are flushed)
+    let writes = |call: &str| -> (i64, i64) {
+        let mut s = connect_as("postgres");
+        let mut t = s.transaction().unwrap();
+        t.query_one(call, &[&job]).unwrap();
+        let row = t
+            .query_one(
+                "SELECT n_tup_ins, n_tup_upd FROM pg_catalog.pg_stat_xact_user_tables
+                  WHERE relid = 'pulse.job'::regclass",
+                &[],
+            )
+            .unwrap();
+        t.commit().unwrap();
+        (row.get(0), row.get(1))
+    };
+    let define = "SELECT pulse.schedule_job($1, '@yearly', 'SELECT 1', alert_after_failures => 2,
+                         alert => '{\"notify\": \"x\"}', max_attempts => 3, retry_backoff => '5 seconds')";
+    assert_eq!(writes(define), (1, 0), "created with one INSERT");
+    assert_eq!(writes(define), (0, 0), "the same call writes nothing");
+    let changed = "SELECT pulse.schedule_job($1, '@yearly', 'SELECT 2', alert_after_failures => 4,
+                          alert => '{}', max_attempts => 5, retry_backoff => '1 minute')";
+    assert_eq!(writes(changed), (0, 1), "changed with one UPDATE");
+    let altered = "SELECT pulse.alter_job($1, comment => 'c', alert_after_failures => 0,
+                          alert => 'null', max_attempts => 2, retry_backoff => '2 seconds')";
+    assert_eq!(writes(altered), (0, 1), "alter_job: one UPDATE");
+    let row = c
+        .query_one(
+            "SELECT command, comment, alert_after_failures, alert IS NULL, max_attempts,
+                    retry_backoff = interval '2 seconds'
+               FROM pulse.job WHERE job_name = $1",
+            &[&job],
+        )
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "SELECT 2");
+    assert_eq!(row.get::<_, String>(1), "c");
+    assert_eq!(row.get::<_, Option<i32>>(2), None);
+    assert!(row.get::<_, bool>(3));
+    assert_eq!(row.get::<_, i32>(4), 2);
+    assert!(row.get::<_, bool>(5));
+    // schedule_once with only its settings changed: one UPDATE too
+    let once = unique("one_write_once");
+    let call = |max: i32| {
+        let mut s = connect_as("postgres");
+        let mut t = s.transaction().unwrap();
+        t.query_one(
+            "SELECT pulse.schedule_once($1, '2100-01-01', 'SELECT 1', max_attempts => $2)",
+            &[&once, &max],
+        )
+        .unwrap();
+        let upd: i64 = t
+            .query_one(
+                "SELECT n_tup_ins + n_tup_upd FROM pg_catalog.pg_stat_xact_user_tables
+                  WHERE relid = 'pulse.job'::regclass",
+                &[],
+            )
+            .unwrap()
+            .get(0);
+        t.commit().unwrap();
+        upd
+    };
+    assert_eq!(call(2), 1);
+    assert_eq!(call(3), 1);
+    assert_eq!(call(3), 0);
 }

@@ -480,6 +480,7 @@ fn partitioned_tables_are_queues_too() {
 
 #[test]
 fn a_scheduled_sql_job_drains_a_queue_with_per_row_failures() {
+    let _jobs = Jobs::new();
     let mut c = admin();
     let q = unique("drain");
     queue_table(&mut c, &q, 20);
@@ -524,4 +525,70 @@ fn a_scheduled_sql_job_drains_a_queue_with_per_row_failures() {
     assert_eq!((row.get::<_, i64>(0), row.get::<_, i64>(1)), (16, 4));
     c.query_one("SELECT pulse.unschedule_job($1)", &[&job])
         .unwrap();
+}
+
+#[test]
+fn a_row_whose_lease_keeps_expiring_is_dead_lettered_after_max_attempts() {
+    let mut c = admin();
+    let q = unique("poison");
+    queue_table(&mut c, &q, 1);
+    // Each consumer dies holding the row (never completes nor fails it): its lease expires and
+    // the next claim takes the row over, counting an attempt.
+    for attempt in 1..=3 {
+        let worker = format!("victim{attempt}");
+        let ids = wait_for(30, &format!("claim number {attempt}"), || {
+            let ids = claim_ids(&mut c, &q, 10, "100 milliseconds", Some(&worker));
+            (!ids.is_empty()).then_some(ids)
+        });
+        assert_eq!(ids.len(), 1);
+        let attempts: i32 = c
+            .query_one(&format!("SELECT attempts FROM {q}"), &[])
+            .unwrap()
+            .get(0);
+        assert_eq!(attempts, attempt);
+    }
+    // The last lease expires: the next claim dead-letters the row instead of handing it out.
+    wait_for(30, "the row to be dead-lettered", || {
+        let ids = claim_ids(&mut c, &q, 10, "100 milliseconds", Some("victim4"));
+        assert!(ids.is_empty(), "a row past max_attempts was claimed again");
+        let status: String = c
+            .query_one(&format!("SELECT status FROM {q}"), &[])
+            .unwrap()
+            .get(0);
+        (status == "failed").then_some(())
+    });
+    let row = c
+        .query_one(
+            &format!(
+                "SELECT attempts, last_error, locked_by, locked_until IS NULL, finished_at IS NOT NULL FROM {q}"
+            ),
+            &[],
+        )
+        .unwrap();
+    assert_eq!(row.get::<_, i32>(0), 3, "no fourth attempt");
+    let error: String = row.get(1);
+    assert!(
+        error.contains("lease expired")
+            && error.contains("attempt 3 of 3")
+            && error.contains("victim3"),
+        "{error}"
+    );
+    assert_eq!(row.get::<_, Option<String>>(2), None);
+    assert!(row.get::<_, bool>(3) && row.get::<_, bool>(4));
+    // A dead letter stays put: not claimed, not stuck, until re-driven.
+    assert!(claim_ids(&mut c, &q, 10, "15 minutes", None).is_empty());
+    let h = c
+        .query_one(
+            "SELECT stuck, failed FROM pulse.queue_health($1::text::regclass)",
+            &[&q],
+        )
+        .unwrap();
+    assert_eq!((h.get::<_, i64>(0), h.get::<_, i64>(1)), (0, 1));
+    let n: i64 = c
+        .query_one("SELECT pulse.retry_failed($1::text::regclass)", &[&q])
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 1);
+    assert_eq!(claim_ids(&mut c, &q, 10, "15 minutes", None).len(), 1);
+    c.batch_execute(&format!("DROP TABLE {q}")).unwrap();
 }

@@ -68,6 +68,7 @@ fn job_database(c: &mut Client, job: &str) -> (Option<String>, String) {
 
 #[test]
 fn database_argument_is_checked_stored_and_shown() {
+    let _jobs = Jobs::new();
     let mut a = admin();
     let role = new_role(&mut a, "db_user");
     let _roles = Roles(vec![role.clone()]);
@@ -249,6 +250,7 @@ fn database_argument_is_checked_stored_and_shown() {
 
 #[test]
 fn owners_that_cannot_log_in_are_refused() {
+    let _jobs = Jobs::new();
     let mut a = admin();
     let role = new_role(&mut a, "nologin");
     let _roles = Roles(vec![role.clone()]);
@@ -312,6 +314,7 @@ fn role_oid(a: &mut Client, role: &str) -> u32 {
 
 #[test]
 fn drop_role_is_refused_while_it_owns_jobs_or_secrets_and_drop_owned_removes_them() {
+    let _jobs = Jobs::new();
     let mut a = admin();
     let role = new_role(&mut a, "dropped");
     let _roles = Roles(vec![role.clone()]);
@@ -371,6 +374,7 @@ fn drop_role_is_refused_while_it_owns_jobs_or_secrets_and_drop_owned_removes_the
 
 #[test]
 fn reassign_owned_moves_jobs_and_secrets_and_others_cannot_touch_them() {
+    let _jobs = Jobs::new();
     let mut a = admin();
     let from = new_role(&mut a, "from");
     let to = new_role(&mut a, "to");
@@ -492,6 +496,7 @@ fn reassign_owned_moves_jobs_and_secrets_and_others_cannot_touch_them() {
 
 #[test]
 fn renamed_owner_keeps_its_jobs() {
+    let _jobs = Jobs::new();
     let mut a = admin();
     let role = new_role(&mut a, "renamed");
     let renamed = format!("{role}_new");
@@ -520,6 +525,7 @@ fn renamed_owner_keeps_its_jobs() {
 
 #[test]
 fn reassign_owned_to_a_role_that_cannot_log_in_warns() {
+    let _jobs = Jobs::new();
     let mut a = admin();
     let from = new_role(&mut a, "from_nl");
     let to = new_role(&mut a, "to_nl");

@@ -71,6 +71,7 @@ fn is_superuser(a: &mut postgres::Client, role: &str) -> bool {
 /// and pulse.secret stays unreadable).
 #[test]
 fn code_run_at_commit_runs_as_the_owner() {
+    let _jobs = Jobs::new();
     let _s = shared();
     let mut a = admin();
     let (bob, table, _g) = role_with_table(&mut a, "commit_bob");
@@ -128,6 +129,7 @@ fn code_run_at_commit_runs_as_the_owner() {
 /// Inside a job the session is the owner's: no way back to the worker's identity.
 #[test]
 fn a_job_cannot_reach_the_workers_identity() {
+    let _jobs = Jobs::new();
     let _s = shared();
     let mut a = admin();
     let (bob, table, _g) = role_with_table(&mut a, "ident_bob");
@@ -191,6 +193,7 @@ fn a_job_cannot_reach_the_workers_identity() {
 /// a process), and within one owner each run starts as after DISCARD ALL.
 #[test]
 fn no_session_state_crosses_runs() {
+    let _jobs = Jobs::new();
     let _s = shared();
     let mut a = admin();
     let (alice, at, _ga) = role_with_table(&mut a, "state_alice");
@@ -256,6 +259,7 @@ fn no_session_state_crosses_runs() {
 /// A command runs as top-level statements, as `psql -c` would.
 #[test]
 fn commands_run_as_top_level_statements() {
+    let _jobs = Jobs::new();
     let _s = shared();
     let mut a = admin();
     let (bob, table, _g) = role_with_table(&mut a, "toplevel_bob");
@@ -336,6 +340,7 @@ fn commands_run_as_top_level_statements() {
 /// failed run and its job paused, not a failure every second; a renamed role keeps its jobs.
 #[test]
 fn role_changes_pause_a_job_once_or_keep_it_running() {
+    let _jobs = Jobs::new();
     let _s = shared();
     let mut a = admin();
     for change in [
@@ -429,6 +434,7 @@ fn role_changes_pause_a_job_once_or_keep_it_running() {
 /// owner who is not a superuser; the workers are restarted to pick the setting up.
 #[test]
 fn worker_sql_cannot_be_hijacked_through_search_path() {
+    let _jobs = Jobs::new();
     let _s = alone();
     let mut a = admin();
     let (evil, table, _g) = role_with_table(&mut a, "hijack_evil");
@@ -510,6 +516,7 @@ fn worker_sql_cannot_be_hijacked_through_search_path() {
 /// there it fails once and is paused.
 #[test]
 fn jobs_run_in_other_databases() {
+    let _jobs = Jobs::new();
     let _s = shared();
     let mut a = admin();
     let (bob, _table, _g) = role_with_table(&mut a, "db_bob");

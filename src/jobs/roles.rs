@@ -286,25 +286,26 @@ fn reassign(from: &[Role], to: &Role) {
             );
         }
         // (data-modifying WITH queries run whether or not they are referenced)
-        moved += Spi::get_one_with_args::<i64>(
+        let (n, ids) = Spi::get_two_with_args::<i64, Vec<i64>>(
             "WITH moved AS (
                  UPDATE pulse.job SET owner = $2::pg_catalog.regrole, updated_at = now()
                   WHERE owner::oid = $1 RETURNING job_id),
              stats AS (
                  UPDATE pulse.job_stats SET owner = $2 WHERE job_id IN (SELECT job_id FROM moved)),
-             runs AS (
-                 UPDATE pulse.job_run SET owner = $2
-                  WHERE owner = $1 AND job_id IN (SELECT job_id FROM moved)),
              alerts AS (
                  UPDATE pulse.alert SET owner = $2
                   WHERE owner = $1 AND job_id IN (SELECT job_id FROM moved)),
              secrets AS (
                  UPDATE pulse.secret SET owner = $2, updated_at = now() WHERE owner = $1)
-             SELECT count(*) FROM moved",
+             SELECT count(*), coalesce(array_agg(job_id), '{}') FROM moved",
             &[r.oid.into(), to.oid.into()],
         )
-        .unwrap_or_else(|e| catalog_error("reassign jobs and secrets", e))
-        .unwrap_or(0);
+        .unwrap_or_else(|e| catalog_error("reassign jobs and secrets", e));
+        let ids = ids.unwrap_or_default();
+        // the moved jobs' runs follow them
+        crate::worker::runs::reassign(&ids, r.oid, to.oid)
+            .unwrap_or_else(|e| catalog_error("reassign jobs and secrets", e));
+        moved += n.unwrap_or(0);
     }
     let can_login = Spi::get_one_with_args::<bool>(
         "SELECT (SELECT r.rolcanlogin FROM pg_catalog.pg_roles r WHERE r.oid = $1)",
@@ -334,16 +335,17 @@ fn reassign(from: &[Role], to: &Role) {
 /// DROP OWNED BY: the roles' jobs go (queued runs cancelled, history kept), and their secrets.
 fn drop_owned(roles: &[Role]) {
     for r in roles {
-        Spi::run_with_args(
+        let gone = Spi::get_one_with_args::<Vec<i64>>(
             "WITH gone AS (DELETE FROM pulse.job WHERE owner::oid = $1 RETURNING job_id),
-             cancelled AS (
-                 UPDATE pulse.job_run SET status = 'cancelled', finished_at = clock_timestamp(),
-                        message = 'the job was removed by DROP OWNED'
-                  WHERE status = 'queued' AND job_id IN (SELECT job_id FROM gone))
-             DELETE FROM pulse.secret WHERE owner = $1",
+             secrets AS (DELETE FROM pulse.secret WHERE owner = $1)
+             SELECT coalesce(array_agg(job_id), '{}') FROM gone",
             &[r.oid.into()],
         )
-        .unwrap_or_else(|e| catalog_error("remove jobs and secrets", e));
+        .unwrap_or_else(|e| catalog_error("remove jobs and secrets", e))
+        .unwrap_or_default();
+        // their queued runs are cancelled (run rows carry the job id, not a reference to it)
+        crate::worker::runs::cancel_queued(&gone, "the job was removed by DROP OWNED")
+            .unwrap_or_else(|e| catalog_error("remove jobs and secrets", e));
     }
     wake();
 }

@@ -151,8 +151,22 @@ pub struct Names {
     pub partitioned: bool,
 }
 
+/// Why a row whose lease expired on its last attempt is dead-lettered (`last_error`), as SQL over
+/// the row `alias` (before the update: its attempts and holder).
+pub fn lease_expired_error(alias: &str) -> String {
+    format!(
+        "format('lease expired: attempt %s of %s (locked by %s) was neither completed nor failed before its lock ran out', \
+         {alias}.attempts, {alias}.max_attempts, coalesce({alias}.locked_by, 'an unnamed worker'))"
+    )
+}
+
 /// Claims up to $1 rows: expired locks first (a crashed worker's rows), then ready queued rows,
 /// highest priority first, then oldest. $2 lock ttl, $3 worker. Returns each row as jsonb.
+///
+/// Every claim counts an attempt, a takeover of an expired lock too. A row whose lock expired on
+/// its last attempt (`attempts >= max_attempts`) is not handed out again: the same statement
+/// dead-letters it (`failed`, with [`lease_expired_error`]), as `pulse.fail` would have, so a row
+/// that kills its consumer cannot circulate for ever.
 ///
 /// Rows are picked and locked with `FOR UPDATE SKIP LOCKED` and, on a plain table, updated by
 /// their `ctid` (a locked row cannot move), which spares a primary-key lookup per row; a
@@ -165,21 +179,26 @@ pub fn claim_sql(n: &Names) -> String {
         ..
     } = n;
     let col = if *partitioned { pk.as_str() } else { "ctid" };
-    let pick = format!(
-        "SELECT id FROM (SELECT s.{col} AS id FROM {table} s
-                          WHERE s.status = 'processing' AND s.locked_until < now()
-                          ORDER BY s.locked_until LIMIT $1 FOR UPDATE SKIP LOCKED) stale
-         UNION ALL
-         SELECT id FROM (SELECT q.{col} AS id FROM {table} q
-                          WHERE q.status = 'queued' AND q.run_after <= now()
-                          ORDER BY q.priority DESC, q.run_after, q.{pk}
-                          LIMIT $1 FOR UPDATE SKIP LOCKED) ready
-         LIMIT $1"
-    );
+    let reason = lease_expired_error("d");
     format!(
-        "UPDATE {table} t SET status = 'processing', attempts = t.attempts + 1,
+        "WITH stale AS (
+           SELECT s.{col} AS id, s.attempts >= s.max_attempts AS spent FROM {table} s
+            WHERE s.status = 'processing' AND s.locked_until < now()
+            ORDER BY s.locked_until LIMIT $1 FOR UPDATE SKIP LOCKED),
+         dead AS (
+           UPDATE {table} d SET status = 'failed', finished_at = now(), last_error = {reason},
+                  locked_by = NULL, locked_until = NULL
+            WHERE d.{col} = ANY (ARRAY(SELECT id FROM stale WHERE spent)))
+         UPDATE {table} t SET status = 'processing', attempts = t.attempts + 1,
                 locked_by = $3, locked_until = now() + $2
-          WHERE t.{col} = ANY (ARRAY({pick}))
+          WHERE t.{col} = ANY (ARRAY(
+                SELECT id FROM stale WHERE NOT spent
+                UNION ALL
+                SELECT id FROM (SELECT q.{col} AS id FROM {table} q
+                                 WHERE q.status = 'queued' AND q.run_after <= now()
+                                 ORDER BY q.priority DESC, q.run_after, q.{pk}
+                                 LIMIT $1 FOR UPDATE SKIP LOCKED) ready
+                LIMIT $1))
       RETURNING to_jsonb(t.*)"
     )
 }
@@ -374,6 +393,10 @@ mod tests {
             assert!(!sql.contains("blocked"));
             assert!(sql.contains("ORDER BY q.priority DESC, q.run_after, q.\"id\""));
             assert_eq!(sql.contains("ctid"), !partitioned);
+            // a stale row on its last attempt is dead-lettered, never handed out again
+            assert!(sql.contains("s.attempts >= s.max_attempts AS spent"));
+            assert!(sql.contains("status = 'failed'") && sql.contains("lease expired"));
+            assert!(sql.contains("SELECT id FROM stale WHERE NOT spent"));
         }
         assert!(complete_sql(&n).contains("ANY ($1::bigint[])"));
     }

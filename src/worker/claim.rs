@@ -265,7 +265,8 @@ pub(super) fn refuse(c: &Candidate, why: &str) {
         &[c.order.job_id.into()],
     )
     .unwrap_or_else(|e| pgrx::error!("could not pause job: {e}"));
-    super::runs::cancel_queued(c.order.job_id, "the job was paused");
+    super::runs::cancel_queued(&[c.order.job_id], "the job was paused")
+        .unwrap_or_else(|e| pgrx::error!("could not cancel queued runs: {e}"));
     log!(
         "pg_pulse: job {} (\"{}\"): {why}",
         c.order.job_id,

@@ -400,12 +400,62 @@ pub(crate) fn requeue(ids: Vec<i64>) {
     .unwrap_or_else(|e| pgrx::error!("could not queue runs again: {e}"));
 }
 
-/// The queued runs of a job are cancelled with `why` (the job was paused, removed, ...).
-pub(crate) fn cancel_queued(job_id: i64, why: &str) {
+/// Cancels the queued runs of jobs `job_ids` (a job unscheduled, paused or dropped with its
+/// owner): `cancelled` now, with `why` as message. Running runs are left to finish.
+pub(crate) fn cancel_queued(job_ids: &[i64], why: &str) -> Result<(), pgrx::spi::SpiError> {
+    if job_ids.is_empty() {
+        return Ok(());
+    }
     Spi::run_with_args(
         "UPDATE pulse.job_run SET status = 'cancelled', finished_at = clock_timestamp(), message = $2
-          WHERE job_id = $1 AND status = 'queued'",
-        &[job_id.into(), why.into()],
+          WHERE job_id = ANY ($1) AND status = 'queued'",
+        &[job_ids.to_vec().into(), why.into()],
     )
-    .unwrap_or_else(|e| pgrx::error!("could not cancel queued runs: {e}"));
+}
+
+/// Queues a run of job `job_id` now, out of schedule (`pulse.run_job`); the new run's id.
+pub(crate) fn queue_manual(job_id: i64) -> Result<Option<i64>, pgrx::spi::SpiError> {
+    Spi::get_one_with_args::<i64>(
+        "INSERT INTO pulse.job_run (job_id, job_name, owner, scheduled_for, status, trigger, kind, database)
+         SELECT job_id, job_name, owner::oid, clock_timestamp(), 'queued', 'manual',
+                CASE WHEN http IS NULL THEN 'sql' ELSE 'http' END, database
+           FROM pulse.job WHERE job_id = $1
+         RETURNING run_id",
+        &[job_id.into()],
+    )
+}
+
+/// `pulse.cancel_run` of a run that is still queued: cancelled in place, if it belongs to
+/// `owner` (any run for a superuser, `any_owner`). Whether it was. The scheduler skips a run row
+/// being changed; a running run is never touched here (see `crate::worker::cancel_executor_run`).
+pub(crate) fn cancel_if_queued(
+    run_id: i64,
+    owner: pg_sys::Oid,
+    any_owner: bool,
+) -> Result<bool, pgrx::spi::SpiError> {
+    Spi::connect_mut(|c| {
+        c.update(
+            "UPDATE pulse.job_run SET status = 'cancelled', finished_at = clock_timestamp(),
+                    message = 'cancelled by pulse.cancel_run'
+              WHERE run_id = $1 AND (owner = $2 OR $3) AND status = 'queued' RETURNING 1",
+            None,
+            &[run_id.into(), owner.into(), any_owner.into()],
+        )
+        .map(|t| t.len() > 0)
+    })
+}
+
+/// `REASSIGN OWNED BY from TO to`: the runs of the moved jobs `job_ids` follow their job.
+pub(crate) fn reassign(
+    job_ids: &[i64],
+    from: pg_sys::Oid,
+    to: pg_sys::Oid,
+) -> Result<(), pgrx::spi::SpiError> {
+    if job_ids.is_empty() {
+        return Ok(());
+    }
+    Spi::run_with_args(
+        "UPDATE pulse.job_run SET owner = $3 WHERE owner = $2 AND job_id = ANY ($1)",
+        &[job_ids.to_vec().into(), from.into(), to.into()],
+    )
 }

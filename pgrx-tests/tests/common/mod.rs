@@ -56,14 +56,71 @@ pub fn admin() -> Client {
     c
 }
 
+thread_local! {
+    /// The names `unique` made on this thread (a test runs on one thread): what a `Jobs` guard
+    /// looks for.
+    static NAMES: std::cell::RefCell<Vec<String>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// A unique name per call, so parallel tests never share a job, role or table.
 pub fn unique(prefix: &str) -> String {
     static N: AtomicUsize = AtomicUsize::new(0);
-    format!(
+    let name = format!(
         "{prefix}_{}_{}",
         std::process::id(),
         N.fetch_add(1, Ordering::SeqCst)
-    )
+    );
+    NAMES.with(|n| n.borrow_mut().push(name.clone()));
+    name
+}
+
+/// Unschedules, when dropped, every job named by a `unique` name made on this thread since the
+/// guard was created, as the job's owner: at the end of a test and also when it panics, so a
+/// failed assertion leaves no 1-second job running into the next tests. Create it first in the
+/// test (it is dropped last, after the test's sessions have let go of their locks).
+pub struct Jobs {
+    from: usize,
+}
+
+impl Jobs {
+    pub fn new() -> Jobs {
+        Jobs {
+            from: NAMES.with(|n| n.borrow().len()),
+        }
+    }
+}
+
+impl Drop for Jobs {
+    fn drop(&mut self) {
+        let names: Vec<String> = NAMES.with(|n| {
+            let mut n = n.borrow_mut();
+            let from = self.from.min(n.len());
+            n.drain(from..).collect()
+        });
+        if names.is_empty() {
+            return;
+        }
+        let Ok(mut c) = Client::connect(
+            &format!(
+                "host=127.0.0.1 port={} user=postgres dbname=postgres",
+                port()
+            ),
+            NoTls,
+        ) else {
+            return;
+        };
+        let Ok(rows) = c.query(
+            "SELECT owner::text, job_name FROM pulse.job WHERE job_name = ANY ($1)",
+            &[&names],
+        ) else {
+            return;
+        };
+        // a session the test left in a transaction must not hang the clean-up
+        let mut scripts = vec!["SET lock_timeout = '10s'".to_string()];
+        scripts.extend(rows.iter().map(|r| unschedule_as_sql(r.get(0), r.get(1))));
+        drop(c);
+        drop(Cleanup(scripts));
+    }
 }
 
 /// A fresh login role with USAGE on schema pulse (not a superuser).
