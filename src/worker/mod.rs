@@ -230,6 +230,9 @@ pub struct Shared {
     /// Unix microseconds: when the running scheduler started, and when its loop last turned.
     pub scheduler_started_us: i64,
     pub scheduler_heartbeat_us: i64,
+    /// Unix microseconds: when the running HTTP worker started, and when its loop last turned.
+    pub http_started_us: i64,
+    pub http_heartbeat_us: i64,
     pub slots: [Slot; MAX_EXECUTORS],
 }
 
@@ -240,6 +243,8 @@ impl Default for Shared {
             http_pid: 0,
             scheduler_started_us: 0,
             scheduler_heartbeat_us: 0,
+            http_started_us: 0,
+            http_heartbeat_us: 0,
             slots: [Slot::default(); MAX_EXECUTORS],
         }
     }

@@ -69,8 +69,12 @@ pub extern "C-unwind" fn pulse_http_main(_arg: pg_sys::Datum) {
     let db = crate::database_name();
     BackgroundWorker::connect_worker_to_spi(Some(&db), None);
     super::pin_worker_settings();
-    let pid = unsafe { pg_sys::MyProcPid };
-    SHARED.exclusive().http_pid = pid;
+    {
+        let mut sh = SHARED.exclusive();
+        sh.http_pid = unsafe { pg_sys::MyProcPid };
+        sh.http_started_us = chrono::Utc::now().timestamp_micros();
+        sh.http_heartbeat_us = sh.http_started_us;
+    }
 
     // The HTTP threads write a byte to this pipe when replies are ready (the latch is for
     // PostgreSQL processes; the threads never touch PostgreSQL).
@@ -108,6 +112,7 @@ pub extern "C-unwind" fn pulse_http_main(_arg: pg_sys::Datum) {
             unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
             w.reconfigure();
         }
+        SHARED.exclusive().http_heartbeat_us = chrono::Utc::now().timestamp_micros();
         unsafe { pg_sys::ResetLatch(pg_sys::MyLatch) };
         drain_pipe(read_fd);
         pending.store(false, Ordering::Release);
@@ -150,6 +155,10 @@ pub extern "C-unwind" fn pulse_http_main(_arg: pg_sys::Datum) {
     }
     SHARED.exclusive().http_pid = 0;
     log!("pg_pulse http worker shutting down");
+    // A non-zero exit code: the postmaster starts the worker again (after its restart time) when
+    // it was stopped alone (pg_terminate_backend); at a server shutdown nothing is restarted.
+    // An exit code of 0 would unregister it for good.
+    unsafe { pg_sys::proc_exit(1) };
 }
 
 fn drain_pipe(fd: i32) {
