@@ -55,3 +55,79 @@ fn the_http_worker_comes_back_after_sigterm() {
     let new = http_worker_pid(&mut c).expect("an HTTP worker");
     assert_ne!(new, old);
 }
+
+/// Stops the server the way `pg_ctl stop -m immediate` does (SIGQUIT to the postmaster) at a
+/// precise instant, waits until it is gone, and starts it again.
+fn immediate_restart_now() {
+    let pidfile = std::fs::read_to_string(format!("{}/postmaster.pid", pgdata()))
+        .expect("read postmaster.pid");
+    let pm: i32 = pidfile.lines().next().unwrap().trim().parse().unwrap();
+    unsafe {
+        assert_eq!(libc_kill(pm, 3), 0, "SIGQUIT to the postmaster");
+    }
+    wait_for(60, "the postmaster to exit", || unsafe {
+        (libc_kill(pm, 0) != 0).then_some(())
+    });
+    pgctl(&["start", &pgdata(), &port().to_string()]);
+}
+
+/// Sleeps until `ms` milliseconds past the next whole second (wall clock, as the scheduler's).
+fn sleep_until_past_second(ms: u32) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    let into = now.subsec_nanos() as u64;
+    let target = 1_000_000_000 + ms as u64 * 1_000_000;
+    std::thread::sleep(Duration::from_nanos(target - into));
+}
+
+#[test]
+fn an_http_job_slot_is_sent_at_most_once_across_crashes() {
+    let _g = serial();
+    let srv = Server::start();
+    let mut c = admin();
+    let job = unique("http_slots");
+    let _cleanup = Cleanup(vec![format!("SELECT pulse.unschedule_job('{job}')")]);
+    let prefix = format!("/ok/{job}/");
+    c.execute(
+        "SELECT pulse.schedule_job($1, '1 seconds', http => pulse.http_request('GET', $2))",
+        &[&job, &srv.url(&format!("{prefix}{{{{run_id}}}}/{{{{scheduled_for}}}}"))],
+    )
+    .unwrap();
+    for round in 0..6 {
+        // the job is being sent again (after the previous restart)
+        let n = srv.seen(&prefix).len();
+        wait_for(60, &format!("a delivery before crash {round}"), || {
+            (srv.seen(&prefix).len() > n).then_some(())
+        });
+        drop(c);
+        sleep_until_past_second(2);
+        immediate_restart_now();
+        c = admin();
+    }
+    let n = srv.seen(&prefix).len();
+    wait_for(60, "a delivery after the last crash", || {
+        (srv.seen(&prefix).len() > n).then_some(())
+    });
+    c.execute("SELECT pulse.toggle_job($1, false)", &[&job])
+        .unwrap();
+    wait_idle(&mut c, &job);
+    let mut slots = std::collections::HashMap::<String, Vec<i64>>::new();
+    for s in srv.seen(&prefix) {
+        let rest = s.path.strip_prefix(&prefix).unwrap();
+        let (run, slot) = rest.split_once('/').unwrap();
+        let run: i64 = run.parse().unwrap();
+        // every delivery has its run row, for that very slot
+        let same: Option<bool> = c
+            .query_opt(
+                "SELECT scheduled_for = $2::text::timestamptz FROM pulse.job_run WHERE run_id = $1",
+                &[&run, &slot],
+            )
+            .unwrap()
+            .map(|r| r.get(0));
+        assert_eq!(same, Some(true), "run {run} for slot {slot} has no run row");
+        slots.entry(slot.to_string()).or_default().push(run);
+    }
+    let twice: Vec<_> = slots.iter().filter(|(_, runs)| runs.len() > 1).collect();
+    assert!(twice.is_empty(), "slots sent more than once: {twice:?}");
+}

@@ -3,7 +3,7 @@
 //! values of a claimed request, looked up as its owner (the pure resolution is
 //! `crate::http::resolve`).
 
-use super::super::xact;
+use super::super::{runs, xact};
 use super::Item;
 use crate::http::resolve::{self, Resolved};
 use crate::http::template::{Resolve, Var};
@@ -24,7 +24,7 @@ pub(super) struct Claimed {
 }
 
 /// At start: requests a crash or shutdown left in flight are sent again; HTTP runs left running
-/// fail (as SQL runs do: a run is never silently repeated).
+/// fail (as SQL runs do: a run is never silently repeated; see `runs::fail_interrupted_http_runs`).
 pub(super) fn recover() {
     let n = Spi::connect_mut(|c| {
         c.update(
@@ -40,11 +40,10 @@ pub(super) fn recover() {
     if n > 0 {
         log!("pg_pulse http: sending {n} request(s) again that were in flight at a restart");
     }
-    let _ = Spi::run(
-        "UPDATE pulse.job_run SET status = 'failed', finished_at = clock_timestamp(),
-                message = 'the server restarted while this HTTP request was in flight'
-          WHERE status = 'running' AND kind = 'http'",
-    );
+    let n = runs::fail_interrupted_http_runs();
+    if n > 0 {
+        log!("pg_pulse http: marked {n} HTTP run(s) as failed that were being sent when the worker stopped");
+    }
 }
 
 pub(super) fn claim_requests(limit: usize) -> Vec<Claimed> {
@@ -96,62 +95,29 @@ pub(super) fn claim_requests(limit: usize) -> Vec<Claimed> {
     })
 }
 
+/// Due HTTP runs (see `runs::claim_http_runs`), as claims to resolve.
 pub(super) fn claim_runs(pid: i32, limit: usize) -> Vec<Claimed> {
-    Spi::connect_mut(|c| {
-        let t = xact::with_plan(
-            c,
-            "UPDATE pulse.job_run r SET status = 'running',
-                    started_at = greatest(clock_timestamp(), r.scheduled_for), executor_pid = $1
-              WHERE r.ctid = ANY (ARRAY(
-                    SELECT q.ctid FROM pulse.job_run q
-                     WHERE q.status = 'queued' AND q.kind = 'http'
-                       AND q.scheduled_for <= clock_timestamp() + $2 * interval '1 millisecond'
-                     ORDER BY q.scheduled_for, q.run_id LIMIT $3 FOR UPDATE SKIP LOCKED))
-            RETURNING r.run_id, r.job_id, r.job_name, r.scheduled_for, r.attempt, r.owner,
-                      (SELECT j.http FROM pulse.job j WHERE j.job_id = r.job_id)",
-            &[
-                PgOid::BuiltIn(PgBuiltInOids::INT4OID),
-                PgOid::BuiltIn(PgBuiltInOids::INT8OID),
-                PgOid::BuiltIn(PgBuiltInOids::INT8OID),
-            ],
-            |c, stmt| {
-                c.select(
-                    stmt,
-                    None,
-                    &[
-                        pid.into(),
-                        super::super::LEAD_MS.into(),
-                        (limit as i64).into(),
-                    ],
-                )
-                .map(|t| {
-                    t.filter_map(|row| {
-                        let run_id: i64 = row.get(1).ok()??;
-                        Some(Claimed {
-                            item: Item::Run {
-                                run_id,
-                                job_id: row.get(2).ok()??,
-                                attempt: row.get(5).ok()??,
-                            },
-                            owner: row.get(6).ok()??,
-                            request: row.get::<JsonB>(7).ok()?.map(|j| j.0),
-                            job_name: row.get(3).ok()??,
-                            context_id: run_id,
-                            scheduled_for: from_pg_ts(row.get(4).ok()??),
-                        })
-                    })
-                    .collect::<Vec<_>>()
-                })
-            },
-        );
-        match t {
-            Ok(Ok(v)) => v,
-            Ok(Err(e)) | Err(e) => {
-                warning!("pg_pulse http: claiming runs failed: {e}");
-                Vec::new()
-            }
+    match runs::claim_http_runs(pid, super::super::LEAD_MS, limit) {
+        Ok(v) => v
+            .into_iter()
+            .map(|r| Claimed {
+                item: Item::Run {
+                    run_id: r.run_id,
+                    job_id: r.job_id,
+                    attempt: r.attempt,
+                },
+                owner: r.owner,
+                request: r.http.map(|j| j.0),
+                job_name: r.job_name,
+                context_id: r.run_id,
+                scheduled_for: from_pg_ts(r.scheduled_for),
+            })
+            .collect(),
+        Err(e) => {
+            warning!("pg_pulse http: claiming runs failed: {e}");
+            Vec::new()
         }
-    })
+    }
 }
 
 /// Placeholder values for one request, looked up as its owner.

@@ -255,7 +255,6 @@ impl Worker {
         let pid = unsafe { pg_sys::MyProcPid };
         let max_body = crate::HTTP_MAX_RESPONSE_BYTES.get().max(0) as usize;
         let r = xact::run(move || {
-            xact::async_commit();
             // claimed rows are updated by ctid (stable: they are locked), which must be a TID scan
             // even when the statistics still say the table is tiny
             crate::pgutil::set_xact_guc(c"enable_seqscan", c"off");
@@ -273,6 +272,14 @@ impl Worker {
             let n_runs = claimed.len();
             claimed.extend(claim_requests(limit));
             let n_requests = claimed.len() - n_runs;
+            // Claimed HTTP runs commit durably (the server's synchronous_commit) before anything
+            // is sent: a crash then finds them `running` and fails them, never sends a slot again
+            // under a new run. The flush also covers the scheduler's asynchronous commit that
+            // queued them. One durable commit per claim; requests alone commit asynchronously (a
+            // lost claim only means they are sent, as they would be anyway).
+            if n_runs == 0 {
+                xact::async_commit();
+            }
             let next_due = if n_requests < limit {
                 xact::read_one::<f64>(
                     "SELECT (extract(epoch FROM min(next_attempt_at) - clock_timestamp()) * 1000)::float8
