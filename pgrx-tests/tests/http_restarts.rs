@@ -91,7 +91,10 @@ fn an_http_job_slot_is_sent_at_most_once_across_crashes() {
     let prefix = format!("/ok/{job}/");
     c.execute(
         "SELECT pulse.schedule_job($1, '1 seconds', http => pulse.http_request('GET', $2))",
-        &[&job, &srv.url(&format!("{prefix}{{{{run_id}}}}/{{{{scheduled_for}}}}"))],
+        &[
+            &job,
+            &srv.url(&format!("{prefix}{{{{run_id}}}}/{{{{scheduled_for}}}}")),
+        ],
     )
     .unwrap();
     for round in 0..6 {
@@ -130,4 +133,99 @@ fn an_http_job_slot_is_sent_at_most_once_across_crashes() {
     }
     let twice: Vec<_> = slots.iter().filter(|(_, runs)| runs.len() > 1).collect();
     assert!(twice.is_empty(), "slots sent more than once: {twice:?}");
+}
+
+/// (attempts, interrupted, state) of after-commit requests whose URL contains `key`, by id.
+fn requests_of(c: &mut Client, key: &str) -> Vec<(i64, i32, i32, String)> {
+    c.query(
+        "SELECT id, attempts, interrupted, state FROM pulse.http_requests
+          WHERE url LIKE '%' || $1 || '%' ORDER BY id",
+        &[&key],
+    )
+    .unwrap()
+    .iter()
+    .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+    .collect()
+}
+
+#[test]
+fn a_crash_mid_drain_costs_no_attempt() {
+    let _g = serial();
+    let srv = Server::start();
+    let mut c = admin();
+    let key = unique("drain");
+    let prefix = format!("/slow/1500?{key}-");
+    let n: i64 = c
+        .query_one(
+            "SELECT count(pulse.http_post($1 || g, '{}')) FROM generate_series(1, 64) g",
+            &[&srv.url(&prefix)],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 64);
+    // some are being sent, most wait for a thread; the claim is on disk (async commits are
+    // flushed within a second)
+    srv.wait_for(&prefix, 8, Duration::from_secs(30));
+    std::thread::sleep(Duration::from_millis(1200));
+    drop(c);
+    pgctl(&["restart", &pgdata(), "immediate"]);
+    let mut c = admin();
+    let done = wait_for(120, "every request to finish", || {
+        let r = requests_of(&mut c, &key);
+        r.iter()
+            .all(|x| x.3 != "pending" && x.3 != "sending")
+            .then_some(r)
+    });
+    assert_eq!(done.len(), 64);
+    let seen = srv.seen(&prefix);
+    for (id, attempts, interrupted, state) in &done {
+        assert_eq!(state, "succeeded", "request {id}");
+        // one send recorded, whatever the crash interrupted
+        assert_eq!(*attempts, 1, "request {id}: attempts counts sends");
+        assert!(*interrupted <= 1, "request {id}");
+    }
+    let twice = seen.len() - 64;
+    assert!(twice >= 1, "some request was being sent at the crash");
+    let interrupted: i32 = done.iter().map(|x| x.2).sum();
+    assert!(interrupted as usize >= twice);
+}
+
+#[test]
+fn a_request_in_flight_at_three_restarts_is_given_up() {
+    let _g = serial();
+    let srv = Server::start();
+    let mut c = admin();
+    let path = format!("/slow/20000?{}", unique("poison"));
+    let id: i64 = c
+        .query_one(
+            "SELECT pulse.http(pulse.http_request('GET', $1, timeout => '60 seconds'), max_attempts => 5)",
+            &[&srv.url(&path)],
+        )
+        .unwrap()
+        .get(0);
+    for round in 1..=3 {
+        srv.wait_for(&path, round, Duration::from_secs(60));
+        assert_eq!(srv.seen(&path).len(), round);
+        // the claim is on disk (claims commit durably just after a start, asynchronous commits
+        // are flushed within a second)
+        std::thread::sleep(Duration::from_millis(1200));
+        drop(c);
+        pgctl(&["restart", &pgdata(), "immediate"]);
+        c = admin();
+    }
+    let (state, code, error) = wait_request_final(&mut c, id);
+    assert_eq!((state.as_str(), code), ("failed", None));
+    assert!(
+        error.as_deref().unwrap_or("").contains("stopped 3 times"),
+        "{error:?}"
+    );
+    let row = c
+        .query_one(
+            "SELECT attempts, interrupted FROM pulse.http_requests WHERE id = $1",
+            &[&id],
+        )
+        .unwrap();
+    assert_eq!((row.get::<_, i32>(0), row.get::<_, i32>(1)), (0, 3));
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(srv.seen(&path).len(), 3, "not sent a fourth time");
 }

@@ -113,6 +113,7 @@ pub fn build(
     Ok((
         client::Request {
             tag: 0,
+            key: 0,
             method,
             url,
             headers,

@@ -279,3 +279,13 @@ pub(crate) fn fail_interrupted_http_runs() -> usize {
         .unwrap_or(0)
     })
 }
+
+/// HTTP runs the HTTP worker claimed and, stopping, never handed to a thread (nothing was sent):
+/// `queued` again, for its next start.
+pub(crate) fn requeue_unsent_http_runs(run_ids: &[i64]) -> Result<(), pgrx::spi::SpiError> {
+    Spi::run_with_args(
+        "UPDATE pulse.job_run SET status = 'queued', started_at = NULL, executor_pid = NULL
+          WHERE run_id = ANY ($1::bigint[]) AND status = 'running' AND kind = 'http'",
+        &[run_ids.to_vec().into()],
+    )
+}

@@ -23,16 +23,27 @@ pub(super) struct Claimed {
     pub scheduled_for: chrono::DateTime<chrono::Utc>,
 }
 
-/// At start: requests a crash or shutdown left in flight are sent again; HTTP runs left running
+/// A request found in flight at this many starts of the worker is given up (`failed`): it may be
+/// what stops the worker.
+pub(super) const MAX_INTERRUPTED: i32 = 3;
+
+/// At start: requests a crash or shutdown left in flight are sent again (at least once: the
+/// interrupted send is not counted in `attempts`, which counts recorded sends, but in
+/// `interrupted`; at `MAX_INTERRUPTED` the request fails instead); HTTP runs left running
 /// fail (as SQL runs do: a run is never silently repeated; see `runs::fail_interrupted_http_runs`).
 pub(super) fn recover() {
     let n = Spi::connect_mut(|c| {
         c.update(
-            "UPDATE pulse.http_request SET state = 'pending', lease_until = NULL,
+            "UPDATE pulse.http_request SET interrupted = interrupted + 1, lease_until = NULL,
+                    state = CASE WHEN interrupted + 1 >= $1 THEN 'failed' ELSE 'pending' END,
+                    finished_at = CASE WHEN interrupted + 1 >= $1 THEN clock_timestamp() END,
+                    error = CASE WHEN interrupted + 1 >= $1
+                                 THEN 'the HTTP worker stopped ' || (interrupted + 1) || ' times while this request was in flight: it is not sent again'
+                                 ELSE error END,
                     next_attempt_at = least(next_attempt_at, now())
               WHERE state = 'sending'",
             None,
-            &[],
+            &[MAX_INTERRUPTED.into()],
         )
         .map(|t| t.len())
         .unwrap_or(0)
@@ -52,7 +63,9 @@ pub(super) fn claim_requests(limit: usize) -> Vec<Claimed> {
             c,
             // now(), not clock_timestamp(), so that the pending index is scanned in order: this
             // transaction starts after the commits that woke the worker
-            "UPDATE pulse.http_request h SET state = 'sending', attempts = h.attempts + 1,
+            // `attempts` counts sends, recorded with their outcome: the attempt being made is
+            // attempts + 1
+            "UPDATE pulse.http_request h SET state = 'sending',
                     sent_at = clock_timestamp(),
                     lease_until = clock_timestamp()
                         + (least(greatest(coalesce((h.request->>'timeout_ms')::float8, 30000), 0), 86400000) + 60000) * interval '1 millisecond'
@@ -60,7 +73,7 @@ pub(super) fn claim_requests(limit: usize) -> Vec<Claimed> {
                     SELECT q.ctid FROM pulse.http_request q
                      WHERE q.state = 'pending' AND q.next_attempt_at <= now()
                      ORDER BY q.next_attempt_at, q.id LIMIT $1 FOR UPDATE SKIP LOCKED))
-            RETURNING h.id, h.owner, h.request, h.attempts, h.max_attempts,
+            RETURNING h.id, h.owner, h.request, h.attempts + 1, h.max_attempts,
                       (extract(epoch FROM h.retry_backoff) * 1000000)::bigint, h.created_at",
             &[PgOid::BuiltIn(PgBuiltInOids::INT8OID)],
             |c, stmt| {
@@ -199,5 +212,9 @@ pub(super) fn resolve(c: &Claimed, max_body: usize) -> Resolved {
             .map(|d| Instant::now() + d.min(Duration::from_millis(super::super::LEAD_MS as u64))),
         Item::Request { .. } => None,
     };
-    resolve::build(req, &ctx, max_body, not_before)
+    resolve::build(req, &ctx, max_body, not_before).map(|(mut r, secrets)| {
+        // the pool shares its threads fairly between owners
+        r.key = c.owner.to_u32();
+        (r, secrets)
+    })
 }

@@ -38,6 +38,13 @@ const CLAIM_BATCH: usize = 500;
 const RECORD_BATCH: usize = 500;
 /// The longest sleep without a reason.
 const MAX_SLEEP_MS: i64 = 10_000;
+/// For this long after the worker starts, every claim commits durably: a request that stops the
+/// worker (a crash) while it is sent is then surely counted in `interrupted` at the next start,
+/// and given up after `claim::MAX_INTERRUPTED` (a claim committed asynchronously may be lost in
+/// the crash, and the request sent again uncounted: at most once, since the worker that sends it
+/// again has just started). Later, claims of requests alone commit asynchronously (a durable
+/// commit costs a WAL flush, milliseconds, on every request's way out).
+const DURABLE_CLAIMS_AFTER_START: Duration = Duration::from_secs(10);
 /// How often finished requests older than pulse.http_retention are removed.
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
 
@@ -101,6 +108,7 @@ pub extern "C-unwind" fn pulse_http_main(_arg: pg_sys::Datum) {
         next_tag: 1,
         recovered: false,
         pruned_at: None,
+        started: Instant::now(),
     };
     log!("pg_pulse http worker started for database \"{db}\"");
 
@@ -142,7 +150,10 @@ pub extern "C-unwind" fn pulse_http_main(_arg: pg_sys::Datum) {
             }
         }
     }
-    // Finish what is in flight (briefly); anything left stays leased and is sent again at start.
+    // What no thread has started goes back unsent (nothing counted); what is being sent is
+    // finished (briefly); anything left stays leased and is recovered at the next start.
+    let unstarted = w.pool.take_unstarted();
+    w.release(unstarted);
     let deadline = Instant::now() + Duration::from_secs(3);
     while !w.in_flight.is_empty() && Instant::now() < deadline {
         if let Some(r) = w.pool.recv_timeout(Duration::from_millis(50)) {
@@ -176,6 +187,7 @@ struct Worker {
     next_tag: u64,
     recovered: bool,
     pruned_at: Option<Instant>,
+    started: Instant,
 }
 
 impl Worker {
@@ -210,6 +222,32 @@ impl Worker {
             }
         }
         self.record(batch);
+    }
+
+    /// Gives back claimed work that was never handed to a thread: requests become pending again,
+    /// runs queued again (committed durably: nothing of them was sent).
+    fn release(&mut self, tags: Vec<u64>) {
+        let (mut requests, mut runs) = (Vec::new(), Vec::new());
+        for t in tags {
+            match self.in_flight.remove(&t).map(|f| f.item) {
+                Some(Item::Request { id, .. }) => requests.push(id),
+                Some(Item::Run { run_id, .. }) => runs.push(run_id),
+                None => {}
+            }
+        }
+        if requests.is_empty() && runs.is_empty() {
+            return;
+        }
+        let n = requests.len() + runs.len();
+        let r = xact::run(move || record::release(requests, runs));
+        match r {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => warning!("pg_pulse http: could not give back {n} unsent item(s): {e}"),
+            Err(f) => warning!(
+                "pg_pulse http: could not give back {n} unsent item(s): {}",
+                f.message
+            ),
+        }
     }
 
     /// Records replies (and retries) in one transaction.
@@ -252,6 +290,7 @@ impl Worker {
         }
         let limit = room.min(CLAIM_BATCH);
         let recovered = self.recovered;
+        let durable = self.started.elapsed() < DURABLE_CLAIMS_AFTER_START;
         let pid = unsafe { pg_sys::MyProcPid };
         let max_body = crate::HTTP_MAX_RESPONSE_BYTES.get().max(0) as usize;
         let r = xact::run(move || {
@@ -276,8 +315,9 @@ impl Worker {
             // is sent: a crash then finds them `running` and fails them, never sends a slot again
             // under a new run. The flush also covers the scheduler's asynchronous commit that
             // queued them. One durable commit per claim; requests alone commit asynchronously (a
-            // lost claim only means they are sent, as they would be anyway).
-            if n_runs == 0 {
+            // lost claim only means they are sent, as they would be anyway), except just after
+            // the worker started (see DURABLE_CLAIMS_AFTER_START).
+            if n_runs == 0 && !durable {
                 xact::async_commit();
             }
             let next_due = if n_requests < limit {

@@ -27,6 +27,8 @@ pub(super) fn record_in_xact(done: &[(InFlight, Reply)]) -> Result<bool, pgrx::s
     let mut errors: Vec<Option<String>> = Vec::new();
     let mut timings = Vec::new();
     let mut delays: Vec<i64> = Vec::new();
+    // 1: the request was sent (an attempt), 0: it could not be built and was not
+    let mut sent: Vec<i32> = Vec::new();
     let mut retried_runs = false;
     for (f, reply) in done {
         let verdict = reply.verdict();
@@ -56,6 +58,10 @@ pub(super) fn record_in_xact(done: &[(InFlight, Reply)]) -> Result<bool, pgrx::s
                 errors.push(s.error);
                 timings.push(s.timings);
                 delays.push(delay);
+                sent.push(match &reply.result {
+                    Err(f) if f.kind == crate::http::client::FailureKind::NotSent => 0,
+                    _ => 1,
+                });
             }
             Item::Run {
                 run_id,
@@ -96,8 +102,9 @@ pub(super) fn record_in_xact(done: &[(InFlight, Reply)]) -> Result<bool, pgrx::s
             arr(PgBuiltInOids::TEXTARRAYOID),
             arr(PgBuiltInOids::TEXTARRAYOID),
             arr(PgBuiltInOids::INT8ARRAYOID),
+            arr(PgBuiltInOids::INT4ARRAYOID),
         ];
-        let args: [pgrx::datum::DatumWithOid; 10] = [
+        let args: [pgrx::datum::DatumWithOid; 11] = [
             ids.into(),
             states.into(),
             codes.into(),
@@ -108,6 +115,7 @@ pub(super) fn record_in_xact(done: &[(InFlight, Reply)]) -> Result<bool, pgrx::s
             errors.into(),
             timings.into(),
             delays.into(),
+            sent.into(),
         ];
         Spi::connect_mut(|c| {
             xact::with_plan(c, RECORD_SQL, &types, |c, stmt| {
@@ -119,7 +127,23 @@ pub(super) fn record_in_xact(done: &[(InFlight, Reply)]) -> Result<bool, pgrx::s
     Ok(retried_runs)
 }
 
-/// Results of after-commit requests, one statement per batch.
+/// Claimed requests and runs that were never handed to a thread: back to `pending` / `queued`.
+pub(super) fn release(requests: Vec<i64>, run_ids: Vec<i64>) -> Result<(), pgrx::spi::SpiError> {
+    if !requests.is_empty() {
+        Spi::run_with_args(
+            "UPDATE pulse.http_request SET state = 'pending', lease_until = NULL
+              WHERE id = ANY ($1::bigint[]) AND state = 'sending'",
+            &[requests.into()],
+        )?;
+    }
+    if !run_ids.is_empty() {
+        runs::requeue_unsent_http_runs(&run_ids)?;
+    }
+    Ok(())
+}
+
+/// Results of after-commit requests, one statement per batch; a send counts as an attempt here,
+/// with its outcome (a claim that a crash interrupts costs no attempt).
 const RECORD_SQL: &str = "UPDATE pulse.http_request h SET
                     state = u.state,
                     finished_at = CASE WHEN u.state = 'pending' THEN NULL ELSE clock_timestamp() END,
@@ -128,8 +152,8 @@ const RECORD_SQL: &str = "UPDATE pulse.http_request h SET
                                            ELSE h.next_attempt_at END,
                     lease_until = NULL, status_code = u.code, response_headers = u.headers::jsonb,
                     body = u.body, body_truncated = u.truncated, timed_out = u.timed_out,
-                    error = u.error, timings = u.timings::jsonb
+                    error = u.error, timings = u.timings::jsonb, attempts = h.attempts + u.sent
                FROM unnest($1::bigint[], $2::text[], $3::int[], $4::text[], $5::text[], $6::bool[],
-                           $7::bool[], $8::text[], $9::text[], $10::bigint[])
-                    AS u(id, state, code, headers, body, truncated, timed_out, error, timings, delay_us)
+                           $7::bool[], $8::text[], $9::text[], $10::bigint[], $11::int[])
+                    AS u(id, state, code, headers, body, truncated, timed_out, error, timings, delay_us, sent)
               WHERE h.id = ANY ($1::bigint[]) AND h.id = u.id";
