@@ -57,3 +57,27 @@ REVOKE ALL ON FUNCTION pulse.restart_workers() FROM PUBLIC;
 ------------------------------------------------------------------------------------------------
 COMMENT ON FUNCTION pulse.claim_batch(regclass, integer, interval, text) IS
 'Atomically claims up to batch_size ready rows (queued and run_after <= now(), or processing with an expired lock), highest priority first then oldest; marks them processing, locked by worker until now() + lock_ttl, counts the attempt, and returns each row as jsonb (in no particular order). A row whose lock expired on its last attempt (attempts >= max_attempts) is dead-lettered (failed, last_error says the lease expired) instead of claimed again. Concurrent callers never wait for or share rows.';
+
+------------------------------------------------------------------------------------------------
+-- 3. HTTP (issue 15): after-commit requests: `attempts` counts sends whose outcome was recorded;
+--    a send the HTTP worker's stop interrupted is counted in `interrupted` (pulse.http_requests).
+------------------------------------------------------------------------------------------------
+ALTER TABLE pulse.http_request ADD COLUMN interrupted integer NOT NULL DEFAULT 0;
+COMMENT ON COLUMN pulse.http_request.interrupted IS 'How many times the HTTP worker stopped (crash, restart) while this request was in flight: each such send may or may not have reached the server and is not counted in attempts (which counts sends whose outcome was recorded); at 3 the request fails instead of being sent again';
+CREATE OR REPLACE VIEW pulse.http_requests WITH (security_invoker = true) AS
+SELECT h.id,
+       pg_catalog.pg_get_userbyid(h.owner)::text AS owner,
+       h.request->>'method' AS method,
+       h.request->>'url' AS url,
+       h.origin,
+       h.state,
+       h.attempts,
+       h.max_attempts,
+       h.created_at,
+       h.next_attempt_at,
+       h.sent_at,
+       h.finished_at,
+       h.status_code,
+       h.error,
+       h.interrupted
+  FROM pulse.http_request h;

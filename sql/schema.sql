@@ -258,7 +258,8 @@ CREATE TABLE pulse.http_request (
     body_truncated   boolean,
     timed_out        boolean,
     error            text,
-    timings          jsonb                   -- queued_ms, headers_ms, total_ms of the last attempt
+    timings          jsonb,                  -- queued_ms, headers_ms, total_ms of the last attempt
+    interrupted      integer     NOT NULL DEFAULT 0 -- in flight when the HTTP worker stopped (not in attempts)
 );
 CREATE INDEX http_request_pending_idx ON pulse.http_request (next_attempt_at, id) WHERE state = 'pending';
 CREATE INDEX http_request_created_brin ON pulse.http_request USING brin (created_at);
@@ -282,7 +283,8 @@ SELECT h.id,
        h.sent_at,
        h.finished_at,
        h.status_code,
-       h.error
+       h.error,
+       h.interrupted
   FROM pulse.http_request h;
 
 -- pg_net's net._http_response, for finished requests
@@ -303,6 +305,7 @@ SELECT h.id,
  WHERE h.finished_at IS NOT NULL;
 GRANT SELECT ON pulse.http_requests, pulse.http_responses TO PUBLIC;
 COMMENT ON TABLE pulse.http_request IS 'After-commit HTTP requests and their results (read pulse.http_requests and pulse.http_responses)';
+COMMENT ON COLUMN pulse.http_request.interrupted IS 'How many times the HTTP worker stopped (crash, restart) while this request was in flight: each such send may or may not have reached the server and is not counted in attempts (which counts sends whose outcome was recorded); at 3 the request fails instead of being sent again';
 COMMENT ON VIEW pulse.http_requests IS 'Your after-commit HTTP requests (all for superusers): state pending, sending, succeeded, failed or timed_out';
 COMMENT ON VIEW pulse.http_responses IS 'Results of your finished HTTP requests: status, headers, body (content), timed_out, error (pg_net''s net._http_response)';
 

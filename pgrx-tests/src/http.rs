@@ -144,6 +144,39 @@ pub fn run(port: u16) {
         trickle.push((arrival(&srv, p) - *t).as_secs_f64() * 1000.0);
     }
 
+    // (d) fairness between owners: one role queues 48 requests to a slow endpoint (1 s each),
+    // another role then queues one; how long it waits from its commit to its arrival
+    eprintln!("[http] (d) a lone request behind another owner's 48 slow ones ...");
+    c.batch_execute(
+        "DO $$ BEGIN
+           IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'bench_http_busy') THEN
+             CREATE ROLE bench_http_busy; END IF;
+           IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'bench_http_lone') THEN
+             CREATE ROLE bench_http_lone; END IF;
+         END $$;
+         GRANT USAGE ON SCHEMA pulse TO bench_http_busy, bench_http_lone;",
+    )
+    .unwrap();
+    c.batch_execute("SET ROLE bench_http_busy").unwrap();
+    c.execute(
+        "SELECT count(pulse.http_post($1 || g, '{}')) FROM generate_series(1, 48) g",
+        &[&srv.url("/slow/1000?fair-busy-")],
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while srv.count("/slow/1000?fair-busy-").0 < 8 {
+        assert!(
+            Instant::now() < deadline,
+            "the busy owner's requests never arrived"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    c.batch_execute("SET ROLE bench_http_lone").unwrap();
+    let t = one(&mut c, &srv, "/ok/fair-lone/");
+    let lone_wait = (arrival(&srv, "/ok/fair-lone/") - t).as_secs_f64() * 1000.0;
+    let busy_done = srv.count("/slow/1000?fair-busy-").0;
+    c.batch_execute("RESET ROLE").unwrap();
+
     println!("\nHTTP requests (issue 5): local keep-alive HTTP server, pulse.http_max_concurrency = {threads}");
     println!("{:<58} {:>14} {:>16}", "", "pg_pulse", "pg_net 0.20.5 *");
     println!(
@@ -182,6 +215,13 @@ pub fn run(port: u16) {
         format!("{t50:.2} / {t99:.2}"),
         "~600 / -"
     );
+    println!(
+        "{:<58} {:>14} {:>16}",
+        "(d) lone request behind another owner's 48 slow ones: wait (ms)",
+        format!("{lone_wait:.1}"),
+        "-"
+    );
+    println!("    (the other owner's 48 take 1 s each; {busy_done} of them had arrived by then)");
     println!(
         "* pg_net is not packaged for Debian: its figures are those measured on this machine kind"
     );

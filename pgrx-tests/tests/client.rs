@@ -12,6 +12,7 @@ fn allow_local() -> Policy {
 fn req(tag: u64, method: &str, url: String) -> Request {
     Request {
         tag,
+        key: 0,
         method: method.into(),
         url,
         headers: vec![("X-Key".into(), "v1".into())],

@@ -868,3 +868,38 @@ fn http_request_builds_and_validates() {
         assert!(!hint.is_empty(), "{sql}: a hint");
     }
 }
+
+#[test]
+fn one_owners_backlog_does_not_hold_another_owners_request_back() {
+    let srv = Server::start();
+    let mut a = admin();
+    let busy = new_role(&mut a, "http_busy");
+    let lone = new_role(&mut a, "http_lone");
+    let _cleanup = Cleanup(vec![drop_role_sql(&busy), drop_role_sql(&lone)]);
+    let key = unique("fair");
+    let slow = format!("/slow/2000?{key}-busy-");
+    let mut b = connect_as(&busy);
+    b.query_one(
+        "SELECT count(pulse.http_post($1 || g, '{}')) FROM generate_series(1, 48) g",
+        &[&srv.url(&slow)],
+    )
+    .unwrap();
+    // the busy role's requests hold the HTTP threads
+    srv.wait_for(&slow, 8, Duration::from_secs(30));
+    let path = format!("/ok/{key}-lone");
+    let mut l = connect_as(&lone);
+    let t0 = std::time::Instant::now();
+    l.query_one("SELECT pulse.http_post($1, '{}')", &[&srv.url(&path)])
+        .unwrap();
+    let seen = srv.wait_for(&path, 1, Duration::from_secs(60));
+    assert_eq!(seen.len(), 1);
+    let waited = seen[0].at - t0;
+    // one slow request takes 2 s and the busy role's 48 take 6 s or more on 16 threads: the lone
+    // request goes out on a thread kept for other owners
+    assert!(
+        waited < Duration::from_millis(1000),
+        "the lone request waited {waited:?} behind another role's backlog"
+    );
+    let done_busy = srv.seen(&slow).len();
+    assert!(done_busy < 48, "measured while the backlog was still going");
+}

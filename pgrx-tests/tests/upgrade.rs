@@ -119,7 +119,7 @@ fn snapshot(c: &mut Client) -> Vec<String> {
         for row in c
             .query(
                 &format!(
-                    "SELECT (to_jsonb(t) - 'owner' - 'database')::text || ' owner=' || pg_get_userbyid(t.owner::oid)
+                    "SELECT (to_jsonb(t) - 'owner' - 'database' - 'interrupted')::text || ' owner=' || pg_get_userbyid(t.owner::oid)
                        FROM pulse.{table} t ORDER BY {order}"
                 ),
                 &[],

@@ -4,11 +4,12 @@
 //! requests in with [`Pool::submit`] and takes replies out with [`Pool::try_recv`], and a
 //! `notify` callback (the worker writes to a pipe it waits on) says that replies are ready.
 
+use super::fair::{owner_cap, FairQueue};
 use super::policy::Policy;
 use std::io::{self, Read};
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc, Mutex, RwLock};
+use std::sync::{mpsc, Arc, Condvar, Mutex, MutexGuard, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -20,6 +21,9 @@ pub const MAX_REDIRECTS: u32 = 5;
 pub struct Request {
     /// The caller's handle, returned in the reply.
     pub tag: u64,
+    /// Whose request it is (the owner's OID): threads are shared fairly between keys (see
+    /// `crate::http::fair`).
+    pub key: u32,
     pub method: String,
     pub url: String,
     pub headers: Vec<(String, String)>,
@@ -178,9 +182,12 @@ impl Agents {
     }
 }
 
-enum Msg {
-    Send(Request, Instant),
-    Quit,
+/// Requests waiting for a thread, and how many threads should exit.
+struct Waiting {
+    queue: FairQueue<(Request, Instant)>,
+    quit: usize,
+    /// Requests of one key being sent at once, at most.
+    cap: usize,
 }
 
 struct Inner {
@@ -193,8 +200,7 @@ struct Inner {
 /// The thread pool. Dropping it lets the threads finish the request in hand and exit.
 pub struct Pool {
     inner: Arc<Inner>,
-    tx: mpsc::Sender<Msg>,
-    rx: Arc<Mutex<mpsc::Receiver<Msg>>>,
+    waiting: Arc<(Mutex<Waiting>, Condvar)>,
     done_tx: mpsc::Sender<Reply>,
     done_rx: mpsc::Receiver<Reply>,
     handles: Vec<JoinHandle<()>>,
@@ -205,7 +211,6 @@ impl Pool {
     pub fn new(threads: usize, policy: Policy, notify: Box<dyn Fn() + Send + Sync>) -> Pool {
         let threads = threads.max(1);
         let policy = Arc::new(policy);
-        let (tx, rx) = mpsc::channel();
         let (done_tx, done_rx) = mpsc::channel();
         let mut pool = Pool {
             inner: Arc::new(Inner {
@@ -214,8 +219,14 @@ impl Pool {
                 threads: AtomicUsize::new(threads),
                 notify,
             }),
-            tx,
-            rx: Arc::new(Mutex::new(rx)),
+            waiting: Arc::new((
+                Mutex::new(Waiting {
+                    queue: FairQueue::default(),
+                    quit: 0,
+                    cap: owner_cap(threads),
+                }),
+                Condvar::new(),
+            )),
             done_tx,
             done_rx,
             handles: Vec::new(),
@@ -233,7 +244,7 @@ impl Pool {
     pub fn resize(&mut self, threads: usize) {
         let threads = threads.max(1);
         while self.size < threads {
-            let rx = self.rx.clone();
+            let rx = self.waiting.clone();
             let done = self.done_tx.clone();
             let inner = self.inner.clone();
             let h = std::thread::Builder::new()
@@ -243,10 +254,12 @@ impl Pool {
             self.handles.push(h);
             self.size += 1;
         }
-        while self.size > threads {
-            let _ = self.tx.send(Msg::Quit);
-            self.size -= 1;
+        if self.size > threads {
+            self.lock().quit += self.size - threads;
+            self.waiting.1.notify_all();
+            self.size = threads;
         }
+        self.lock().cap = owner_cap(threads);
         if self.inner.threads.swap(threads, Ordering::Relaxed) != threads {
             // connection pools sized for the new number of threads
             let policy = self.inner.policy.read().expect("policy lock").clone();
@@ -267,8 +280,19 @@ impl Pool {
         *self.inner.agents.write().expect("agents lock") = Arc::new(Agents::new(&p, threads));
     }
 
+    fn lock(&self) -> MutexGuard<'_, Waiting> {
+        self.waiting.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     pub fn submit(&self, r: Request) {
-        let _ = self.tx.send(Msg::Send(r, Instant::now()));
+        self.lock().queue.push(r.key, (r, Instant::now()));
+        self.waiting.1.notify_one();
+    }
+
+    /// Takes back the requests no thread has started: their tags (they were never sent).
+    pub fn take_unstarted(&self) -> Vec<u64> {
+        let left = self.lock().queue.drain();
+        left.into_iter().map(|(r, _)| r.tag).collect()
     }
 
     pub fn try_recv(&self) -> Option<Reply> {
@@ -282,21 +306,28 @@ impl Pool {
 
 impl Drop for Pool {
     fn drop(&mut self) {
-        for _ in 0..self.size {
-            let _ = self.tx.send(Msg::Quit);
-        }
+        self.lock().quit += self.size;
+        self.waiting.1.notify_all();
     }
 }
 
-fn worker(rx: Arc<Mutex<mpsc::Receiver<Msg>>>, done: mpsc::Sender<Reply>, inner: Arc<Inner>) {
+fn worker(waiting: Arc<(Mutex<Waiting>, Condvar)>, done: mpsc::Sender<Reply>, inner: Arc<Inner>) {
+    let (lock, cv) = &*waiting;
+    let relock = || lock.lock().unwrap_or_else(|e| e.into_inner());
     loop {
-        let msg = {
-            let Ok(rx) = rx.lock() else { return };
-            rx.recv()
-        };
-        let (req, queued_at) = match msg {
-            Ok(Msg::Send(r, t)) => (r, t),
-            Ok(Msg::Quit) | Err(_) => return,
+        let (key, req, queued_at) = {
+            let mut w = relock();
+            loop {
+                if w.quit > 0 {
+                    w.quit -= 1;
+                    return;
+                }
+                let cap = w.cap;
+                if let Some((key, (r, t))) = w.queue.pop(cap) {
+                    break (key, r, t);
+                }
+                w = cv.wait(w).unwrap_or_else(|e| e.into_inner());
+            }
         };
         if let Some(t) = req.not_before {
             let now = Instant::now();
@@ -327,6 +358,9 @@ fn worker(rx: Arc<Mutex<mpsc::Receiver<Msg>>>, done: mpsc::Sender<Reply>, inner:
             headers_after: outcome.1.map(|t: Instant| t - start),
             total: start.elapsed(),
         };
+        // this thread looks for its next request itself; another one may wait for this key's cap
+        relock().queue.done(key);
+        cv.notify_one();
         if done.send(reply).is_err() {
             return;
         }

@@ -232,7 +232,7 @@ pub struct Shared {
     /// Unix microseconds: when the running scheduler started, and when its loop last turned.
     pub scheduler_started_us: i64,
     pub scheduler_heartbeat_us: i64,
-    /// the same for the HTTP worker
+    /// Unix microseconds: when the running HTTP worker started, and when its loop last turned.
     pub http_started_us: i64,
     pub http_heartbeat_us: i64,
     pub slots: [Slot; MAX_EXECUTORS],

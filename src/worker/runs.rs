@@ -459,3 +459,106 @@ pub(crate) fn reassign(
         &[job_ids.to_vec().into(), from.into(), to.into()],
     )
 }
+
+/// A queued HTTP run the HTTP worker claimed (now `running`).
+pub(crate) struct HttpRunClaim {
+    pub run_id: i64,
+    pub job_id: i64,
+    pub job_name: String,
+    pub scheduled_for: TimestampWithTimeZone,
+    pub attempt: i32,
+    pub owner: pg_sys::Oid,
+    /// The job's request now; None if the job is gone or no longer an HTTP job.
+    pub http: Option<pgrx::JsonB>,
+}
+
+/// The HTTP worker (`pid`) claims up to `limit` queued HTTP runs due within `lead_ms`, oldest
+/// slot first: they become `running`, in the current transaction. The caller commits it durably
+/// before anything is sent, so that a crash can never send a slot twice.
+pub(crate) fn claim_http_runs(
+    pid: i32,
+    lead_ms: i64,
+    limit: usize,
+) -> Result<Vec<HttpRunClaim>, pgrx::spi::SpiError> {
+    Spi::connect_mut(|c| {
+        xact::with_plan(
+            c,
+            "UPDATE pulse.job_run r SET status = 'running',
+                    started_at = greatest(clock_timestamp(), r.scheduled_for), executor_pid = $1
+              WHERE r.ctid = ANY (ARRAY(
+                    SELECT q.ctid FROM pulse.job_run q
+                     WHERE q.status = 'queued' AND q.kind = 'http'
+                       AND q.scheduled_for <= clock_timestamp() + $2 * interval '1 millisecond'
+                     ORDER BY q.scheduled_for, q.run_id LIMIT $3 FOR UPDATE SKIP LOCKED))
+            RETURNING r.run_id, r.job_id, r.job_name, r.scheduled_for, r.attempt, r.owner,
+                      (SELECT j.http FROM pulse.job j WHERE j.job_id = r.job_id)",
+            &[
+                PgOid::BuiltIn(PgBuiltInOids::INT4OID),
+                PgOid::BuiltIn(PgBuiltInOids::INT8OID),
+                PgOid::BuiltIn(PgBuiltInOids::INT8OID),
+            ],
+            |c, stmt| {
+                c.select(
+                    stmt,
+                    None,
+                    &[pid.into(), lead_ms.into(), (limit as i64).into()],
+                )
+                .map(|t| {
+                    t.filter_map(|row| {
+                        Some(HttpRunClaim {
+                            run_id: row.get(1).ok()??,
+                            job_id: row.get(2).ok()??,
+                            job_name: row.get(3).ok()??,
+                            scheduled_for: row.get(4).ok()??,
+                            attempt: row.get(5).ok()??,
+                            owner: row.get(6).ok()??,
+                            http: row.get::<pgrx::JsonB>(7).ok()?,
+                        })
+                    })
+                    .collect::<Vec<_>>()
+                })
+            },
+        )
+        .and_then(|r| r)
+    })
+}
+
+/// At the HTTP worker's start: HTTP runs left `running` (claimed durably, maybe sent, no outcome
+/// recorded: a crash, an immediate shutdown or the worker's own restart) fail through the shared
+/// finish path (statistics, alerts, a retry as a new attempt if the job allows one), as SQL runs
+/// do. They are not sent again as they are: the server may have received them. Returns how many.
+pub(crate) fn fail_interrupted_http_runs() -> usize {
+    let lost: Vec<(i64, i64, i32)> = Spi::connect(|c| {
+        c.select(
+            "SELECT run_id, job_id, attempt FROM pulse.job_run
+              WHERE status = 'running' AND kind = 'http' ORDER BY run_id",
+            None,
+            &[],
+        )
+        .map(|t| {
+            t.filter_map(|r| {
+                Some((
+                    r.get::<i64>(1).ok()??,
+                    r.get::<i64>(2).ok()??,
+                    r.get::<i32>(3).ok()?.unwrap_or(1),
+                ))
+            })
+            .collect()
+        })
+        .unwrap_or_default()
+    });
+    rescue(
+        &lost,
+        "the HTTP worker stopped (a server crash or restart, or pg_terminate_backend) while this run's request was being sent: it may or may not have reached the server, and it is not sent again",
+    )
+}
+
+/// HTTP runs the HTTP worker claimed and, stopping, never handed to a thread (nothing was sent):
+/// `queued` again, for its next start.
+pub(crate) fn requeue_unsent_http_runs(run_ids: &[i64]) -> Result<(), pgrx::spi::SpiError> {
+    Spi::run_with_args(
+        "UPDATE pulse.job_run SET status = 'queued', started_at = NULL, executor_pid = NULL
+          WHERE run_id = ANY ($1::bigint[]) AND status = 'running' AND kind = 'http'",
+        &[run_ids.to_vec().into()],
+    )
+}

@@ -1,0 +1,220 @@
+//! Claiming work for the HTTP worker: pending after-commit requests and due HTTP runs
+//! (`FOR UPDATE SKIP LOCKED`), the recovery of work a restart left in flight, and the placeholder
+//! values of a claimed request, looked up as its owner (the pure resolution is
+//! `crate::http::resolve`).
+
+use super::super::{runs, xact};
+use super::Item;
+use crate::http::resolve::{self, Resolved};
+use crate::http::template::{Resolve, Var};
+use crate::pgutil::from_pg_ts;
+use pgrx::prelude::*;
+use pgrx::JsonB;
+use serde_json::Value;
+use std::time::{Duration, Instant};
+
+/// What a claim read, before its placeholders are resolved.
+pub(super) struct Claimed {
+    pub item: Item,
+    pub owner: pg_sys::Oid,
+    pub request: Option<Value>,
+    pub job_name: String,
+    pub context_id: i64,
+    pub scheduled_for: chrono::DateTime<chrono::Utc>,
+}
+
+/// A request found in flight at this many starts of the worker is given up (`failed`): it may be
+/// what stops the worker.
+pub(super) const MAX_INTERRUPTED: i32 = 3;
+
+/// At start: requests a crash or shutdown left in flight are sent again (at least once: the
+/// interrupted send is not counted in `attempts`, which counts recorded sends, but in
+/// `interrupted`; at `MAX_INTERRUPTED` the request fails instead); HTTP runs left running
+/// fail (as SQL runs do: a run is never silently repeated; see `runs::fail_interrupted_http_runs`).
+pub(super) fn recover() {
+    let n = Spi::connect_mut(|c| {
+        c.update(
+            "UPDATE pulse.http_request SET interrupted = interrupted + 1, lease_until = NULL,
+                    state = CASE WHEN interrupted + 1 >= $1 THEN 'failed' ELSE 'pending' END,
+                    finished_at = CASE WHEN interrupted + 1 >= $1 THEN clock_timestamp() END,
+                    error = CASE WHEN interrupted + 1 >= $1
+                                 THEN 'the HTTP worker stopped ' || (interrupted + 1) || ' times while this request was in flight: it is not sent again'
+                                 ELSE error END,
+                    next_attempt_at = least(next_attempt_at, now())
+              WHERE state = 'sending'",
+            None,
+            &[MAX_INTERRUPTED.into()],
+        )
+        .map(|t| t.len())
+        .unwrap_or(0)
+    });
+    if n > 0 {
+        log!("pg_pulse http: sending {n} request(s) again that were in flight at a restart");
+    }
+    let n = runs::fail_interrupted_http_runs();
+    if n > 0 {
+        log!("pg_pulse http: marked {n} HTTP run(s) as failed that were being sent when the worker stopped");
+    }
+}
+
+pub(super) fn claim_requests(limit: usize) -> Vec<Claimed> {
+    Spi::connect_mut(|c| {
+        let t = xact::with_plan(
+            c,
+            // now(), not clock_timestamp(), so that the pending index is scanned in order: this
+            // transaction starts after the commits that woke the worker
+            // `attempts` counts sends, recorded with their outcome: the attempt being made is
+            // attempts + 1
+            "UPDATE pulse.http_request h SET state = 'sending',
+                    sent_at = clock_timestamp(),
+                    lease_until = clock_timestamp()
+                        + (least(greatest(coalesce((h.request->>'timeout_ms')::float8, 30000), 0), 86400000) + 60000) * interval '1 millisecond'
+              WHERE h.ctid = ANY (ARRAY(
+                    SELECT q.ctid FROM pulse.http_request q
+                     WHERE q.state = 'pending' AND q.next_attempt_at <= now()
+                     ORDER BY q.next_attempt_at, q.id LIMIT $1 FOR UPDATE SKIP LOCKED))
+            RETURNING h.id, h.owner, h.request, h.attempts + 1, h.max_attempts,
+                      (extract(epoch FROM h.retry_backoff) * 1000000)::bigint, h.created_at",
+            &[PgOid::BuiltIn(PgBuiltInOids::INT8OID)],
+            |c, stmt| {
+                c.select(stmt, None, &[(limit as i64).into()]).map(|t| {
+                    t.filter_map(|row| {
+                        let id: i64 = row.get(1).ok()??;
+                        Some(Claimed {
+                            item: Item::Request {
+                                id,
+                                attempt: row.get(4).ok()??,
+                                max_attempts: row.get(5).ok()??,
+                                backoff_us: row.get(6).ok()??,
+                            },
+                            owner: row.get(2).ok()??,
+                            request: row.get::<JsonB>(3).ok()?.map(|j| j.0),
+                            job_name: String::new(),
+                            context_id: id,
+                            scheduled_for: from_pg_ts(row.get(7).ok()??),
+                        })
+                    })
+                    .collect::<Vec<_>>()
+                })
+            },
+        );
+        match t {
+            Ok(Ok(v)) => v,
+            Ok(Err(e)) | Err(e) => {
+                warning!("pg_pulse http: claiming requests failed: {e}");
+                Vec::new()
+            }
+        }
+    })
+}
+
+/// Due HTTP runs (see `runs::claim_http_runs`), as claims to resolve.
+pub(super) fn claim_runs(pid: i32, limit: usize) -> Vec<Claimed> {
+    match runs::claim_http_runs(pid, super::super::LEAD_MS, limit) {
+        Ok(v) => v
+            .into_iter()
+            .map(|r| Claimed {
+                item: Item::Run {
+                    run_id: r.run_id,
+                    job_id: r.job_id,
+                    attempt: r.attempt,
+                },
+                owner: r.owner,
+                request: r.http.map(|j| j.0),
+                job_name: r.job_name,
+                context_id: r.run_id,
+                scheduled_for: from_pg_ts(r.scheduled_for),
+            })
+            .collect(),
+        Err(e) => {
+            warning!("pg_pulse http: claiming runs failed: {e}");
+            Vec::new()
+        }
+    }
+}
+
+/// Placeholder values for one request, looked up as its owner.
+struct Ctx<'a> {
+    owner: pg_sys::Oid,
+    c: &'a Claimed,
+    attempt: i32,
+}
+
+impl Resolve for Ctx<'_> {
+    fn secret(&self, name: &str) -> Option<String> {
+        Spi::get_one_with_args::<String>(
+            "SELECT value FROM pulse.secret WHERE owner = $1 AND name = $2",
+            &[self.owner.into(), name.into()],
+        )
+        .ok()
+        .flatten()
+    }
+
+    /// ALTER ROLE owner [IN DATABASE] SET, then ALTER DATABASE SET, then the server's own value
+    /// (postgresql.conf); settings only superusers may read are not resolved for other roles.
+    fn setting(&self, name: &str) -> Option<String> {
+        let stored = Spi::get_one_with_args::<String>(
+            "SELECT substr(cfg, length($2) + 2) FROM pg_catalog.pg_db_role_setting s, unnest(s.setconfig) cfg
+              WHERE s.setrole IN ($1, 0)
+                AND s.setdatabase IN (0, (SELECT oid FROM pg_catalog.pg_database WHERE datname = current_database()))
+                AND lower(split_part(cfg, '=', 1)) = lower($2)
+              ORDER BY s.setrole <> 0 DESC, s.setdatabase <> 0 DESC LIMIT 1",
+            &[self.owner.into(), name.into()],
+        )
+        .ok()
+        .flatten();
+        if stored.is_some() {
+            return stored;
+        }
+        let cname = std::ffi::CString::new(name).ok()?;
+        unsafe {
+            let flags = pg_sys::GetConfigOptionFlags(cname.as_ptr(), true);
+            if flags & pg_sys::GUC_SUPERUSER_ONLY as i32 != 0 && !pg_sys::superuser_arg(self.owner)
+            {
+                return None;
+            }
+            let v = pg_sys::GetConfigOption(cname.as_ptr(), true, false);
+            (!v.is_null()).then(|| std::ffi::CStr::from_ptr(v).to_string_lossy().into_owned())
+        }
+    }
+
+    fn context(&self, var: Var) -> String {
+        match var {
+            Var::JobName => self.c.job_name.clone(),
+            Var::RunId => self.c.context_id.to_string(),
+            Var::ScheduledFor => self
+                .c
+                .scheduled_for
+                .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            Var::Attempt => self.attempt.to_string(),
+        }
+    }
+}
+
+/// Builds the request to send (see `crate::http::resolve::build`), its placeholders resolved as
+/// its owner. Errors name what is wrong, never a value.
+pub(super) fn resolve(c: &Claimed, max_body: usize) -> Resolved {
+    let Some(req) = &c.request else {
+        return Err("the job was changed or removed before this run started".into());
+    };
+    let attempt = match c.item {
+        Item::Request { attempt, .. } | Item::Run { attempt, .. } => attempt,
+    };
+    let ctx = Ctx {
+        owner: c.owner,
+        c,
+        attempt,
+    };
+    let not_before = match c.item {
+        Item::Run { .. } => (c.scheduled_for - chrono::Utc::now())
+            .to_std()
+            .ok()
+            .map(|d| Instant::now() + d.min(Duration::from_millis(super::super::LEAD_MS as u64))),
+        Item::Request { .. } => None,
+    };
+    resolve::build(req, &ctx, max_body, not_before).map(|(mut r, secrets)| {
+        // the pool shares its threads fairly between owners
+        r.key = c.owner.to_u32();
+        (r, secrets)
+    })
+}

@@ -1,0 +1,436 @@
+//! The HTTP worker: sends the runs of HTTP jobs and the after-commit requests of
+//! `pulse.http_post` & co. through the thread pool of `crate::http::client`.
+//!
+//! The main thread (the only one that calls PostgreSQL) loops:
+//! 1. takes the pool's replies and records them in one transaction (request rows in one
+//!    statement; runs through the same `finish_run` as SQL jobs), queueing retries;
+//! 2. claims pending requests and due HTTP runs (`FOR UPDATE SKIP LOCKED`), resolves their
+//!    placeholders as their owner (secrets, settings, run context) and hands them to the pool;
+//! 3. sleeps on its latch (set when a request is committed, or by the scheduler for due runs) and
+//!    on a pipe the HTTP threads write to when they have replies.
+//!
+//! Resolved values live only in memory: what is stored is the template. Secret values are also
+//! scrubbed from what a server sends back before it is stored.
+//!
+//! Here: the loop and its signals. `claim`: claims, recovery and placeholder lookups as the
+//! owner; `record`: writing results. The pure parts (building a request from its template,
+//! scrubbing, what is stored of a reply) are `crate::http::resolve` and `crate::http::outcome`.
+
+mod claim;
+mod record;
+
+use super::xact;
+use super::SHARED;
+use crate::http::client::{Failure, FailureKind, Pool, Reply};
+use claim::{claim_requests, claim_runs, recover, resolve};
+use pgrx::bgworkers::{BackgroundWorker, SignalWakeFlags};
+use pgrx::prelude::*;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Requests handed to the pool and not answered yet, at most (the pool's queue stays short).
+const MAX_IN_FLIGHT: usize = 2000;
+/// Requests claimed per transaction.
+const CLAIM_BATCH: usize = 500;
+/// Under load, replies are recorded in batches of up to this many.
+const RECORD_BATCH: usize = 500;
+/// The longest sleep without a reason.
+const MAX_SLEEP_MS: i64 = 10_000;
+/// For this long after the worker starts, every claim commits durably: a request that stops the
+/// worker (a crash) while it is sent is then surely counted in `interrupted` at the next start,
+/// and given up after `claim::MAX_INTERRUPTED` (a claim committed asynchronously may be lost in
+/// the crash, and the request sent again uncounted: at most once, since the worker that sends it
+/// again has just started). Later, claims of requests alone commit asynchronously (a durable
+/// commit costs a WAL flush, milliseconds, on every request's way out).
+const DURABLE_CLAIMS_AFTER_START: Duration = Duration::from_secs(10);
+/// How often finished requests older than pulse.http_retention are removed.
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
+
+#[derive(Debug, Clone)]
+pub(super) enum Item {
+    Request {
+        id: i64,
+        attempt: i32,
+        max_attempts: i32,
+        backoff_us: i64,
+    },
+    Run {
+        run_id: i64,
+        job_id: i64,
+        attempt: i32,
+    },
+}
+
+pub(super) struct InFlight {
+    pub item: Item,
+    /// (name, value) of the secrets in the request, scrubbed from what comes back.
+    pub secrets: crate::http::resolve::Secrets,
+}
+
+#[pg_guard]
+#[unsafe(no_mangle)]
+pub extern "C-unwind" fn pulse_http_main(_arg: pg_sys::Datum) {
+    BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
+    let db = crate::database_name();
+    BackgroundWorker::connect_worker_to_spi(Some(&db), None);
+    super::pin_worker_settings();
+    {
+        let mut sh = SHARED.exclusive();
+        sh.http_pid = unsafe { pg_sys::MyProcPid };
+        sh.http_started_us = chrono::Utc::now().timestamp_micros();
+        sh.http_heartbeat_us = sh.http_started_us;
+    }
+
+    // The HTTP threads write a byte to this pipe when replies are ready (the latch is for
+    // PostgreSQL processes; the threads never touch PostgreSQL).
+    let mut fds = [0i32; 2];
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) } != 0 {
+        pgrx::error!("pg_pulse http: could not create a pipe");
+    }
+    let (read_fd, write_fd) = (fds[0], fds[1]);
+    let pending = Arc::new(AtomicBool::new(false));
+    let flag = pending.clone();
+    let notify = Box::new(move || {
+        if !flag.swap(true, Ordering::AcqRel) {
+            unsafe { libc::write(write_fd, b"x".as_ptr().cast(), 1) };
+        }
+    });
+    let policy = crate::http_policy().unwrap_or_else(|e| {
+        warning!("pg_pulse http: invalid address policy ({e}); using the default");
+        crate::http::policy::Policy::parse("", crate::http::policy::DEFAULT_DENIED)
+            .expect("the default policy parses")
+    });
+    let mut w = Worker {
+        pool: Pool::new(concurrency(), policy, notify),
+        in_flight: HashMap::new(),
+        next_tag: 1,
+        recovered: false,
+        pruned_at: None,
+        started: Instant::now(),
+    };
+    log!("pg_pulse http worker started for database \"{db}\"");
+    // it keeps watch on the scheduler (see control::Watchdog)
+    let mut watchdog = super::control::Watchdog::default();
+
+    loop {
+        if BackgroundWorker::sigterm_received() {
+            break;
+        }
+        if BackgroundWorker::sighup_received() {
+            unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
+            w.reconfigure();
+        }
+        SHARED.exclusive().http_heartbeat_us = chrono::Utc::now().timestamp_micros();
+        unsafe { pg_sys::ResetLatch(pg_sys::MyLatch) };
+        drain_pipe(read_fd);
+        pending.store(false, Ordering::Release);
+        w.take_replies();
+        let (claimed, next_due_ms) = w.claim();
+        if claimed >= CLAIM_BATCH && w.in_flight.len() < MAX_IN_FLIGHT {
+            continue; // more is waiting
+        }
+        w.prune();
+        let mut sleep = next_due_ms.unwrap_or(MAX_SLEEP_MS).clamp(0, MAX_SLEEP_MS);
+        sleep = sleep.min(watchdog.check().as_millis() as i64 + 1);
+        if let Some(t) = w.pruned_at {
+            sleep = sleep.min(PRUNE_EVERY.saturating_sub(t.elapsed()).as_millis() as i64 + 1);
+        }
+        if sleep > 0 && !pending.load(Ordering::Acquire) {
+            sleep = super::stats_before_sleep(sleep);
+            unsafe {
+                pg_sys::WaitLatchOrSocket(
+                    pg_sys::MyLatch,
+                    (pg_sys::WL_LATCH_SET
+                        | pg_sys::WL_SOCKET_READABLE
+                        | pg_sys::WL_TIMEOUT
+                        | pg_sys::WL_EXIT_ON_PM_DEATH) as i32,
+                    read_fd,
+                    sleep as _,
+                    pg_sys::PG_WAIT_EXTENSION,
+                );
+            }
+        }
+    }
+    // What no thread has started goes back unsent (nothing counted); what is being sent is
+    // finished (briefly); anything left stays leased and is recovered at the next start.
+    let unstarted = w.pool.take_unstarted();
+    w.release(unstarted);
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while !w.in_flight.is_empty() && Instant::now() < deadline {
+        if let Some(r) = w.pool.recv_timeout(Duration::from_millis(50)) {
+            let mut batch = vec![r];
+            while let Some(r) = w.pool.try_recv() {
+                batch.push(r);
+            }
+            w.record(batch);
+        }
+    }
+    SHARED.exclusive().http_pid = 0;
+    log!("pg_pulse http worker shutting down");
+    // A non-zero exit code: the postmaster starts the worker again (after its restart time) when
+    // it was stopped alone (pg_terminate_backend); at a server shutdown nothing is restarted.
+    // An exit code of 0 would unregister it for good.
+    unsafe { pg_sys::proc_exit(1) };
+}
+
+fn drain_pipe(fd: i32) {
+    let mut buf = [0u8; 256];
+    while unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) } > 0 {}
+}
+
+fn concurrency() -> usize {
+    crate::HTTP_MAX_CONCURRENCY.get().clamp(1, 256) as usize
+}
+
+struct Worker {
+    pool: Pool,
+    in_flight: HashMap<u64, InFlight>,
+    next_tag: u64,
+    recovered: bool,
+    pruned_at: Option<Instant>,
+    started: Instant,
+}
+
+impl Worker {
+    fn reconfigure(&mut self) {
+        match crate::http_policy() {
+            Ok(p) => self.pool.set_policy(p),
+            Err(e) => {
+                warning!("pg_pulse http: invalid address policy ({e}); keeping the previous one")
+            }
+        }
+        self.pool.resize(concurrency());
+    }
+
+    /// Records the replies that are ready. Under load (more requests in flight), waits up to
+    /// 5 ms for a bigger batch: one transaction per few hundred replies, not per reply.
+    fn take_replies(&mut self) {
+        let mut batch = Vec::new();
+        while let Some(r) = self.pool.try_recv() {
+            batch.push(r);
+        }
+        if batch.is_empty() {
+            return;
+        }
+        let until = Instant::now() + Duration::from_millis(5);
+        while batch.len() < RECORD_BATCH && self.in_flight.len() > batch.len() {
+            let Some(left) = until.checked_duration_since(Instant::now()) else {
+                break;
+            };
+            match self.pool.recv_timeout(left) {
+                Some(r) => batch.push(r),
+                None => break,
+            }
+        }
+        self.record(batch);
+    }
+
+    /// Gives back claimed work that was never handed to a thread: requests become pending again,
+    /// runs queued again (committed durably: nothing of them was sent).
+    fn release(&mut self, tags: Vec<u64>) {
+        let (mut requests, mut runs) = (Vec::new(), Vec::new());
+        for t in tags {
+            match self.in_flight.remove(&t).map(|f| f.item) {
+                Some(Item::Request { id, .. }) => requests.push(id),
+                Some(Item::Run { run_id, .. }) => runs.push(run_id),
+                None => {}
+            }
+        }
+        if requests.is_empty() && runs.is_empty() {
+            return;
+        }
+        let n = requests.len() + runs.len();
+        let r = xact::run(move || record::release(requests, runs));
+        match r {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => warning!("pg_pulse http: could not give back {n} unsent item(s): {e}"),
+            Err(f) => warning!(
+                "pg_pulse http: could not give back {n} unsent item(s): {}",
+                f.message
+            ),
+        }
+    }
+
+    /// Records replies (and retries) in one transaction.
+    fn record(&mut self, replies: Vec<Reply>) {
+        let done: Vec<(InFlight, Reply)> = replies
+            .into_iter()
+            .filter_map(|r| self.in_flight.remove(&r.tag).map(|f| (f, r)))
+            .collect();
+        if done.is_empty() {
+            return;
+        }
+        let n = done.len();
+        let r = xact::run(move || {
+            xact::async_commit();
+            // the rows are found by primary key (h.id = ANY), never by reading the table
+            crate::pgutil::set_xact_guc(c"enable_seqscan", c"off");
+            record::record_in_xact(&done)
+        });
+        match r {
+            Ok(Ok(retried_runs)) => {
+                if retried_runs {
+                    super::wake_scheduler_now();
+                }
+            }
+            Ok(Err(e)) => warning!("pg_pulse http: could not record {n} result(s): {e}"),
+            Err(f) => warning!(
+                "pg_pulse http: could not record {n} result(s): {}",
+                f.message
+            ),
+        }
+    }
+
+    /// Claims work and hands it to the pool. Returns how many requests were claimed and, when
+    /// nothing more is pending now, in how many ms the next pending retry is due.
+    fn claim(&mut self) -> (usize, Option<i64>) {
+        let room = MAX_IN_FLIGHT.saturating_sub(self.in_flight.len());
+        // with plenty in flight, claim in big batches (the replies wake the loop anyway)
+        if room < CLAIM_BATCH / 2 {
+            return (0, None);
+        }
+        let limit = room.min(CLAIM_BATCH);
+        let recovered = self.recovered;
+        let durable = self.started.elapsed() < DURABLE_CLAIMS_AFTER_START;
+        let pid = unsafe { pg_sys::MyProcPid };
+        let max_body = crate::HTTP_MAX_RESPONSE_BYTES.get().max(0) as usize;
+        let r = xact::run(move || {
+            // claimed rows are updated by ctid (stable: they are locked), which must be a TID scan
+            // even when the statistics still say the table is tiny
+            crate::pgutil::set_xact_guc(c"enable_seqscan", c"off");
+            let present = xact::read_one::<bool>(
+                "SELECT pg_catalog.to_regclass('pulse.http_request') IS NOT NULL",
+            )
+            .unwrap_or(false);
+            if !present {
+                return None;
+            }
+            if !recovered {
+                recover();
+            }
+            let mut claimed = claim_runs(pid, limit);
+            let n_runs = claimed.len();
+            claimed.extend(claim_requests(limit));
+            let n_requests = claimed.len() - n_runs;
+            // Claimed HTTP runs commit durably (the server's synchronous_commit) before anything
+            // is sent: a crash then finds them `running` and fails them, never sends a slot again
+            // under a new run. The flush also covers the scheduler's asynchronous commit that
+            // queued them. One durable commit per claim; requests alone commit asynchronously (a
+            // lost claim only means they are sent, as they would be anyway), except just after
+            // the worker started (see DURABLE_CLAIMS_AFTER_START).
+            if n_runs == 0 && !durable {
+                xact::async_commit();
+            }
+            let next_due = if n_requests < limit {
+                xact::read_one::<f64>(
+                    "SELECT (extract(epoch FROM min(next_attempt_at) - clock_timestamp()) * 1000)::float8
+                       FROM pulse.http_request WHERE state = 'pending'",
+                )
+                .map(|ms| ms.ceil().max(0.0) as i64)
+            } else {
+                None
+            };
+            let resolved: Vec<(Item, crate::http::resolve::Resolved)> = claimed
+                .into_iter()
+                .map(|c| {
+                    let item = c.item.clone();
+                    (item, resolve(&c, max_body))
+                })
+                .collect();
+            Some((resolved, n_requests, next_due))
+        });
+        let (resolved, n, next_due) = match r {
+            Ok(Some(x)) => x,
+            Ok(None) => return (0, Some(MAX_SLEEP_MS)),
+            Err(f) => {
+                warning!("pg_pulse http: could not claim requests: {}", f.message);
+                return (0, Some(1000));
+            }
+        };
+        self.recovered = true;
+        let mut not_sent = Vec::new();
+        for (item, res) in resolved {
+            let tag = self.next_tag;
+            self.next_tag += 1;
+            match res {
+                Ok((mut req, secrets)) => {
+                    req.tag = tag;
+                    self.in_flight.insert(tag, InFlight { item, secrets });
+                    self.pool.submit(req);
+                }
+                Err(message) => {
+                    self.in_flight.insert(
+                        tag,
+                        InFlight {
+                            item,
+                            secrets: Vec::new(),
+                        },
+                    );
+                    not_sent.push(Reply {
+                        tag,
+                        result: Err(Failure {
+                            kind: FailureKind::NotSent,
+                            message,
+                        }),
+                        queued: Duration::ZERO,
+                        headers_after: None,
+                        total: Duration::ZERO,
+                    });
+                }
+            }
+        }
+        if !not_sent.is_empty() {
+            self.record(not_sent);
+        }
+        (n, next_due)
+    }
+
+    /// Every minute: finished requests older than pulse.http_retention go, 1,000 per transaction.
+    fn prune(&mut self) {
+        if self.pruned_at.is_some_and(|t| t.elapsed() < PRUNE_EVERY) {
+            return;
+        }
+        self.pruned_at = Some(Instant::now());
+        let keep_s = crate::HTTP_RETENTION.get().max(60) as i64;
+        for _ in 0..100 {
+            let r = xact::run(move || {
+                xact::async_commit();
+                // nothing to prune before CREATE EXTENSION (or after DROP EXTENSION)
+                let present = xact::read_one::<bool>(
+                    "SELECT pg_catalog.to_regclass('pulse.http_request') IS NOT NULL",
+                )
+                .unwrap_or(false);
+                if !present {
+                    return 0;
+                }
+                Spi::connect_mut(|c| {
+                    xact::with_plan(
+                        c,
+                        "DELETE FROM pulse.http_request h
+                          USING (SELECT id FROM pulse.http_request
+                                  WHERE created_at < now() - $1 * interval '1 second' AND finished_at IS NOT NULL
+                                  LIMIT 1000) old
+                          WHERE h.id = old.id",
+                        &[PgOid::BuiltIn(PgBuiltInOids::INT8OID)],
+                        |c, stmt| {
+                            c.select(stmt, None, &[keep_s.into()])
+                                .map(|t| t.len())
+                                .unwrap_or(0)
+                        },
+                    )
+                    .unwrap_or(0)
+                })
+            });
+            match r {
+                Ok(n) if n >= 1000 => continue,
+                Ok(_) => break,
+                Err(f) => {
+                    warning!("pg_pulse http: pruning requests failed: {}", f.message);
+                    break;
+                }
+            }
+        }
+    }
+}
