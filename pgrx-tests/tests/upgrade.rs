@@ -149,7 +149,8 @@ fn snapshot(c: &mut Client) -> Vec<String> {
 /// policies, comments, grants and the extension's initial privileges). Normalised: OIDs (5
 /// digits and more) become N; the lines that only carry the OIDs, relfilenodes and attribute
 /// LSNs to preserve (`binary_upgrade_set_next_*`, relfrozenxid), the sequences' positions (data,
-/// compared by `snapshot`) and the random key of `\restrict` go.
+/// compared by `snapshot`), the missing values of added columns (storage) and the random key of
+/// `\restrict` go.
 fn schema_dump(db: &Db) -> String {
     let dump: String = pg_program(
         "pg_dump",
@@ -164,6 +165,10 @@ fn schema_dump(db: &Db) -> String {
             && !l.contains("binary_upgrade_set_next_")
             && !l.starts_with("SET relfrozenxid")
             && !l.starts_with("SELECT pg_catalog.setval(")
+            // a column added with a default keeps it as a "missing value" for the rows that
+            // existed (storage, not schema)
+            && !l.contains("binary_upgrade_set_missing_value")
+            && *l != "-- set missing value."
     })
     .map(|l| format!("{l}\n"))
     .collect();
@@ -183,6 +188,10 @@ fn schema_dump(db: &Db) -> String {
         out.push(ch);
     }
     out.push_str(&digits);
+    // (the lines taken out above leave runs of blank lines behind)
+    while out.contains("\n\n\n") {
+        out = out.replace("\n\n\n", "\n\n");
+    }
     out
 }
 
