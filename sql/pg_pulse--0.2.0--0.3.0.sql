@@ -81,3 +81,6 @@ SELECT h.id,
        h.error,
        h.interrupted
   FROM pulse.http_request h;
+
+-- claims of after-commit requests round-robin by owner
+CREATE INDEX http_request_pending_owner_idx ON pulse.http_request (owner, next_attempt_at, id) WHERE state = 'pending';

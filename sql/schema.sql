@@ -262,6 +262,8 @@ CREATE TABLE pulse.http_request (
     interrupted      integer     NOT NULL DEFAULT 0 -- in flight when the HTTP worker stopped (not in attempts)
 );
 CREATE INDEX http_request_pending_idx ON pulse.http_request (next_attempt_at, id) WHERE state = 'pending';
+-- claims round-robin by owner: the owners with pending requests (a skip scan), each one's in order
+CREATE INDEX http_request_pending_owner_idx ON pulse.http_request (owner, next_attempt_at, id) WHERE state = 'pending';
 CREATE INDEX http_request_created_brin ON pulse.http_request USING brin (created_at);
 ALTER TABLE pulse.http_request ENABLE ROW LEVEL SECURITY;
 CREATE POLICY http_request_owner ON pulse.http_request

@@ -483,13 +483,32 @@ pub(crate) fn claim_http_runs(
     Spi::connect_mut(|c| {
         xact::with_plan(
             c,
-            "UPDATE pulse.job_run r SET status = 'running',
+            // round-robin by owner, as SQL runs are claimed (see claim::candidates)
+            "WITH RECURSIVE owners AS (
+                 (SELECT q.owner FROM pulse.job_run q
+                   WHERE q.status = 'queued' AND q.kind = 'http' ORDER BY q.owner LIMIT 1)
+               UNION ALL
+                 SELECT (SELECT q.owner FROM pulse.job_run q
+                          WHERE q.status = 'queued' AND q.kind = 'http' AND q.owner > o.owner
+                          ORDER BY q.owner LIMIT 1)
+                   FROM owners o WHERE o.owner IS NOT NULL),
+             ranked AS (
+               SELECT x.ctid, x.rk, x.scheduled_for, x.run_id
+                 FROM owners o CROSS JOIN LATERAL (
+                      SELECT q.ctid, q.scheduled_for, q.run_id,
+                             row_number() OVER (ORDER BY q.scheduled_for, q.run_id) AS rk
+                        FROM pulse.job_run q
+                       WHERE q.status = 'queued' AND q.kind = 'http' AND q.owner = o.owner
+                         AND q.scheduled_for <= clock_timestamp() + $2 * interval '1 millisecond'
+                       ORDER BY q.scheduled_for, q.run_id LIMIT $3) x
+                WHERE o.owner IS NOT NULL)
+             UPDATE pulse.job_run r SET status = 'running',
                     started_at = greatest(clock_timestamp(), r.scheduled_for), executor_pid = $1
               WHERE r.ctid = ANY (ARRAY(
                     SELECT q.ctid FROM pulse.job_run q
-                     WHERE q.status = 'queued' AND q.kind = 'http'
-                       AND q.scheduled_for <= clock_timestamp() + $2 * interval '1 millisecond'
-                     ORDER BY q.scheduled_for, q.run_id LIMIT $3 FOR UPDATE SKIP LOCKED))
+                     WHERE q.ctid = ANY (ARRAY(SELECT k.ctid FROM ranked k ORDER BY k.rk, k.scheduled_for, k.run_id LIMIT $3))
+                       AND q.status = 'queued'
+                       FOR UPDATE SKIP LOCKED))
             RETURNING r.run_id, r.job_id, r.job_name, r.scheduled_for, r.attempt, r.owner,
                       (SELECT j.http FROM pulse.job j WHERE j.job_id = r.job_id)",
             &[

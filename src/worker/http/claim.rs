@@ -57,7 +57,16 @@ pub(super) fn recover() {
     }
 }
 
-pub(super) fn claim_requests(limit: usize) -> Vec<Claimed> {
+/// Claims up to `limit` due after-commit requests, round-robin by owner (each owner's first due
+/// request, then each one's second, ...), and no more of an owner's than bring its requests in
+/// flight to `per_owner` (`in_flight`: (owner, count) now). So one owner's backlog never keeps
+/// another owner's request out of the claim, and never fills the worker's whole in-flight room.
+pub(super) fn claim_requests(
+    limit: usize,
+    per_owner: usize,
+    in_flight: &[(pg_sys::Oid, i32)],
+) -> Vec<Claimed> {
+    let (owners, counts): (Vec<pg_sys::Oid>, Vec<i32>) = in_flight.iter().copied().unzip();
     Spi::connect_mut(|c| {
         let t = xact::with_plan(
             c,
@@ -65,19 +74,55 @@ pub(super) fn claim_requests(limit: usize) -> Vec<Claimed> {
             // transaction starts after the commits that woke the worker
             // `attempts` counts sends, recorded with their outcome: the attempt being made is
             // attempts + 1
-            "UPDATE pulse.http_request h SET state = 'sending',
+            // The owners with pending requests come from a skip scan of
+            // http_request_pending_owner_idx (one probe per owner), each owner's due requests in
+            // order from the same index.
+            "WITH RECURSIVE owners AS (
+                 (SELECT q.owner FROM pulse.http_request q WHERE q.state = 'pending' ORDER BY q.owner LIMIT 1)
+               UNION ALL
+                 SELECT (SELECT q.owner FROM pulse.http_request q
+                          WHERE q.state = 'pending' AND q.owner > o.owner ORDER BY q.owner LIMIT 1)
+                   FROM owners o WHERE o.owner IS NOT NULL),
+             ranked AS (
+               SELECT x.ctid, x.rk, x.next_attempt_at, x.id
+                 FROM owners o CROSS JOIN LATERAL (
+                      SELECT q.ctid, q.next_attempt_at, q.id,
+                             row_number() OVER (ORDER BY q.next_attempt_at, q.id) AS rk
+                        FROM pulse.http_request q
+                       WHERE q.state = 'pending' AND q.owner = o.owner AND q.next_attempt_at <= now()
+                       ORDER BY q.next_attempt_at, q.id
+                       LIMIT least($1, greatest(0, $2 - coalesce(
+                             (SELECT f.n FROM unnest($3::oid[], $4::int4[]) AS f(ow, n) WHERE f.ow = o.owner), 0)))) x
+                WHERE o.owner IS NOT NULL)
+             UPDATE pulse.http_request h SET state = 'sending',
                     sent_at = clock_timestamp(),
                     lease_until = clock_timestamp()
                         + (least(greatest(coalesce((h.request->>'timeout_ms')::float8, 30000), 0), 86400000) + 60000) * interval '1 millisecond'
               WHERE h.ctid = ANY (ARRAY(
                     SELECT q.ctid FROM pulse.http_request q
-                     WHERE q.state = 'pending' AND q.next_attempt_at <= now()
-                     ORDER BY q.next_attempt_at, q.id LIMIT $1 FOR UPDATE SKIP LOCKED))
+                     WHERE q.ctid = ANY (ARRAY(SELECT r.ctid FROM ranked r ORDER BY r.rk, r.next_attempt_at, r.id LIMIT $1))
+                       AND q.state = 'pending'
+                       FOR UPDATE SKIP LOCKED))
             RETURNING h.id, h.owner, h.request, h.attempts + 1, h.max_attempts,
                       (extract(epoch FROM h.retry_backoff) * 1000000)::bigint, h.created_at",
-            &[PgOid::BuiltIn(PgBuiltInOids::INT8OID)],
+            &[
+                PgOid::BuiltIn(PgBuiltInOids::INT8OID),
+                PgOid::BuiltIn(PgBuiltInOids::INT8OID),
+                PgOid::BuiltIn(PgBuiltInOids::OIDARRAYOID),
+                PgOid::BuiltIn(PgBuiltInOids::INT4ARRAYOID),
+            ],
             |c, stmt| {
-                c.select(stmt, None, &[(limit as i64).into()]).map(|t| {
+                c.select(
+                    stmt,
+                    None,
+                    &[
+                        (limit as i64).into(),
+                        (per_owner as i64).into(),
+                        owners.into(),
+                        counts.into(),
+                    ],
+                )
+                .map(|t| {
                     t.filter_map(|row| {
                         let id: i64 = row.get(1).ok()??;
                         Some(Claimed {

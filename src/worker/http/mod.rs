@@ -34,6 +34,9 @@ use std::time::{Duration, Instant};
 const MAX_IN_FLIGHT: usize = 2000;
 /// Requests claimed per transaction.
 const CLAIM_BATCH: usize = 500;
+/// At most this many of one owner's requests are claimed and not yet recorded: one owner's
+/// backlog leaves the other half of the in-flight room to the others.
+const PER_OWNER_IN_FLIGHT: usize = MAX_IN_FLIGHT / 2;
 /// Under load, replies are recorded in batches of up to this many.
 const RECORD_BATCH: usize = 500;
 /// The longest sleep without a reason.
@@ -65,6 +68,8 @@ pub(super) enum Item {
 
 pub(super) struct InFlight {
     pub item: Item,
+    /// whose request it is (fair shares of the in-flight room)
+    pub owner: pg_sys::Oid,
     /// (name, value) of the secrets in the request, scrubbed from what comes back.
     pub secrets: crate::http::resolve::Secrets,
 }
@@ -296,6 +301,11 @@ impl Worker {
         let durable = self.started.elapsed() < DURABLE_CLAIMS_AFTER_START;
         let pid = unsafe { pg_sys::MyProcPid };
         let max_body = crate::HTTP_MAX_RESPONSE_BYTES.get().max(0) as usize;
+        let mut per_owner: HashMap<pg_sys::Oid, i32> = HashMap::new();
+        for f in self.in_flight.values() {
+            *per_owner.entry(f.owner).or_insert(0) += 1;
+        }
+        let in_flight: Vec<(pg_sys::Oid, i32)> = per_owner.into_iter().collect();
         let r = xact::run(move || {
             // claimed rows are updated by ctid (stable: they are locked), which must be a TID scan
             // even when the statistics still say the table is tiny
@@ -312,7 +322,7 @@ impl Worker {
             }
             let mut claimed = claim_runs(pid, limit);
             let n_runs = claimed.len();
-            claimed.extend(claim_requests(limit));
+            claimed.extend(claim_requests(limit, PER_OWNER_IN_FLIGHT, &in_flight));
             let n_requests = claimed.len() - n_runs;
             // Claimed HTTP runs commit durably (the server's synchronous_commit) before anything
             // is sent: a crash then finds them `running` and fails them, never sends a slot again
@@ -329,14 +339,17 @@ impl Worker {
                        FROM pulse.http_request WHERE state = 'pending'",
                 )
                 .map(|ms| ms.ceil().max(0.0) as i64)
+                // due and not claimed: their owners are at PER_OWNER_IN_FLIGHT, and the replies
+                // that make room wake the loop
+                .filter(|&ms| ms > 0)
             } else {
                 None
             };
-            let resolved: Vec<(Item, crate::http::resolve::Resolved)> = claimed
+            let resolved: Vec<(Item, pg_sys::Oid, crate::http::resolve::Resolved)> = claimed
                 .into_iter()
                 .map(|c| {
                     let item = c.item.clone();
-                    (item, resolve(&c, max_body))
+                    (item, c.owner, resolve(&c, max_body))
                 })
                 .collect();
             Some((resolved, n_requests, next_due))
@@ -351,13 +364,20 @@ impl Worker {
         };
         self.recovered = true;
         let mut not_sent = Vec::new();
-        for (item, res) in resolved {
+        for (item, owner, res) in resolved {
             let tag = self.next_tag;
             self.next_tag += 1;
             match res {
                 Ok((mut req, secrets)) => {
                     req.tag = tag;
-                    self.in_flight.insert(tag, InFlight { item, secrets });
+                    self.in_flight.insert(
+                        tag,
+                        InFlight {
+                            item,
+                            owner,
+                            secrets,
+                        },
+                    );
                     self.pool.submit(req);
                 }
                 Err(message) => {
@@ -365,6 +385,7 @@ impl Worker {
                         tag,
                         InFlight {
                             item,
+                            owner,
                             secrets: Vec::new(),
                         },
                     );
