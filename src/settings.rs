@@ -5,13 +5,11 @@ use pgrx::prelude::*;
 use std::ffi::CString;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-
 /// `pulse.database_name`: the database whose jobs the scheduler runs.
 pub static DATABASE_NAME: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(Some(c"postgres"));
 /// `pulse.timezone`: the time zone of jobs created without one.
-pub static TIMEZONE: GucSetting<Option<CString>> =
-    GucSetting::<Option<CString>>::new(Some(c"UTC"));
+pub static TIMEZONE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"UTC"));
 /// `pulse.max_running_jobs`: how many runs may execute at once (the executor pool size).
 pub static MAX_RUNNING_JOBS: GucSetting<i32> = GucSetting::<i32>::new(4);
 /// `pulse.executor_idle_timeout`: seconds an idle executor waits for work before it exits.

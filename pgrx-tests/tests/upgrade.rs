@@ -19,7 +19,10 @@ const FROZEN_0_2_0_SHA256: &str =
 
 #[test]
 fn frozen_install_scripts_are_unchanged() {
-    for (version, sha) in [("0.1.0", FROZEN_0_1_0_SHA256), ("0.2.0", FROZEN_0_2_0_SHA256)] {
+    for (version, sha) in [
+        ("0.1.0", FROZEN_0_1_0_SHA256),
+        ("0.2.0", FROZEN_0_2_0_SHA256),
+    ] {
         let path = format!(
             "{}/../sql/pg_pulse--{version}.sql",
             env!("CARGO_MANIFEST_DIR")

@@ -57,12 +57,16 @@ fn workers_come_back_after_sigterm_and_on_restart_workers() {
     let mut c = admin();
     let job = unique("back");
     let _clean = Cleanup(vec![format!("SELECT pulse.unschedule_job('{job}')")]);
-    c.query_one("SELECT pulse.schedule_job($1, '@yearly', 'SELECT 1')", &[&job])
-        .unwrap();
+    c.query_one(
+        "SELECT pulse.schedule_job($1, '@yearly', 'SELECT 1')",
+        &[&job],
+    )
+    .unwrap();
     let (sched, http) = both_alive(&mut c, "both workers");
 
     // pg_terminate_backend of the scheduler: the postmaster starts it again
-    c.execute("SELECT pg_terminate_backend($1)", &[&sched]).unwrap();
+    c.execute("SELECT pg_terminate_backend($1)", &[&sched])
+        .unwrap();
     let (sched2, _) = wait_for(60, "a new scheduler", || {
         let s = status(&mut c);
         (s.0 && s.1 != Some(sched)).then(|| (s.1.unwrap(), s.3))
@@ -70,7 +74,8 @@ fn workers_come_back_after_sigterm_and_on_restart_workers() {
     assert_jobs_run(&mut c, &job);
 
     // ... and of the HTTP worker
-    c.execute("SELECT pg_terminate_backend($1)", &[&http]).unwrap();
+    c.execute("SELECT pg_terminate_backend($1)", &[&http])
+        .unwrap();
     let http2 = wait_for(60, "a new HTTP worker", || {
         let s = status(&mut c);
         (s.2 && s.3 != Some(http)).then(|| s.3.unwrap())
@@ -100,8 +105,11 @@ fn a_locked_due_job_does_not_make_the_scheduler_spin() {
     let mut c = admin();
     let job = unique("locked");
     let _clean = Cleanup(vec![format!("SELECT pulse.unschedule_job('{job}')")]);
-    c.query_one("SELECT pulse.schedule_job($1, '1 seconds', 'SELECT 1')", &[&job])
-        .unwrap();
+    c.query_one(
+        "SELECT pulse.schedule_job($1, '1 seconds', 'SELECT 1')",
+        &[&job],
+    )
+    .unwrap();
     wait_for(60, "a run", || {
         (count_runs(&mut c, &job, "succeeded") > 0).then_some(())
     });
@@ -235,14 +243,20 @@ fn every_run_ends_even_when_its_outcome_cannot_be_recorded() {
          CREATE TRIGGER {func} BEFORE UPDATE ON pulse.job_run FOR EACH ROW EXECUTE FUNCTION public.{func}();"
     ))
     .unwrap();
-    c.query_one("SELECT pulse.alter_job($1, command => 'SELECT 1/0')", &[&job])
-        .unwrap();
+    c.query_one(
+        "SELECT pulse.alter_job($1, command => 'SELECT 1/0')",
+        &[&job],
+    )
+    .unwrap();
     let run = run_job(&mut c, &job);
     let (status, msg) = wait_run_final(&mut c, run);
     let msg = msg.unwrap_or_default();
     assert_eq!(status, "failed");
     assert!(msg.contains("division by zero"), "{msg}");
-    assert!(msg.contains("injected: the outcome transaction fails"), "{msg}");
+    assert!(
+        msg.contains("injected: the outcome transaction fails"),
+        "{msg}"
+    );
     c.batch_execute(&format!("DROP TRIGGER {func} ON pulse.job_run"))
         .unwrap();
     // nothing is left behind: the next run of the job runs (not skipped behind a stuck one)
@@ -278,8 +292,11 @@ fn one_owners_backlog_does_not_hold_back_another_owners_run() {
         (count_runs(&mut c, &ja, "running") > 0).then_some(())
     });
     let mut cb = connect_as(&b);
-    cb.query_one("SELECT pulse.schedule_job($1, '@yearly', 'SELECT 1')", &[&jb])
-        .unwrap();
+    cb.query_one(
+        "SELECT pulse.schedule_job($1, '@yearly', 'SELECT 1')",
+        &[&jb],
+    )
+    .unwrap();
     let rb = run_job(&mut cb, &jb);
     let (status, _) = wait_run_final(&mut cb, rb);
     assert_eq!(status, "succeeded");
@@ -294,7 +311,10 @@ fn one_owners_backlog_does_not_hold_back_another_owners_run() {
         )
         .unwrap()
         .get(0);
-    assert!(after >= 16, "only {after} of the 40 runs started after the other owner's run");
+    assert!(
+        after >= 16,
+        "only {after} of the 40 runs started after the other owner's run"
+    );
 }
 
 #[test]
@@ -322,7 +342,10 @@ fn cancel_run_stops_only_the_run_it_names() {
     for &id in &ids {
         let status = wait_for(60, "the run to leave the queue", || {
             let st: String = c
-                .query_one("SELECT status FROM pulse.job_runs WHERE run_id = $1", &[&id])
+                .query_one(
+                    "SELECT status FROM pulse.job_runs WHERE run_id = $1",
+                    &[&id],
+                )
                 .unwrap()
                 .get(0);
             (st != "queued").then_some(st)
@@ -346,7 +369,10 @@ fn cancel_run_stops_only_the_run_it_names() {
     {
         let (id, status): (i64, String) = (r.get(0), r.get(1));
         if status == "cancelled" {
-            assert!(asked.contains(&id), "run {id} was cancelled, but cancel_run named others");
+            assert!(
+                asked.contains(&id),
+                "run {id} was cancelled, but cancel_run named others"
+            );
         } else {
             assert_eq!(status, "succeeded", "run {id}");
         }

@@ -294,7 +294,8 @@ pub fn verdict(f: &StatusFacts, l: &StatusLimits) -> &'static str {
         && f.failing <= l.max_failing
         && f.overdue == 0
         && f.health_pct.is_none_or(|p| p >= l.min_health_pct)
-        && f.oldest_request_wait_s.is_none_or(|w| w <= l.max_request_wait_s);
+        && f.oldest_request_wait_s
+            .is_none_or(|w| w <= l.max_request_wait_s);
     if ok {
         "HEALTHY"
     } else {

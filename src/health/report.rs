@@ -1,9 +1,7 @@
 //! The read side of health: `pulse.scheduler_health()` and `pulse.scheduler_status()`, from the
 //! statistics the run lifecycle keeps (`pulse.job_stats`), never from the run history.
 
-use super::{
-    classify, verdict, Facts, Health, Stats, StatusFacts, StatusLimits,
-};
+use super::{classify, verdict, Facts, Health, Stats, StatusFacts, StatusLimits};
 use crate::pgutil::{for_each_row, from_pg_ts, to_pg_ts};
 use pgrx::prelude::*;
 

@@ -189,17 +189,93 @@ fn verdicts() {
     };
     let v = |f: StatusFacts, l: StatusLimits| verdict(&f, &l);
     assert_eq!(v(ok, l), "HEALTHY");
-    assert_eq!(v(StatusFacts { health_pct: None, ..ok }, l), "HEALTHY");
-    assert_eq!(v(StatusFacts { scheduler_alive: false, ..ok }, l), "NEEDS_ATTENTION");
-    assert_eq!(v(StatusFacts { http_worker_alive: false, ..ok }, l), "NEEDS_ATTENTION");
-    let failing = StatusFacts { failing: 1, health_pct: Some(99.0), ..ok };
+    assert_eq!(
+        v(
+            StatusFacts {
+                health_pct: None,
+                ..ok
+            },
+            l
+        ),
+        "HEALTHY"
+    );
+    assert_eq!(
+        v(
+            StatusFacts {
+                scheduler_alive: false,
+                ..ok
+            },
+            l
+        ),
+        "NEEDS_ATTENTION"
+    );
+    assert_eq!(
+        v(
+            StatusFacts {
+                http_worker_alive: false,
+                ..ok
+            },
+            l
+        ),
+        "NEEDS_ATTENTION"
+    );
+    let failing = StatusFacts {
+        failing: 1,
+        health_pct: Some(99.0),
+        ..ok
+    };
     assert_eq!(v(failing, l), "NEEDS_ATTENTION");
-    assert_eq!(v(failing, StatusLimits { max_failing: 1, ..l }), "HEALTHY");
+    assert_eq!(
+        v(
+            failing,
+            StatusLimits {
+                max_failing: 1,
+                ..l
+            }
+        ),
+        "HEALTHY"
+    );
     let overdue = StatusFacts { overdue: 1, ..ok };
-    assert_eq!(v(overdue, StatusLimits { max_failing: 5, ..l }), "NEEDS_ATTENTION");
-    assert_eq!(v(StatusFacts { health_pct: Some(80.0), ..ok }, l), "NEEDS_ATTENTION");
-    assert_eq!(v(StatusFacts { oldest_request_wait_s: Some(60.0), ..ok }, l), "HEALTHY");
-    assert_eq!(v(StatusFacts { oldest_request_wait_s: Some(61.0), ..ok }, l), "NEEDS_ATTENTION");
+    assert_eq!(
+        v(
+            overdue,
+            StatusLimits {
+                max_failing: 5,
+                ..l
+            }
+        ),
+        "NEEDS_ATTENTION"
+    );
+    assert_eq!(
+        v(
+            StatusFacts {
+                health_pct: Some(80.0),
+                ..ok
+            },
+            l
+        ),
+        "NEEDS_ATTENTION"
+    );
+    assert_eq!(
+        v(
+            StatusFacts {
+                oldest_request_wait_s: Some(60.0),
+                ..ok
+            },
+            l
+        ),
+        "HEALTHY"
+    );
+    assert_eq!(
+        v(
+            StatusFacts {
+                oldest_request_wait_s: Some(61.0),
+                ..ok
+            },
+            l
+        ),
+        "NEEDS_ATTENTION"
+    );
 }
 
 proptest! {

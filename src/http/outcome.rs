@@ -2,9 +2,9 @@
 //! timings, the message and `response` of an HTTP run, and the delay before a request's retry.
 //! Pure Rust.
 
-use crate::run::RunStatus;
 use super::client::{self, Reply, Verdict};
 use super::resolve::scrub;
+use crate::run::RunStatus;
 use serde_json::{Map, Value};
 use std::time::Duration;
 

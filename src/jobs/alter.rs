@@ -13,7 +13,7 @@ use pgrx::prelude::*;
 use pgrx::PgSqlErrorCode;
 
 fn cancel_queued(job_id: i64, why: &str) {
-    crate::worker::runs::cancel_queued(&[job_id], why)
+    crate::run::finish::cancel_queued(&[job_id], why)
         .unwrap_or_else(|e| invalid(format!("could not cancel queued runs: {e}"), ""));
 }
 

@@ -18,7 +18,7 @@ fn run_job(job_name: Option<&str>) -> i64 {
     pgutil::require_scheduler_database();
     privileged(|| {
         let job = must_find_job(name);
-        let id = crate::worker::runs::queue_manual(job.job_id)
+        let id = crate::run::queue::queue_manual(job.job_id)
             .unwrap_or_else(|e| invalid(format!("could not queue run: {e}"), ""))
             .unwrap_or_default();
         wake();
@@ -37,7 +37,7 @@ fn cancel_run(run_id: Option<i64>) -> bool {
         // A queued run is cancelled in place (the scheduler skips a row being changed). A running
         // one is only signalled: the run row is never locked here, since the scheduler records
         // the outcome of every role's runs and must not wait for a caller's open transaction.
-        let cancelled = crate::worker::runs::cancel_if_queued(run_id, me, sup)
+        let cancelled = crate::run::finish::cancel_if_queued(run_id, me, sup)
             .unwrap_or_else(|e| invalid(format!("could not cancel run: {e}"), ""));
         if cancelled {
             return true;

@@ -155,7 +155,7 @@ fn upsert(spec: JobSpec) -> i64 {
         .unwrap_or_else(|e| invalid(format!("could not update job: {e}"), ""));
         if !runs_same {
             if !spec.enabled {
-                crate::worker::runs::cancel_queued(&[job.job_id], "the job was paused")
+                crate::run::finish::cancel_queued(&[job.job_id], "the job was paused")
                     .unwrap_or_else(|e| invalid(format!("could not cancel queued runs: {e}"), ""));
             }
             wake();

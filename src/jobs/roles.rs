@@ -303,7 +303,7 @@ fn reassign(from: &[Role], to: &Role) {
         .unwrap_or_else(|e| catalog_error("reassign jobs and secrets", e));
         let ids = ids.unwrap_or_default();
         // the moved jobs' runs follow them
-        crate::worker::runs::reassign(&ids, r.oid, to.oid)
+        crate::run::history::reassign(&ids, r.oid, to.oid)
             .unwrap_or_else(|e| catalog_error("reassign jobs and secrets", e));
         moved += n.unwrap_or(0);
     }
@@ -344,7 +344,7 @@ fn drop_owned(roles: &[Role]) {
         .unwrap_or_else(|e| catalog_error("remove jobs and secrets", e))
         .unwrap_or_default();
         // their queued runs are cancelled (run rows carry the job id, not a reference to it)
-        crate::worker::runs::cancel_queued(&gone, "the job was removed by DROP OWNED")
+        crate::run::finish::cancel_queued(&gone, "the job was removed by DROP OWNED")
             .unwrap_or_else(|e| catalog_error("remove jobs and secrets", e));
     }
     wake();

@@ -267,7 +267,6 @@ pub fn alert_overdue() -> i64 {
     })
 }
 
-
 /// Deletes up to `batch` alerts older than pulse.run_retention_failed (alerts are about
 /// failures); returns how many.
 pub fn prune_alerts(c: &mut SpiClient<'_>, batch: i64) -> i64 {

@@ -20,4 +20,3 @@ pub struct Outcome<'a> {
     /// When the run ended, if it is known better than "now" (an executor's report).
     pub finished_at: Option<TimestampWithTimeZone>,
 }
-

@@ -169,7 +169,6 @@ pub fn record_outcome(o: &Outcome) {
             );
         }
         // pulse.log_runs: keep only the rows asked for (statistics above keep the rest)
-        crate::worker::runs::forget_unlogged(c, o.run_id, failed);
+        crate::run::history::forget_unlogged(c, o.run_id, failed);
     });
 }
-

@@ -1,5 +1,6 @@
 //! A run: one execution of a job's slot (or of `pulse.run_job`, or a retry). Its states are a
-//! type here; `store` (PostgreSQL) is the one module that writes `pulse.job_run`.
+//! type here (pure); `queue` → `claim` → `finish` → `history` (PostgreSQL) are the only code that
+//! writes `pulse.job_run`, one step of the lifecycle each.
 //!
 //! ```text
 //! queued ──claim──> running ──> succeeded | failed | timed_out | cancelled
@@ -7,6 +8,15 @@
 //!   └──> skipped (overlap), cancelled, failed (refused: owner or database unusable)
 //! ```
 //! A run ends once: only a `queued` or `running` run can be finished.
+
+#[cfg(feature = "pg")]
+pub(crate) mod claim;
+#[cfg(feature = "pg")]
+pub(crate) mod finish;
+#[cfg(feature = "pg")]
+pub(crate) mod history;
+#[cfg(feature = "pg")]
+pub(crate) mod queue;
 
 /// The status of a run, as `pulse.job_run.status` stores it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -3,10 +3,10 @@
 //! a run whose owner or database can no longer be used.
 
 use super::handoff::Order;
-use super::runs::fail_now;
 use super::xact;
 use super::{Slot, SlotState, QUEUE_DEPTH};
 use crate::pgutil::interval_micros;
+use crate::run::finish::fail_now;
 use pgrx::prelude::*;
 
 /// Where a run goes: an idle executor of its role and database; else a new executor in a free
@@ -79,7 +79,11 @@ impl FairShare {
             *held.entry((s.db, s.role)).or_insert(0) += 1;
         }
         let waiting: std::collections::HashSet<(u32, u32)> = due.collect();
-        let owners = held.keys().chain(waiting.iter()).collect::<std::collections::HashSet<_>>().len();
+        let owners = held
+            .keys()
+            .chain(waiting.iter())
+            .collect::<std::collections::HashSet<_>>()
+            .len();
         FairShare {
             occupied: held.values().sum(),
             held,
@@ -265,7 +269,7 @@ pub(super) fn refuse(c: &Candidate, why: &str) {
         &[c.order.job_id.into()],
     )
     .unwrap_or_else(|e| pgrx::error!("could not pause job: {e}"));
-    super::runs::cancel_queued(&[c.order.job_id], "the job was paused")
+    crate::run::finish::cancel_queued(&[c.order.job_id], "the job was paused")
         .unwrap_or_else(|e| pgrx::error!("could not cancel queued runs: {e}"));
     log!(
         "pg_pulse: job {} (\"{}\"): {why}",

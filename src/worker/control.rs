@@ -147,9 +147,11 @@ impl Watchdog {
         }
         // overdue alerts for the jobs whose slots pass meanwhile (each job once)
         match super::xact::run(|| {
-            super::xact::read_one::<bool>("SELECT pg_catalog.to_regclass('pulse.job_stats') IS NOT NULL")
-                .unwrap_or(false)
-                .then(crate::outcome::alerts::alert_overdue)
+            super::xact::read_one::<bool>(
+                "SELECT pg_catalog.to_regclass('pulse.job_stats') IS NOT NULL",
+            )
+            .unwrap_or(false)
+            .then(crate::outcome::alerts::alert_overdue)
         }) {
             Ok(_) => self.alerted = true,
             Err(f) => warning!("pg_pulse: overdue check failed: {}", f.message),

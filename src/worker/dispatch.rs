@@ -9,43 +9,13 @@
 //! and a crash can never run it twice.
 
 use super::claim;
-use crate::run::RunStatus;
 use super::handoff::{Order, Report, Segment};
-use super::runs::{fail_now, record_reported};
-use super::xact;
+use super::settle::Settled;
 use super::{set_latch_of, Phase, Slot, SlotState, MAX_EXECUTORS, QUEUE_DEPTH, SHARED};
 use pgrx::bgworkers::{BackgroundWorkerBuilder, BackgroundWorkerStatus, DynamicBackgroundWorker};
 use pgrx::prelude::*;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
-
-/// What became of a handed-out run, to be recorded.
-#[derive(Clone)]
-enum Settled {
-    /// The executor reported an outcome.
-    Reported {
-        order: Order,
-        report: Report,
-        pid: i32,
-    },
-    /// It never started, and its executor is gone: queue it again.
-    Requeue(i64),
-    /// Its executor could not connect (the server log says why).
-    NoSession {
-        run_id: i64,
-        job_id: i64,
-        attempt: i32,
-        role: u32,
-        db: u32,
-    },
-    /// Lost: the executor exited while running it.
-    Lost {
-        run_id: i64,
-        job_id: i64,
-        attempt: i32,
-        message: String,
-    },
-}
 
 /// A run to hand out once the claim has committed.
 struct Handout {
@@ -56,10 +26,10 @@ struct Handout {
 /// The scheduler's view of the pool: worker handles and the envelopes it made.
 pub struct Pool {
     handles: Vec<Option<DynamicBackgroundWorker>>,
-    segments: HashMap<i64, Segment>,
-    settled: Vec<Settled>,
+    pub(super) segments: HashMap<i64, Segment>,
+    pub(super) settled: Vec<Settled>,
     /// runs handed to an executor before its process was known: (run, pid) to record
-    pids: Vec<(i64, i32)>,
+    pub(super) pids: Vec<(i64, i32)>,
     handouts: Vec<Handout>,
     /// slots reserved by the last claim, with their database and role
     reserve: Vec<(usize, u32, u32)>,
@@ -213,68 +183,6 @@ impl Pool {
         }
     }
 
-    /// Records what [`Pool::collect`] gathered, in the current transaction. Returns how many
-    /// outcomes it wrote (they need a durable commit).
-    pub fn settle(&mut self) -> usize {
-        // kept until the transaction has committed (see `recorded`)
-        let settled = self.settled.clone();
-        let n = settled.len();
-        let mut requeue = Vec::new();
-        let mut reported = Vec::new();
-        for s in settled {
-            match s {
-                Settled::Reported { order, report, pid } => reported.push((order, report, pid)),
-                Settled::Lost {
-                    run_id,
-                    job_id,
-                    attempt,
-                    message,
-                } => {
-                    let job_id = if job_id != 0 {
-                        job_id
-                    } else {
-                        xact::read_one::<i64>(&format!(
-                            "SELECT job_id FROM pulse.job_run WHERE run_id = {run_id}"
-                        ))
-                        .unwrap_or(0)
-                    };
-                    fail_now(job_id, run_id, attempt, &message);
-                }
-                Settled::NoSession {
-                    run_id,
-                    job_id,
-                    attempt,
-                    role,
-                    db,
-                } => {
-                    let names = Spi::get_two_with_args::<String, String>(
-                        "SELECT (SELECT rolname::text FROM pg_roles WHERE oid = $1),
-                                (SELECT datname::text FROM pg_database WHERE oid = $2)",
-                        &[pg_sys::Oid::from(role).into(), pg_sys::Oid::from(db).into()],
-                    )
-                    .unwrap_or((None, None));
-                    let message = format!(
-                        "pg_pulse could not start a session as role \"{}\" in database \"{}\" (the server log says why: connection limits, a dropped role or database)",
-                        names.0.unwrap_or_else(|| format!("OID {role}")),
-                        names.1.unwrap_or_else(|| format!("OID {db}")),
-                    );
-                    fail_now(job_id, run_id, attempt, &message);
-                }
-                Settled::Requeue(run_id) => requeue.push(run_id),
-            }
-        }
-        record_reported(&reported);
-        let pids = std::mem::take(&mut self.pids);
-        if !pids.is_empty() {
-            let (ids, pids): (Vec<i64>, Vec<i32>) = pids.into_iter().unzip();
-            super::runs::record_executors(ids, pids);
-        }
-        if !requeue.is_empty() {
-            super::runs::requeue(requeue);
-        }
-        n
-    }
-
     /// Claims queued SQL runs that are due (up to `LEAD_MS` ahead) for the executors that can
     /// take them, in the current transaction: each claimed run becomes `running` now, and is
     /// handed out by [`Pool::hand_out`] once this transaction has committed. Runs whose owner
@@ -303,7 +211,8 @@ impl Pool {
         }
         let mut claimed: Vec<(i64, Option<i32>)> = Vec::new();
         let mut refused = 0;
-        let mut share = claim::FairShare::new(&view, max, candidates.iter().map(|c| (c.db_oid, c.owner)));
+        let mut share =
+            claim::FairShare::new(&view, max, candidates.iter().map(|c| (c.db_oid, c.owner)));
         for c in candidates {
             if let Some(why) = c.unusable() {
                 claim::refuse(&c, &why);
@@ -345,7 +254,7 @@ impl Pool {
         }
         if !claimed.is_empty() {
             let (ids, pids): (Vec<i64>, Vec<Option<i32>>) = claimed.into_iter().unzip();
-            super::runs::mark_running(ids, pids);
+            crate::run::claim::mark_running(ids, pids);
         }
         self.handouts.len() + refused
     }
@@ -454,11 +363,6 @@ impl Pool {
             .min()
     }
 
-    /// Whether something waits to be recorded.
-    pub fn has_settled(&self) -> bool {
-        !self.settled.is_empty()
-    }
-
     fn start(&mut self, slot: usize) {
         let started = BackgroundWorkerBuilder::new("pg_pulse executor")
             .set_type("pg_pulse executor")
@@ -492,84 +396,6 @@ impl Pool {
 }
 
 impl Pool {
-    /// The tick's transaction committed: what it settled is recorded.
-    pub fn recorded(&mut self) {
-        self.settled.clear();
-    }
-
-    /// The tick's transaction failed (`why`): the runs that ended still end, with their status
-    /// and message only (`runs::finish_minimal`), in a transaction of their own. Runs to queue
-    /// again stay for the next turn. Returns whether that transaction committed.
-    pub fn record_minimal(&mut self, why: &str) -> bool {
-        let ended: Vec<(i64, RunStatus, String)> = self
-            .settled
-            .iter()
-            .filter_map(|s| match s {
-                Settled::Reported { order, report, .. } => Some((
-                    order.run_id,
-                    report.ended.status(),
-                    report.message.clone(),
-                )),
-                Settled::Lost {
-                    run_id, message, ..
-                } => Some((*run_id, RunStatus::Failed, message.clone())),
-                Settled::NoSession { run_id, .. } => Some((
-                    *run_id,
-                    RunStatus::Failed,
-                    "pg_pulse could not start a session for this run".into(),
-                )),
-                Settled::Requeue(_) => None,
-            })
-            .collect();
-        if ended.is_empty() {
-            return true;
-        }
-        let reason = why.to_string();
-        let r = xact::run(move || {
-            let rows: Vec<(i64, RunStatus, &str)> = ended
-                .iter()
-                .map(|(id, st, m)| (*id, *st, m.as_str()))
-                .collect();
-            super::runs::finish_minimal(&rows, &reason)
-        });
-        match r {
-            Ok(n) => {
-                warning!("pg_pulse scheduler: recorded {n} run outcome(s) without statistics, alerts or retries: {why}");
-                self.settled.retain(|s| matches!(s, Settled::Requeue(_)));
-                true
-            }
-            Err(f) => {
-                warning!("pg_pulse scheduler: could not record run outcomes: {}", f.message);
-                false
-            }
-        }
-    }
-
-    /// Whether this scheduler holds run `run_id`: handed out to an executor, or ended and
-    /// waiting to be recorded. A `running` run it does not hold is lost (see `runs::rescue`).
-    pub fn holds(&self, run_id: i64) -> bool {
-        self.segments.contains_key(&run_id)
-            || self.settled.iter().any(|s| match s {
-                Settled::Reported { order, .. } => order.run_id == run_id,
-                Settled::Requeue(id) => *id == run_id,
-                Settled::NoSession { run_id: id, .. } | Settled::Lost { run_id: id, .. } => {
-                    *id == run_id
-                }
-            })
-    }
-
-    /// The tick's transaction failed again and again: give up on recording these outcomes
-    /// (the rescuer fails the runs later), so that scheduling goes on.
-    pub fn drop_settled(&mut self, why: &str) {
-        if !self.settled.is_empty() {
-            warning!(
-                "pg_pulse scheduler: could not record {} run outcome(s): {why}",
-                self.settled.len()
-            );
-            self.settled.clear();
-        }
-    }
-
     /// The tick's transaction failed: nothing it claimed was handed out (the claim rolled back).
     pub fn abandon_claim(&mut self) {
         self.handouts.clear();

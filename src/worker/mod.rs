@@ -19,9 +19,9 @@ mod control;
 mod dispatch;
 mod handoff;
 mod http;
-pub(crate) mod runs;
 mod scheduler;
 mod session;
+mod settle;
 mod statements;
 pub(crate) mod xact;
 

@@ -230,7 +230,7 @@ impl Scheduler {
         while start.elapsed() < budget.min(Duration::from_millis(500)) {
             match xact::run(|| {
                 xact::async_commit();
-                super::runs::prune_runs(1000)
+                crate::run::history::prune_runs(1000)
             }) {
                 Ok(n) if n >= 1000 => continue,
                 Ok(_) => break,
@@ -326,8 +326,8 @@ impl Scheduler {
 /// restart, which stops the executors of the previous one) fail through the shared finish path
 /// (statistics, alerts, a retry if the job allows one).
 fn recover() {
-    let lost = super::runs::running_sql_runs(-1);
-    let n = super::runs::rescue(
+    let lost = crate::run::finish::running_sql_runs(-1);
+    let n = crate::run::finish::rescue(
         &lost,
         "the server restarted (or the scheduler did) while this run was in progress",
     );
@@ -347,11 +347,11 @@ fn rescue_lost_runs(pool: &Pool) {
     let pool = std::panic::AssertUnwindSafe(pool);
     let r = xact::run(move || {
         let lost: Vec<(i64, i64, i32)> =
-            super::runs::running_sql_runs(RESCUE_EVERY.as_secs() as i64)
+            crate::run::finish::running_sql_runs(RESCUE_EVERY.as_secs() as i64)
                 .into_iter()
                 .filter(|(run_id, _, _)| !pool.holds(*run_id))
                 .collect();
-        super::runs::rescue(
+        crate::run::finish::rescue(
             &lost,
             "pg_pulse lost track of this run (no executor holds it): failed by the rescuer",
         )
@@ -458,7 +458,7 @@ fn fire(now: chrono::DateTime<Utc>, due: Vec<Due>) {
         messages.push(message);
         nexts.push(next);
     }
-    super::runs::queue_slots(&ids, names, owners, slots, &statuses, messages, kinds);
+    crate::run::queue::queue_slots(&ids, names, owners, slots, &statuses, messages, kinds);
     let r = Spi::run_with_args(
         "UPDATE pulse.job j SET next_run_at = u.next FROM unnest($1::bigint[], $2::timestamptz[]) AS u(id, next)
           WHERE j.job_id = u.id",

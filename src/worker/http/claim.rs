@@ -3,7 +3,7 @@
 //! values of a claimed request, looked up as its owner (the pure resolution is
 //! `crate::http::resolve`).
 
-use super::super::{runs, xact};
+use super::super::xact;
 use super::Item;
 use crate::http::resolve::{self, Resolved};
 use crate::http::template::{Resolve, Var};
@@ -30,7 +30,7 @@ pub(super) const MAX_INTERRUPTED: i32 = 3;
 /// At start: requests a crash or shutdown left in flight are sent again (at least once: the
 /// interrupted send is not counted in `attempts`, which counts recorded sends, but in
 /// `interrupted`; at `MAX_INTERRUPTED` the request fails instead); HTTP runs left running
-/// fail (as SQL runs do: a run is never silently repeated; see `runs::fail_interrupted_http_runs`).
+/// fail (as SQL runs do: a run is never silently repeated; see `crate::run::finish::fail_interrupted_http_runs`).
 pub(super) fn recover() {
     let n = Spi::connect_mut(|c| {
         c.update(
@@ -51,7 +51,7 @@ pub(super) fn recover() {
     if n > 0 {
         log!("pg_pulse http: sending {n} request(s) again that were in flight at a restart");
     }
-    let n = runs::fail_interrupted_http_runs();
+    let n = crate::run::finish::fail_interrupted_http_runs();
     if n > 0 {
         log!("pg_pulse http: marked {n} HTTP run(s) as failed that were being sent when the worker stopped");
     }
@@ -153,9 +153,9 @@ pub(super) fn claim_requests(
     })
 }
 
-/// Due HTTP runs (see `runs::claim_http_runs`), as claims to resolve.
+/// Due HTTP runs (see `crate::run::claim::claim_http_runs`), as claims to resolve.
 pub(super) fn claim_runs(pid: i32, limit: usize) -> Vec<Claimed> {
-    match runs::claim_http_runs(pid, super::super::LEAD_MS, limit) {
+    match crate::run::claim::claim_http_runs(pid, super::super::LEAD_MS, limit) {
         Ok(v) => v
             .into_iter()
             .map(|r| Claimed {

@@ -1,8 +1,8 @@
 //! Recording what the HTTP threads report: after-commit requests in one statement per batch,
-//! HTTP runs through `runs::finish_run` (and `runs::schedule_retry`), with the request's secrets
+//! HTTP runs through `crate::run::finish::finish_run` (and `crate::run::queue::schedule_retry`), with the request's secrets
 //! scrubbed from what is stored (`crate::http::outcome`).
 
-use super::super::{runs, xact};
+use super::super::xact;
 use super::{InFlight, Item};
 use crate::http::client::{Reply, Verdict};
 use crate::http::outcome::{
@@ -49,7 +49,14 @@ pub(super) fn record_in_xact(done: &[(InFlight, Reply)]) -> Result<bool, pgrx::s
                     0
                 };
                 ids.push(id);
-                states.push(if retry { "pending" } else { status_of(verdict).as_str() }.to_string());
+                states.push(
+                    if retry {
+                        "pending"
+                    } else {
+                        status_of(verdict).as_str()
+                    }
+                    .to_string(),
+                );
                 codes.push(s.status_code);
                 headers.push(s.headers);
                 bodies.push(s.body);
@@ -71,7 +78,7 @@ pub(super) fn record_in_xact(done: &[(InFlight, Reply)]) -> Result<bool, pgrx::s
                 let message = run_message(reply, &s);
                 let started = chrono::Utc::now()
                     - chrono::Duration::from_std(reply.total).unwrap_or_default();
-                let ended = runs::finish_run(
+                let ended = crate::run::finish::finish_run(
                     &crate::outcome::Outcome {
                         job_id,
                         run_id,
@@ -83,7 +90,10 @@ pub(super) fn record_in_xact(done: &[(InFlight, Reply)]) -> Result<bool, pgrx::s
                     },
                     Some(&run_response(&s)),
                 )?;
-                if ended && retryable && runs::schedule_retry(job_id, attempt, s.retry_after) {
+                if ended
+                    && retryable
+                    && crate::run::queue::schedule_retry(job_id, attempt, s.retry_after)
+                {
                     retried_runs = true;
                 }
             }
@@ -137,7 +147,7 @@ pub(super) fn release(requests: Vec<i64>, run_ids: Vec<i64>) -> Result<(), pgrx:
         )?;
     }
     if !run_ids.is_empty() {
-        runs::requeue_unsent_http_runs(&run_ids)?;
+        crate::run::claim::requeue_unsent_http_runs(&run_ids)?;
     }
     Ok(())
 }
