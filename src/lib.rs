@@ -1,25 +1,29 @@
 //! pg_pulse: a scheduler inside PostgreSQL.
 //!
-//! Module map.
+//! Module map, along the flow of a job: schedule → job → run → outcome → health.
 //!
-//! Pure core (no pgrx; tested with `cargo test --lib --no-default-features`):
-//! * [`schedule`]: cron, macro and seconds schedules, time zones, next-run math with DST rules;
-//! * [`retry`]: exponential backoff with jitter and a cap, retry or dead-letter decisions;
-//! * [`health`]: rolling 24-hour job statistics, health classification, alert transitions;
-//! * [`http::template`], [`http::policy`]: request templates and the outbound address policy;
-//! * [`queue::spec`]: what makes a table a queue, and the claim/complete/fail statements;
-//! * [`jobs::spec`]: the checks of the jobs API that need no PostgreSQL, and job defaults;
-//! * [`owners`]: what `database =>` means, and the messages about roles that own jobs.
+//! * [`schedule`] (pure): cron, macro and seconds schedules, time zones, next-run math with DST.
+//! * [`jobs`]: the SQL API that defines jobs. [`jobs::spec`] (pure): checks and defaults; the
+//!   rest is PostgreSQL glue along a call (`args` → `catalog` → `define` / `alter` / `control`);
+//!   `jobs::roles`: the utility hook that makes DROP ROLE, REASSIGN OWNED and DROP OWNED see
+//!   jobs and secrets. [`owners`] (pure): what `database =>` means and the messages about owners.
+//! * [`run`]: a run's states ([`run::RunStatus`], pure) and the only code that writes
+//!   `pulse.job_run`: `run::queue` → `run::claim` → `run::finish` → `run::history`.
+//!   [`retry`] (pure): backoff with jitter, retry or dead letter.
+//! * `outcome`: what follows a run's end: `outcome::stats` (`pulse.job_stats`) and
+//!   `outcome::alerts` (`pulse.alert`, NOTIFY, webhooks, the overdue scan).
+//! * [`health`] (pure: rolling statistics, classification, verdicts); `health::report`: the
+//!   read API, `pulse.scheduler_health()` and `pulse.scheduler_status()`.
+//! * `worker`: shared memory and the background workers that move runs along: the scheduler
+//!   (`scheduler` → `dispatch` / `claim` → `handoff` → `session` → `statements`, outcomes back
+//!   through `settle`), the HTTP worker (`worker::http`), their liveness and restart (`control`).
+//! * [`http`]: requests and templates (pure: `request`, `template`, `resolve`, `outcome`,
+//!   `policy`, `fair`), the HTTP client's thread pool (`client`), the SQL functions (`api`,
+//!   `secrets`). [`queue`]: work queues on your own tables ([`queue::spec`] pure, `queue::api`).
+//! * `settings`: every `pulse.*` setting; `pgutil`: errors with SQLSTATE and HINT, time
+//!   conversions, running as the extension owner. `_PG_init` is here, in `entry`.
 //!
-//! PostgreSQL shell (feature `pg`, thin, calls the core):
-//! * `gucs` (here): every `pulse.*` setting, registered in `_PG_init`;
-//! * `pgutil`: errors with SQLSTATE and HINT, time conversions, running as the extension owner;
-//! * `jobs`: the SQL API (`pulse.schedule_job`, `pulse.toggle_job`, `pulse.next_runs`, ...),
-//!   split along a call's flow (`args`, `catalog`, `define`, `alter`, `control`);
-//!   `jobs::roles`: the utility hook that makes DROP ROLE, REASSIGN OWNED and DROP OWNED
-//!   see jobs and secrets;
-//! * `queue::api`: `pulse.make_queue`, `pulse.claim_batch`, `pulse.complete`, `pulse.fail`, ...;
-//! * `worker`: shared memory, the scheduler background worker and its pool of executors.
+//! The pure modules build without the `pg` feature: `cargo test --lib --no-default-features`.
 pub mod health;
 pub mod http;
 pub mod jobs;
