@@ -184,16 +184,17 @@ pub(crate) fn rescue(lost: &[(i64, i64, i32)], message: &str) -> usize {
     n
 }
 
-/// `running` SQL runs that started before `older_than_s` seconds ago: (run id, job, attempt).
-pub(crate) fn running_sql_runs(older_than_s: i64) -> Vec<(i64, i64, i32)> {
+/// `running` runs of `kind` (`sql`, `http`) that started more than `older_than_s` seconds ago
+/// (all of them for a negative value), at most `limit`: (run id, job, attempt).
+pub(crate) fn running_runs(kind: &str, older_than_s: i64, limit: i64) -> Vec<(i64, i64, i32)> {
     Spi::connect(|c| {
         c.select(
             "SELECT run_id, job_id, attempt FROM pulse.job_run
-              WHERE status = 'running' AND kind = 'sql'
-                AND coalesce(started_at, created_at) < now() - $1 * interval '1 second'
-              ORDER BY run_id LIMIT 1000",
+              WHERE status = 'running' AND kind = $1
+                AND ($2 < 0 OR coalesce(started_at, created_at) < now() - $2 * interval '1 second')
+              ORDER BY run_id LIMIT $3",
             None,
-            &[older_than_s.into()],
+            &[kind.into(), older_than_s.into(), limit.into()],
         )
         .map(|t| {
             t.filter_map(|r| {
@@ -214,25 +215,7 @@ pub(crate) fn running_sql_runs(older_than_s: i64) -> Vec<(i64, i64, i32)> {
 /// finish path (statistics, alerts, a retry as a new attempt if the job allows one), as SQL runs
 /// do. They are not sent again as they are: the server may have received them. Returns how many.
 pub(crate) fn fail_interrupted_http_runs() -> usize {
-    let lost: Vec<(i64, i64, i32)> = Spi::connect(|c| {
-        c.select(
-            "SELECT run_id, job_id, attempt FROM pulse.job_run
-              WHERE status = 'running' AND kind = 'http' ORDER BY run_id",
-            None,
-            &[],
-        )
-        .map(|t| {
-            t.filter_map(|r| {
-                Some((
-                    r.get::<i64>(1).ok()??,
-                    r.get::<i64>(2).ok()??,
-                    r.get::<i32>(3).ok()?.unwrap_or(1),
-                ))
-            })
-            .collect()
-        })
-        .unwrap_or_default()
-    });
+    let lost = running_runs("http", -1, i64::MAX);
     rescue(
         &lost,
         "the HTTP worker stopped (a server crash or restart, or pg_terminate_backend) while this run's request was being sent: it may or may not have reached the server, and it is not sent again",

@@ -326,7 +326,7 @@ impl Scheduler {
 /// restart, which stops the executors of the previous one) fail through the shared finish path
 /// (statistics, alerts, a retry if the job allows one).
 fn recover() {
-    let lost = crate::run::finish::running_sql_runs(-1);
+    let lost = crate::run::finish::running_runs("sql", -1, i64::MAX);
     let n = crate::run::finish::rescue(
         &lost,
         "the server restarted (or the scheduler did) while this run was in progress",
@@ -347,7 +347,7 @@ fn rescue_lost_runs(pool: &Pool) {
     let pool = std::panic::AssertUnwindSafe(pool);
     let r = xact::run(move || {
         let lost: Vec<(i64, i64, i32)> =
-            crate::run::finish::running_sql_runs(RESCUE_EVERY.as_secs() as i64)
+            crate::run::finish::running_runs("sql", RESCUE_EVERY.as_secs() as i64, 1000)
                 .into_iter()
                 .filter(|(run_id, _, _)| !pool.holds(*run_id))
                 .collect();
