@@ -39,6 +39,8 @@ mod outcome;
 mod pgutil;
 #[cfg(feature = "pg")]
 mod worker;
+#[cfg(feature = "pg")]
+mod xact;
 
 #[cfg(feature = "pg")]
 mod settings;

@@ -3,7 +3,7 @@
 
 use crate::health::{notify_payload, valid_channel};
 use crate::pgutil::from_pg_ts;
-use crate::worker::xact;
+use crate::xact;
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
 

@@ -3,7 +3,7 @@
 use super::alerts::{alert_target_default, send_alert, Alert};
 use super::Outcome;
 use crate::health::{AlertEvent, Stats};
-use crate::worker::xact;
+use crate::xact;
 use pgrx::prelude::*;
 
 fn now_s() -> i64 {

@@ -2,7 +2,7 @@
 //! `record_executors`, `requeue` of runs taken back), HTTP runs by the HTTP worker
 //! (`claim_http_runs`, `requeue_unsent_http_runs`).
 
-use crate::worker::xact;
+use crate::xact;
 use pgrx::prelude::*;
 
 /// Claimed SQL runs become `running` (with their executor, if it is known yet), in the claim's

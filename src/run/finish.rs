@@ -6,7 +6,7 @@
 
 use super::queue::schedule_retry;
 use crate::run::RunStatus;
-use crate::worker::xact;
+use crate::xact;
 use pgrx::prelude::*;
 
 /// Writes a run's outcome (status, message, real start, finish, an HTTP run's response) and

@@ -1,7 +1,7 @@
 //! The run history: retention (`prune_runs`), `pulse.log_runs` (`forget_unlogged`), and runs that
 //! follow their job to a new owner (`reassign`).
 
-use crate::worker::xact;
+use crate::xact;
 use pgrx::prelude::*;
 
 /// Scheduler: deletes up to `batch` run rows past their retention (and up to `batch` alerts,

@@ -3,10 +3,10 @@
 //! a run whose owner or database can no longer be used.
 
 use super::handoff::Order;
-use super::xact;
 use super::{Slot, SlotState, QUEUE_DEPTH};
 use crate::pgutil::interval_micros;
 use crate::run::finish::fail_now;
+use crate::xact;
 use pgrx::prelude::*;
 
 /// Where a run goes: an idle executor of its role and database; else a new executor in a free

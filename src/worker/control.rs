@@ -146,8 +146,8 @@ impl Watchdog {
             );
         }
         // overdue alerts for the jobs whose slots pass meanwhile (each job once)
-        match super::xact::run(|| {
-            super::xact::read_one::<bool>(
+        match crate::xact::run(|| {
+            crate::xact::read_one::<bool>(
                 "SELECT pg_catalog.to_regclass('pulse.job_stats') IS NOT NULL",
             )
             .unwrap_or(false)

@@ -10,7 +10,7 @@
 
 use super::claim;
 use super::handoff::{Order, Report, Segment};
-use super::settle::Settled;
+use super::settle::{Settled, Settlement};
 use super::{set_latch_of, Phase, Slot, SlotState, MAX_EXECUTORS, QUEUE_DEPTH, SHARED};
 use pgrx::bgworkers::{BackgroundWorkerBuilder, BackgroundWorkerStatus, DynamicBackgroundWorker};
 use pgrx::prelude::*;
@@ -26,10 +26,9 @@ struct Handout {
 /// The scheduler's view of the pool: worker handles and the envelopes it made.
 pub struct Pool {
     handles: Vec<Option<DynamicBackgroundWorker>>,
-    pub(super) segments: HashMap<i64, Segment>,
-    pub(super) settled: Vec<Settled>,
-    /// runs handed to an executor before its process was known: (run, pid) to record
-    pub(super) pids: Vec<(i64, i32)>,
+    segments: HashMap<i64, Segment>,
+    /// what became of handed-out runs, until it is recorded
+    settlement: Settlement,
     handouts: Vec<Handout>,
     /// slots reserved by the last claim, with their database and role
     reserve: Vec<(usize, u32, u32)>,
@@ -43,8 +42,7 @@ impl Pool {
         Pool {
             handles: (0..MAX_EXECUTORS).map(|_| None).collect(),
             segments: HashMap::new(),
-            settled: Vec::new(),
-            pids: Vec::new(),
+            settlement: Settlement::default(),
             handouts: Vec::new(),
             reserve: Vec::new(),
             retire: Vec::new(),
@@ -102,7 +100,7 @@ impl Pool {
             for e in slot.queue.iter_mut() {
                 if long_run && !gone && e.phase == Phase::Assigned {
                     self.release(e.run_id);
-                    self.settled.push(Settled::Requeue(e.run_id));
+                    self.settlement.settled.push(Settled::Requeue(e.run_id));
                     *e = Default::default();
                     continue;
                 }
@@ -111,7 +109,7 @@ impl Pool {
                     && matches!(e.phase, Phase::Assigned | Phase::Taken)
                 {
                     e.pid_recorded = true;
-                    self.pids.push((e.run_id, slot.pid));
+                    self.settlement.pids.push((e.run_id, slot.pid));
                 }
                 let settled = match e.phase {
                     Phase::Empty => continue,
@@ -156,7 +154,7 @@ impl Pool {
                         }
                     }
                 };
-                self.settled.push(settled);
+                self.settlement.settled.push(settled);
                 *e = Default::default();
             }
             if gone {
@@ -274,7 +272,7 @@ impl Pool {
                 .execute();
             match seg {
                 Some(seg) => made.push((h.slot, h.order.run_id, seg)),
-                None => self.settled.push(Settled::Lost {
+                None => self.settlement.settled.push(Settled::Lost {
                     run_id: h.order.run_id,
                     job_id: h.order.job_id,
                     attempt: h.order.attempt,
@@ -341,7 +339,9 @@ impl Pool {
             set_latch_of(pid);
         }
         // an executor left between the claim and now: its runs are queued again next time
-        self.settled.extend(lost.into_iter().map(Settled::Requeue));
+        self.settlement
+            .settled
+            .extend(lost.into_iter().map(Settled::Requeue));
         for slot in to_start {
             self.start(slot);
         }
@@ -361,6 +361,40 @@ impl Pool {
             })
             .map(|s| (super::TAKE_BACK_AFTER_MS - (now - s.run_started_us) / 1000).max(1))
             .min()
+    }
+
+    /// Records what [`Pool::collect`] gathered, in the current transaction (see `settle`).
+    /// Returns how many outcomes it wrote (they need a durable commit).
+    pub fn settle(&mut self) -> usize {
+        self.settlement.settle()
+    }
+
+    /// Whether something waits to be recorded.
+    pub fn has_settled(&self) -> bool {
+        !self.settlement.settled.is_empty()
+    }
+
+    /// The tick's transaction committed: what it settled is recorded.
+    pub fn recorded(&mut self) {
+        self.settlement.recorded();
+    }
+
+    /// The tick's transaction failed: the runs that ended are recorded minimally (see
+    /// `Settlement::record_minimal`). Whether that committed.
+    pub fn record_minimal(&mut self, why: &str) -> bool {
+        self.settlement.record_minimal(why)
+    }
+
+    /// It failed again and again: these outcomes are given up (the rescuer fails the runs).
+    pub fn drop_settled(&mut self, why: &str) {
+        self.settlement.drop_settled(why);
+    }
+
+    /// Whether this scheduler holds run `run_id`: handed out to an executor, or ended and
+    /// waiting to be recorded. A `running` run it does not hold is lost (see
+    /// `run::finish::rescue`).
+    pub fn holds(&self, run_id: i64) -> bool {
+        self.segments.contains_key(&run_id) || self.settlement.holds(run_id)
     }
 
     fn start(&mut self, slot: usize) {

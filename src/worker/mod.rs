@@ -23,7 +23,6 @@ mod scheduler;
 mod session;
 mod settle;
 mod statements;
-pub(crate) mod xact;
 
 pub use control::{http_worker_liveness, scheduler_liveness};
 pub use session::current_run;
@@ -56,27 +55,10 @@ pub fn wait_latch(ms: i64) {
     }
 }
 
-/// Sends this process's table and I/O statistics to the shared statistics (pg_stat_user_tables,
-/// and autovacuum, which decides from them when pulse.job_run and friends need a vacuum).
-/// Backends do this when idle; a background worker must do it itself, or the rows its
-/// transactions insert, update and delete are never counted. Unforced, PostgreSQL flushes at
-/// most once a second and never waits for a lock, and the result is how many milliseconds until
-/// statistics still pending should be sent (0: nothing pending). Forced, it sends everything.
-/// Outside a transaction only.
-pub fn flush_stats(force: bool) -> i64 {
-    unsafe {
-        if pg_sys::IsTransactionOrTransactionBlock() {
-            0
-        } else {
-            pg_sys::pgstat_report_stat(force) as i64
-        }
-    }
-}
-
 /// Before a worker sleeps: a long sleep sends pending statistics first (so an idle worker never
 /// sits on them); a short one only if that costs nothing, else it is cut to when they are due.
 pub fn stats_before_sleep(ms: i64) -> i64 {
-    let pending = flush_stats(ms >= 1000);
+    let pending = crate::xact::flush_stats(ms >= 1000);
     if pending > 0 {
         ms.min(pending)
     } else {

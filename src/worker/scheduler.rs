@@ -1,11 +1,11 @@
 //! The scheduler: turns due slots into queued runs and keeps the executor pool staffed.
 
 use super::dispatch::Pool;
-use super::xact::{self, Failure};
 use super::SHARED;
 use crate::pgutil::{from_pg_ts, to_pg_ts};
 use crate::run::RunStatus;
 use crate::schedule::{self, Schedule};
+use crate::xact::{self, Failure};
 use chrono::Utc;
 use pgrx::bgworkers::{BackgroundWorker, SignalWakeFlags};
 use pgrx::prelude::*;

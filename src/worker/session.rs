@@ -182,7 +182,7 @@ fn execute(slot: usize, seq: u32, handle: u32, cancelled_before: bool) {
         sh.scheduler_pid
     };
     set_latch_of(scheduler);
-    super::flush_stats(false);
+    crate::xact::flush_stats(false);
 }
 
 fn run(slot: usize, order: Order) -> Report {

@@ -2,11 +2,10 @@
 //! executors reported, runs of executors that exited (failed, or queued again if they had not
 //! started), and, when that transaction fails, a minimal record so that every run still ends.
 
-use super::dispatch::Pool;
 use super::handoff::{Order, Report};
-use super::xact;
 use crate::run::finish::fail_now;
 use crate::run::RunStatus;
+use crate::xact;
 use pgrx::prelude::*;
 
 /// What became of a handed-out run, to be recorded.
@@ -37,8 +36,16 @@ pub(super) enum Settled {
     },
 }
 
-impl Pool {
-    /// Records what [`Pool::collect`] gathered, in the current transaction. Returns how many
+/// What the scheduler's pool gathered and has not recorded yet (see `Pool::collect`).
+#[derive(Default)]
+pub(super) struct Settlement {
+    pub(super) settled: Vec<Settled>,
+    /// runs handed to an executor before its process was known: (run, pid) to record
+    pub(super) pids: Vec<(i64, i32)>,
+}
+
+impl Settlement {
+    /// Records what `Pool::collect` gathered, in the current transaction. Returns how many
     /// outcomes it wrote (they need a durable commit).
     pub fn settle(&mut self) -> usize {
         // kept until the transaction has committed (see `recorded`)
@@ -100,10 +107,6 @@ impl Pool {
         n
     }
 
-    /// Whether something waits to be recorded.
-    pub fn has_settled(&self) -> bool {
-        !self.settled.is_empty()
-    }
     /// The tick's transaction committed: what it settled is recorded.
     pub fn recorded(&mut self) {
         self.settled.clear();
@@ -158,17 +161,15 @@ impl Pool {
         }
     }
 
-    /// Whether this scheduler holds run `run_id`: handed out to an executor, or ended and
-    /// waiting to be recorded. A `running` run it does not hold is lost (see `run::finish::rescue`).
+    /// Whether run `run_id` ended and waits to be recorded.
     pub fn holds(&self, run_id: i64) -> bool {
-        self.segments.contains_key(&run_id)
-            || self.settled.iter().any(|s| match s {
-                Settled::Reported { order, .. } => order.run_id == run_id,
-                Settled::Requeue(id) => *id == run_id,
-                Settled::NoSession { run_id: id, .. } | Settled::Lost { run_id: id, .. } => {
-                    *id == run_id
-                }
-            })
+        self.settled.iter().any(|s| match s {
+            Settled::Reported { order, .. } => order.run_id == run_id,
+            Settled::Requeue(id) => *id == run_id,
+            Settled::NoSession { run_id: id, .. } | Settled::Lost { run_id: id, .. } => {
+                *id == run_id
+            }
+        })
     }
 
     /// The tick's transaction failed again and again: give up on recording these outcomes

@@ -8,7 +8,7 @@
 //! `BEGIN` ... `COMMIT` in the command works as in psql; a command that leaves a transaction
 //! block open is rolled back and fails.
 
-use super::xact::Failure;
+use crate::xact::Failure;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 use std::ffi::CString;

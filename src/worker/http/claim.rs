@@ -3,11 +3,11 @@
 //! values of a claimed request, looked up as its owner (the pure resolution is
 //! `crate::http::resolve`).
 
-use super::super::xact;
 use super::Item;
 use crate::http::resolve::{self, Resolved};
 use crate::http::template::{Resolve, Var};
 use crate::pgutil::from_pg_ts;
+use crate::xact;
 use pgrx::prelude::*;
 use pgrx::JsonB;
 use serde_json::Value;

@@ -19,9 +19,9 @@
 mod claim;
 mod record;
 
-use super::xact;
 use super::SHARED;
 use crate::http::client::{Failure, FailureKind, Pool, Reply};
+use crate::xact;
 use claim::{claim_requests, claim_runs, recover, resolve};
 use pgrx::bgworkers::{BackgroundWorker, SignalWakeFlags};
 use pgrx::prelude::*;

@@ -2,13 +2,13 @@
 //! HTTP runs through `crate::run::finish::finish_run` (and `crate::run::queue::schedule_retry`), with the request's secrets
 //! scrubbed from what is stored (`crate::http::outcome`).
 
-use super::super::xact;
 use super::{InFlight, Item};
 use crate::http::client::{Reply, Verdict};
 use crate::http::outcome::{
     self, request_retry_delay, retryable, run_message, run_response, status_of,
 };
 use crate::pgutil::to_pg_ts;
+use crate::xact;
 use pgrx::prelude::*;
 
 fn unit_random() -> f64 {

@@ -1,5 +1,6 @@
 //! Transactions inside a background worker, with errors turned into values so that a failing
-//! statement never takes the worker down.
+//! statement never takes the worker down; prepared statements kept per process; and the
+//! statistics a worker must send itself.
 
 use pgrx::pg_sys;
 use pgrx::prelude::*;
@@ -44,14 +45,14 @@ pub fn run<R>(f: impl FnOnce() -> R + std::panic::UnwindSafe) -> Result<R, Failu
             pg_sys::PopActiveSnapshot();
         }
         pg_sys::CommitTransactionCommand();
-        super::flush_stats(false);
+        flush_stats(false);
         Ok(r)
     })
     .catch_others(|e| {
         unsafe {
             pg_sys::AbortCurrentTransaction();
         }
-        super::flush_stats(false);
+        flush_stats(false);
         Err(Failure::from_caught(e))
     })
     .execute()
@@ -130,4 +131,21 @@ pub fn with_plan<'conn, R>(
         }
         Ok(f(client, plans.get(sql).expect("plan just inserted")))
     })
+}
+
+/// Sends this process's table and I/O statistics to the shared statistics (pg_stat_user_tables,
+/// and autovacuum, which decides from them when pulse.job_run and friends need a vacuum).
+/// Backends do this when idle; a background worker must do it itself, or the rows its
+/// transactions insert, update and delete are never counted. Unforced, PostgreSQL flushes at
+/// most once a second and never waits for a lock, and the result is how many milliseconds until
+/// statistics still pending should be sent (0: nothing pending). Forced, it sends everything.
+/// Outside a transaction only.
+pub fn flush_stats(force: bool) -> i64 {
+    unsafe {
+        if pg_sys::IsTransactionOrTransactionBlock() {
+            0
+        } else {
+            pg_sys::pgstat_report_stat(force) as i64
+        }
+    }
 }
