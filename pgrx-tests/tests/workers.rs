@@ -7,7 +7,8 @@ mod common;
 use common::*;
 use postgres::Client;
 use std::sync::Mutex;
-use std::time::Duration;
+use pulse_e2e::server::Server;
+use std::time::{Duration, Instant};
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
@@ -377,4 +378,174 @@ fn cancel_run_stops_only_the_run_it_names() {
             assert_eq!(status, "succeeded", "run {id}");
         }
     }
+}
+
+/// `pulse.overdue_after` for the test server (None: back to the server's file), reloaded.
+fn set_overdue_after(c: &mut Client, secs: Option<i32>) {
+    let sql = match secs {
+        Some(s) => format!("ALTER SYSTEM SET pulse.overdue_after = {s}"),
+        None => "ALTER SYSTEM RESET pulse.overdue_after".to_string(),
+    };
+    c.batch_execute(&sql).unwrap();
+    c.batch_execute("SELECT pg_reload_conf()").unwrap();
+    let want = secs.map_or("60".to_string(), |s| s.to_string());
+    wait_for(60, "the reload of pulse.overdue_after", || {
+        let seen: String = c
+            .query_one("SELECT setting FROM pg_settings WHERE name = 'pulse.overdue_after'", &[])
+            .unwrap()
+            .get(0);
+        (seen == want).then_some(())
+    });
+    // (the workers read it at their next wake-up: no session can see that)
+    std::thread::sleep(Duration::from_millis(500));
+}
+
+/// Found by the hostile review (it stalled every role's slots and overdue alerts). A role leaves `pulse.unschedule_job(own_job)` uncommitted. The cascaded delete
+/// locks its `pulse.job_stats` row, and the job stays due (its job row is locked, so the
+/// scheduler skips it) and becomes overdue. The scheduler's overdue check does
+/// `INSERT INTO pulse.job_stats ... ON CONFLICT DO UPDATE` with no NOWAIT: every housekeeping
+/// pass blocks for lock_timeout (5 s), delaying every role's due slots, and then aborts the
+/// whole overdue check, so no role gets an overdue alert while the lock is held.
+#[test]
+fn an_open_unschedule_stalls_the_scheduler_and_suppresses_everyones_overdue_alerts() {
+    let _g = serial();
+    let _jobs = Jobs::new();
+    let mut a = admin();
+    set_overdue_after(&mut a, Some(3));
+    let evil = new_role(&mut a, "rv_evil");
+    let victim = new_role(&mut a, "rv_victim");
+    let table = unique("rv_ticks");
+    let _cleanup = Cleanup(vec![
+        "ALTER SYSTEM RESET pulse.overdue_after; SELECT pg_reload_conf();".into(),
+        format!("DROP TABLE IF EXISTS public.{table}"),
+        drop_role_sql(&evil),
+        drop_role_sql(&victim),
+    ]);
+    a.batch_execute(&format!(
+        "CREATE TABLE public.{table} (at timestamptz DEFAULT clock_timestamp());
+         GRANT INSERT ON public.{table} TO {victim};"
+    ))
+    .unwrap();
+    let mut v = connect_as(&victim);
+    let tick = unique("rv_tick");
+    v.execute(
+        "SELECT pulse.schedule_job($1, '1 seconds', $2)",
+        &[&tick, &format!("INSERT INTO public.{table} DEFAULT VALUES")],
+    )
+    .unwrap();
+    // the victim's own job that becomes overdue in a way of the victim's own (its row held by a
+    // long migration of the victim's): it deserves one overdue alert
+    let late = unique("rv_late");
+    v.execute("SELECT pulse.schedule_job($1, '1 seconds', 'SELECT 1')", &[&late])
+        .unwrap();
+    let mut e = connect_as(&evil);
+    let ej = unique("rv_evil_job");
+    e.execute("SELECT pulse.schedule_job($1, '1 seconds', 'SELECT 1')", &[&ej])
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+
+    // the attack: one open transaction
+    // (RV_CONTROL=1: without the attack, the test passes)
+    e.batch_execute("BEGIN").unwrap();
+    if std::env::var("RV_CONTROL").is_err() {
+        e.execute("SELECT pulse.unschedule_job($1)", &[&ej]).unwrap();
+    }
+    // the victim's migration
+    let mut v2 = connect_as(&victim);
+    v2.batch_execute("BEGIN").unwrap();
+    v2.execute("SELECT pulse.alter_job($1, comment => 'migrating')", &[&late])
+        .unwrap();
+
+    let count = |a: &mut Client| -> i64 {
+        a.query_one(&format!("SELECT count(*) FROM public.{table}"), &[])
+            .unwrap()
+            .get(0)
+    };
+    let before = count(&mut a);
+    let t0 = Instant::now();
+    // the measurement: what the victim's jobs get while both transactions are open
+    std::thread::sleep(Duration::from_secs(12));
+    let ticks = count(&mut a) - before;
+    let alerts: i64 = a
+        .query_one(
+            "SELECT count(*) FROM pulse.alert WHERE job_name = $1 AND event = 'overdue'",
+            &[&late],
+        )
+        .unwrap()
+        .get(0);
+    let secs = t0.elapsed().as_secs();
+    let _ = e.batch_execute("ROLLBACK");
+    let _ = v2.batch_execute("ROLLBACK");
+    set_overdue_after(&mut a, None);
+    let _ = e.execute("SELECT pulse.unschedule_job($1)", &[&ej]);
+    assert!(
+        ticks >= (secs as i64) * 3 / 4 && alerts >= 1,
+        "another role's open transaction: the victim's 1-second job ran {ticks} times in {secs} s, \
+         and the victim's overdue job got {alerts} overdue alert(s)"
+    );
+}
+
+/// Found by the hostile review (the lone request waited 34.6 s). HTTP runs had no per-owner in-flight cap (only after-commit requests do), and the
+/// worker claims nothing while fewer than CLAIM_BATCH / 2 of its MAX_IN_FLIGHT (2000) places are
+/// free. One owner's 2,100 slow HTTP runs (pulse.run_job in a loop) fill all 2,000 places, and
+/// another owner's after-commit request is not even claimed until 250 of them have finished.
+#[test]
+fn one_owners_http_runs_hold_another_owners_request_back() {
+    let _g = serial();
+    let _jobs = Jobs::new();
+    let srv = Server::start();
+    let mut a = admin();
+    let evil = new_role(&mut a, "rv_hevil");
+    let victim = new_role(&mut a, "rv_hvictim");
+    let job = unique("rv_hjob");
+    let _cleanup = Cleanup(vec![
+        unschedule_as_sql(&evil, &job),
+        // the runs being sent: stopped (they fail at the worker's start)
+        "SELECT pulse.restart_workers(); SELECT pg_sleep(3);".into(),
+        drop_role_sql(&evil),
+        drop_role_sql(&victim),
+    ]);
+    let mut e = connect_as(&evil);
+    e.execute(
+        "SELECT pulse.schedule_job($1, '0 0 1 1 *',
+                http => pulse.http_request('GET', $2, timeout => '60 s'), overlap => 'allow')",
+        &[&job, &srv.url("/slow/2000")],
+    )
+    .unwrap();
+    e.execute(
+        "SELECT pulse.run_job($1) FROM generate_series(1, 2100)",
+        &[&job],
+    )
+    .unwrap();
+    // (an owner may hold a share of the worker's in-flight room: about 1,000 of these)
+    wait_for(60, "the HTTP worker to claim the backlog", || {
+        let n = count_runs(&mut e, &job, "running");
+        (n >= 900).then_some(())
+    });
+    let mut v = connect_as(&victim);
+    let path = format!("/ok/{}", unique("rv_lone"));
+    let t0 = Instant::now();
+    let id: i64 = v
+        .query_one("SELECT pulse.http_get($1)", &[&srv.url(&path)])
+        .unwrap()
+        .get(0);
+    let waited = loop {
+        let state: String = v
+            .query_one("SELECT state FROM pulse.http_requests WHERE id = $1", &[&id])
+            .unwrap()
+            .get(0);
+        if state != "pending" && state != "sending" {
+            break t0.elapsed();
+        }
+        if t0.elapsed() > Duration::from_secs(150) {
+            break t0.elapsed();
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let _ = e.execute("SELECT pulse.unschedule_job($1)", &[&job]);
+    assert!(
+        waited < Duration::from_secs(10),
+        "a lone request of another owner waited {:.1} s behind one owner's HTTP runs",
+        waited.as_secs_f64()
+    );
 }

@@ -191,80 +191,131 @@ fn send_webhook(c: &mut SpiClient<'_>, mut request: serde_json::Value, a: &Alert
 /// a run starting (the scheduler was down, or no executor was free). Returns how many.
 pub fn alert_overdue() -> i64 {
     let overdue = crate::OVERDUE_AFTER.get() as i64;
-    Spi::connect_mut(|c| {
-        let rows: Vec<(
-            i64,
-            String,
-            Option<pg_sys::Oid>,
-            Option<String>,
-            Option<TimestampWithTimeZone>,
-        )> = c
-            .select(
-                "WITH queued AS (
-                   SELECT job_id, min(scheduled_for) AS slot FROM pulse.job_run
-                    WHERE status = 'queued' GROUP BY job_id),
-                 late AS (
-                   SELECT j.job_id, j.job_name, j.owner::oid AS owner, coalesce(j.alert::text, $2) AS target,
-                          least(CASE WHEN j.enabled THEN j.next_run_at END, q.slot) AS slot
-                     FROM pulse.job j LEFT JOIN queued q ON q.job_id = j.job_id)
-                 SELECT l.job_id, l.job_name, l.owner, l.target, l.slot FROM late l
-                   LEFT JOIN pulse.job_stats s ON s.job_id = l.job_id
-                  WHERE l.slot < now() - $1 * interval '1 second'
-                    AND NOT coalesce(s.overdue_alerted, false)",
-                None,
-                &[overdue.into(), alert_target_default().into()],
-            )
-            .map(|t| {
-                t.map(|r| {
-                    (
-                        r.get::<i64>(1).ok().flatten().unwrap_or(0),
-                        r.get::<String>(2).ok().flatten().unwrap_or_default(),
-                        r.get::<pg_sys::Oid>(3).ok().flatten(),
-                        r.get::<String>(4).ok().flatten(),
-                        r.get::<TimestampWithTimeZone>(5).ok().flatten(),
-                    )
-                })
-                .collect()
+    let rows: Vec<(
+        i64,
+        String,
+        Option<pg_sys::Oid>,
+        Option<String>,
+        Option<TimestampWithTimeZone>,
+    )> = Spi::connect(|c| {
+        c.select(
+            "WITH queued AS (
+               SELECT job_id, min(scheduled_for) AS slot FROM pulse.job_run
+                WHERE status = 'queued' GROUP BY job_id),
+             late AS (
+               SELECT j.job_id, j.job_name, j.owner::oid AS owner, coalesce(j.alert::text, $2) AS target,
+                      least(CASE WHEN j.enabled THEN j.next_run_at END, q.slot) AS slot
+                 FROM pulse.job j LEFT JOIN queued q ON q.job_id = j.job_id)
+             SELECT l.job_id, l.job_name, l.owner, l.target, l.slot FROM late l
+               LEFT JOIN pulse.job_stats s ON s.job_id = l.job_id
+              WHERE l.slot < now() - $1 * interval '1 second'
+                AND NOT coalesce(s.overdue_alerted, false)",
+            None,
+            &[overdue.into(), alert_target_default().into()],
+        )
+        .map(|t| {
+            t.map(|r| {
+                (
+                    r.get::<i64>(1).ok().flatten().unwrap_or(0),
+                    r.get::<String>(2).ok().flatten().unwrap_or_default(),
+                    r.get::<pg_sys::Oid>(3).ok().flatten(),
+                    r.get::<String>(4).ok().flatten(),
+                    r.get::<TimestampWithTimeZone>(5).ok().flatten(),
+                )
             })
-            .unwrap_or_default();
-        for (job_id, name, owner, target, slot) in &rows {
-            let _ = c.update(
-                "INSERT INTO pulse.job_stats (job_id, owner, overdue_alerted) VALUES ($1, $2, true)
-                 ON CONFLICT (job_id) DO UPDATE SET overdue_alerted = true",
-                None,
-                &[(*job_id).into(), (*owner).into()],
-            );
-            log!(
-                "pg_pulse: job \"{name}\" is overdue: its slot at {} has not run",
-                slot.map(|s| from_pg_ts(s).to_rfc3339()).unwrap_or_default()
-            );
-            if let Some(target) = target {
-                let msg = slot.map(|s| {
-                    format!(
-                        "the slot at {} has not run: the scheduler was down or no executor was free",
-                        from_pg_ts(s).to_rfc3339()
-                    )
-                });
-                send_alert(
-                    c,
-                    target,
-                    &Alert {
-                        event: "overdue",
-                        job_name: name,
-                        job_id: *job_id,
-                        owner: *owner,
-                        run_id: None,
-                        status: None,
-                        message: msg.as_deref(),
-                        consecutive_failures: 0,
-                        runs_24h: 0,
-                        failures_24h: 0,
-                    },
+            .collect()
+        })
+        .unwrap_or_default()
+    });
+    let mut alerted = 0;
+    for (job_id, name, owner, target, slot) in rows {
+        // each job in a subtransaction of its own, taking its statistics row without waiting:
+        // a job someone is changing in an open transaction is looked at next time, and never
+        // holds up the other jobs' alerts (or the worker)
+        let one = std::panic::AssertUnwindSafe((job_id, name, owner, target, slot));
+        let sent = xact::in_subxact(move || {
+            let (job_id, name, owner, target, slot) = &*one;
+            Spi::connect_mut(|c| {
+                if !mark_overdue(c, *job_id, *owner) {
+                    return false;
+                }
+                log!(
+                    "pg_pulse: job \"{name}\" is overdue: its slot at {} has not run",
+                    slot.map(|s| from_pg_ts(s).to_rfc3339()).unwrap_or_default()
                 );
-            }
+                if let Some(target) = target {
+                    let msg = slot.map(|s| {
+                        format!(
+                            "the slot at {} has not run: the scheduler was down or no executor was free",
+                            from_pg_ts(s).to_rfc3339()
+                        )
+                    });
+                    send_alert(
+                        c,
+                        target,
+                        &Alert {
+                            event: "overdue",
+                            job_name: name,
+                            job_id: *job_id,
+                            owner: *owner,
+                            run_id: None,
+                            status: None,
+                            message: msg.as_deref(),
+                            consecutive_failures: 0,
+                            runs_24h: 0,
+                            failures_24h: 0,
+                        },
+                    );
+                }
+                true
+            })
+        });
+        if sent == Some(true) {
+            alerted += 1;
         }
-        rows.len() as i64
-    })
+    }
+    alerted
+}
+
+/// Marks job `job_id` as alerted for being overdue, if nobody did yet and its statistics row is
+/// free: whether this call did. Never waits for a lock (SKIP LOCKED; a row that does not exist
+/// yet is created, which waits for nobody since no one else holds it).
+fn mark_overdue(c: &mut SpiClient<'_>, job_id: i64, owner: Option<pg_sys::Oid>) -> bool {
+    let marked = c
+        .update(
+            "UPDATE pulse.job_stats SET overdue_alerted = true
+              WHERE job_id = (SELECT s.job_id FROM pulse.job_stats s
+                               WHERE s.job_id = $1 AND NOT s.overdue_alerted
+                                 FOR UPDATE SKIP LOCKED)
+          RETURNING 1",
+            None,
+            &[job_id.into()],
+        )
+        .map(|t| t.len() > 0)
+        .unwrap_or(false);
+    if marked {
+        return true;
+    }
+    let exists = c
+        .select(
+            "SELECT EXISTS (SELECT 1 FROM pulse.job_stats WHERE job_id = $1)",
+            None,
+            &[job_id.into()],
+        )
+        .ok()
+        .and_then(|t| t.first().get_one::<bool>().ok().flatten())
+        .unwrap_or(true);
+    if exists {
+        return false; // alerted already, or being changed: next time
+    }
+    c.update(
+        "INSERT INTO pulse.job_stats (job_id, owner, overdue_alerted) VALUES ($1, $2, true)
+         ON CONFLICT (job_id) DO NOTHING RETURNING 1",
+        None,
+        &[job_id.into(), owner.into()],
+    )
+    .map(|t| t.len() > 0)
+    .unwrap_or(false)
 }
 
 /// Deletes up to `batch` alerts older than pulse.run_retention_failed (alerts are about

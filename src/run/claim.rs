@@ -23,7 +23,9 @@ pub(crate) fn record_executors(ids: Vec<i64>, pids: Vec<i32>) {
     Spi::run_with_args(
         "UPDATE pulse.job_run r SET executor_pid = u.pid
            FROM unnest($1::int8[], $2::int4[]) AS u(id, pid)
-          WHERE r.run_id = u.id AND r.status = 'running'",
+          WHERE r.run_id = u.id AND r.status = 'running'
+            AND r.run_id IN (SELECT q.run_id FROM pulse.job_run q
+                              WHERE q.run_id = ANY ($1) FOR UPDATE SKIP LOCKED)",
         &[ids.into(), pids.into()],
     )
     .unwrap_or_else(|e| pgrx::error!("could not record executors: {e}"));
@@ -34,7 +36,9 @@ pub(crate) fn record_executors(ids: Vec<i64>, pids: Vec<i32>) {
 pub(crate) fn requeue(ids: Vec<i64>) {
     Spi::run_with_args(
         "UPDATE pulse.job_run SET status = 'queued', started_at = NULL, executor_pid = NULL
-          WHERE run_id = ANY ($1) AND status = 'running'",
+          WHERE run_id = ANY ($1) AND status = 'running'
+            AND run_id IN (SELECT q.run_id FROM pulse.job_run q
+                            WHERE q.run_id = ANY ($1) FOR UPDATE SKIP LOCKED)",
         &[ids.into()],
     )
     .unwrap_or_else(|e| pgrx::error!("could not queue runs again: {e}"));
@@ -52,14 +56,19 @@ pub(crate) struct HttpRunClaim {
     pub http: Option<pgrx::JsonB>,
 }
 
-/// The HTTP worker (`pid`) claims up to `limit` queued HTTP runs due within `lead_ms`, oldest
-/// slot first: they become `running`, in the current transaction. The caller commits it durably
-/// before anything is sent, so that a crash can never send a slot twice.
+/// The HTTP worker (`pid`) claims up to `limit` queued HTTP runs due within `lead_ms`,
+/// round-robin by owner, each owner's oldest slot first, and no more of an owner's than bring its
+/// work in flight to `per_owner` (`in_flight`: (owner, count) now): they become `running`, in the
+/// current transaction. The caller commits it durably before anything is sent, so that a crash
+/// can never send a slot twice.
 pub(crate) fn claim_http_runs(
     pid: i32,
     lead_ms: i64,
     limit: usize,
+    per_owner: usize,
+    in_flight: &[(pg_sys::Oid, i32)],
 ) -> Result<Vec<HttpRunClaim>, pgrx::spi::SpiError> {
+    let (owners, counts): (Vec<pg_sys::Oid>, Vec<i32>) = in_flight.iter().copied().unzip();
     Spi::connect_mut(|c| {
         xact::with_plan(
             c,
@@ -80,7 +89,9 @@ pub(crate) fn claim_http_runs(
                         FROM pulse.job_run q
                        WHERE q.status = 'queued' AND q.kind = 'http' AND q.owner = o.owner
                          AND q.scheduled_for <= clock_timestamp() + $2 * interval '1 millisecond'
-                       ORDER BY q.scheduled_for, q.run_id LIMIT $3) x
+                       ORDER BY q.scheduled_for, q.run_id
+                       LIMIT least($3, greatest(0, $4 - coalesce(
+                             (SELECT f.n FROM unnest($5::oid[], $6::int4[]) AS f(ow, n) WHERE f.ow = o.owner), 0)))) x
                 WHERE o.owner IS NOT NULL)
              UPDATE pulse.job_run r SET status = 'running',
                     started_at = greatest(clock_timestamp(), r.scheduled_for), executor_pid = $1
@@ -95,12 +106,22 @@ pub(crate) fn claim_http_runs(
                 PgOid::BuiltIn(PgBuiltInOids::INT4OID),
                 PgOid::BuiltIn(PgBuiltInOids::INT8OID),
                 PgOid::BuiltIn(PgBuiltInOids::INT8OID),
+                PgOid::BuiltIn(PgBuiltInOids::INT8OID),
+                PgOid::BuiltIn(PgBuiltInOids::OIDARRAYOID),
+                PgOid::BuiltIn(PgBuiltInOids::INT4ARRAYOID),
             ],
             |c, stmt| {
                 c.select(
                     stmt,
                     None,
-                    &[pid.into(), lead_ms.into(), (limit as i64).into()],
+                    &[
+                        pid.into(),
+                        lead_ms.into(),
+                        (limit as i64).into(),
+                        (per_owner as i64).into(),
+                        owners.into(),
+                        counts.into(),
+                    ],
                 )
                 .map(|t| {
                     t.filter_map(|row| {

@@ -154,8 +154,19 @@ pub(super) fn claim_requests(
 }
 
 /// Due HTTP runs (see `crate::run::claim::claim_http_runs`), as claims to resolve.
-pub(super) fn claim_runs(pid: i32, limit: usize) -> Vec<Claimed> {
-    match crate::run::claim::claim_http_runs(pid, super::super::LEAD_MS, limit) {
+pub(super) fn claim_runs(
+    pid: i32,
+    limit: usize,
+    per_owner: usize,
+    in_flight: &[(pg_sys::Oid, i32)],
+) -> Vec<Claimed> {
+    match crate::run::claim::claim_http_runs(
+        pid,
+        super::super::LEAD_MS,
+        limit,
+        per_owner,
+        in_flight,
+    ) {
         Ok(v) => v
             .into_iter()
             .map(|r| Claimed {

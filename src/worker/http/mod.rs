@@ -34,9 +34,6 @@ use std::time::{Duration, Instant};
 const MAX_IN_FLIGHT: usize = 2000;
 /// Requests claimed per transaction.
 const CLAIM_BATCH: usize = 500;
-/// At most this many of one owner's requests are claimed and not yet recorded: one owner's
-/// backlog leaves the other half of the in-flight room to the others.
-const PER_OWNER_IN_FLIGHT: usize = MAX_IN_FLIGHT / 2;
 /// Under load, replies are recorded in batches of up to this many.
 const RECORD_BATCH: usize = 500;
 /// The longest sleep without a reason.
@@ -292,8 +289,9 @@ impl Worker {
     /// nothing more is pending now, in how many ms the next pending retry is due.
     fn claim(&mut self) -> (usize, Option<i64>) {
         let room = MAX_IN_FLIGHT.saturating_sub(self.in_flight.len());
-        // with plenty in flight, claim in big batches (the replies wake the loop anyway)
-        if room < CLAIM_BATCH / 2 {
+        // (whenever there is room at all: an owner new to the worker must not wait for a whole
+        // batch of another owner's replies)
+        if room == 0 {
             return (0, None);
         }
         let limit = room.min(CLAIM_BATCH);
@@ -305,6 +303,9 @@ impl Worker {
         for f in self.in_flight.values() {
             *per_owner.entry(f.owner).or_insert(0) += 1;
         }
+        // Each owner in flight may hold at most its share of the room, counting one more owner
+        // than there are: whoever comes next always finds room kept for it.
+        let per_owner_cap = MAX_IN_FLIGHT / (per_owner.len() + 1);
         let in_flight: Vec<(pg_sys::Oid, i32)> = per_owner.into_iter().collect();
         let r = xact::run(move || {
             // claimed rows are updated by ctid (stable: they are locked), which must be a TID scan
@@ -320,9 +321,9 @@ impl Worker {
             if !recovered {
                 recover();
             }
-            let mut claimed = claim_runs(pid, limit);
+            let mut claimed = claim_runs(pid, limit, per_owner_cap, &in_flight);
             let n_runs = claimed.len();
-            claimed.extend(claim_requests(limit, PER_OWNER_IN_FLIGHT, &in_flight));
+            claimed.extend(claim_requests(limit, per_owner_cap, &in_flight));
             let n_requests = claimed.len() - n_runs;
             // Claimed HTTP runs commit durably (the server's synchronous_commit) before anything
             // is sent: a crash then finds them `running` and fails them, never sends a slot again
