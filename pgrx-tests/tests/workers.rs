@@ -6,8 +6,8 @@
 mod common;
 use common::*;
 use postgres::Client;
-use std::sync::Mutex;
 use pulse_e2e::server::Server;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -391,7 +391,10 @@ fn set_overdue_after(c: &mut Client, secs: Option<i32>) {
     let want = secs.map_or("60".to_string(), |s| s.to_string());
     wait_for(60, "the reload of pulse.overdue_after", || {
         let seen: String = c
-            .query_one("SELECT setting FROM pg_settings WHERE name = 'pulse.overdue_after'", &[])
+            .query_one(
+                "SELECT setting FROM pg_settings WHERE name = 'pulse.overdue_after'",
+                &[],
+            )
             .unwrap()
             .get(0);
         (seen == want).then_some(())
@@ -436,25 +439,35 @@ fn an_open_unschedule_stalls_the_scheduler_and_suppresses_everyones_overdue_aler
     // the victim's own job that becomes overdue in a way of the victim's own (its row held by a
     // long migration of the victim's): it deserves one overdue alert
     let late = unique("rv_late");
-    v.execute("SELECT pulse.schedule_job($1, '1 seconds', 'SELECT 1')", &[&late])
-        .unwrap();
+    v.execute(
+        "SELECT pulse.schedule_job($1, '1 seconds', 'SELECT 1')",
+        &[&late],
+    )
+    .unwrap();
     let mut e = connect_as(&evil);
     let ej = unique("rv_evil_job");
-    e.execute("SELECT pulse.schedule_job($1, '1 seconds', 'SELECT 1')", &[&ej])
-        .unwrap();
+    e.execute(
+        "SELECT pulse.schedule_job($1, '1 seconds', 'SELECT 1')",
+        &[&ej],
+    )
+    .unwrap();
     std::thread::sleep(Duration::from_secs(3));
 
     // the attack: one open transaction
     // (RV_CONTROL=1: without the attack, the test passes)
     e.batch_execute("BEGIN").unwrap();
     if std::env::var("RV_CONTROL").is_err() {
-        e.execute("SELECT pulse.unschedule_job($1)", &[&ej]).unwrap();
+        e.execute("SELECT pulse.unschedule_job($1)", &[&ej])
+            .unwrap();
     }
     // the victim's migration
     let mut v2 = connect_as(&victim);
     v2.batch_execute("BEGIN").unwrap();
-    v2.execute("SELECT pulse.alter_job($1, comment => 'migrating')", &[&late])
-        .unwrap();
+    v2.execute(
+        "SELECT pulse.alter_job($1, comment => 'migrating')",
+        &[&late],
+    )
+    .unwrap();
 
     let count = |a: &mut Client| -> i64 {
         a.query_one(&format!("SELECT count(*) FROM public.{table}"), &[])
@@ -531,7 +544,10 @@ fn one_owners_http_runs_hold_another_owners_request_back() {
         .get(0);
     let waited = loop {
         let state: String = v
-            .query_one("SELECT state FROM pulse.http_requests WHERE id = $1", &[&id])
+            .query_one(
+                "SELECT state FROM pulse.http_requests WHERE id = $1",
+                &[&id],
+            )
             .unwrap()
             .get(0);
         if state != "pending" && state != "sending" {

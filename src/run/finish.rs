@@ -2,6 +2,11 @@
 //! workers end every role's runs and must not stall behind one caller's open transaction (such a
 //! run stays `running` until the rescuer fails it).
 //!
+//! A run that has not ended (`queued`, `running`) is one without `finished_at`: the statements
+//! say so in that form, which no partial index matches, so that they find their rows by primary
+//! key (with `status IN ('queued', 'running')` the planner could scan every active run instead,
+//! on each turn of a burst).
+//!
 //! Runs end, once: an outcome (`finish_run`, `finish_reported`, `finish_minimal` when the outcome
 //! transaction failed), a failure without a report (`fail_now`, `rescue` of lost and interrupted
 //! runs), or a cancellation (`cancel_queued`, `cancel_if_queued`). Every end but a minimal record
@@ -28,7 +33,7 @@ pub(crate) fn finish_run(
             c,
             "UPDATE pulse.job_run SET status = $2, finished_at = pg_catalog.clock_timestamp(), message = $3,
                     started_at = least($4, pg_catalog.clock_timestamp()), response = $5::pg_catalog.jsonb
-              WHERE run_id OPERATOR(pg_catalog.=) $1 AND status IN ('queued', 'running')
+              WHERE run_id OPERATOR(pg_catalog.=) $1 AND finished_at IS NULL
                 AND run_id IN (SELECT q.run_id FROM pulse.job_run q
                                 WHERE q.run_id OPERATOR(pg_catalog.=) $1 FOR UPDATE SKIP LOCKED)",
             &[
@@ -96,7 +101,7 @@ pub(crate) fn finish_reported(
                     finished_at = coalesce(u.finished, clock_timestamp()), executor_pid = u.pid
                FROM unnest($1::int8[], $2::text[], $3::text[], $4::timestamptz[], $5::timestamptz[], $6::int4[])
                     AS u(id, status, message, started, finished, pid)
-              WHERE r.run_id = u.id AND r.status IN ('queued', 'running')
+              WHERE r.run_id = u.id AND r.finished_at IS NULL
                 AND r.run_id IN (SELECT q.run_id FROM pulse.job_run q
                                   WHERE q.run_id = ANY ($1) FOR UPDATE SKIP LOCKED)
           RETURNING r.run_id",
@@ -148,7 +153,7 @@ pub(crate) fn finish_minimal(ended: &[(i64, RunStatus, &str)], why: &str) -> usi
             "UPDATE pulse.job_run r SET status = u.status, message = u.message,
                     finished_at = clock_timestamp()
                FROM unnest($1::int8[], $2::text[], $3::text[]) AS u(id, status, message)
-              WHERE r.run_id = u.id AND r.status IN ('queued', 'running')
+              WHERE r.run_id = u.id AND r.finished_at IS NULL
                 AND r.run_id IN (SELECT q.run_id FROM pulse.job_run q
                                   WHERE q.run_id = ANY ($1) FOR UPDATE SKIP LOCKED)",
             None,

@@ -127,7 +127,7 @@ pub(super) struct Candidate {
     usage: bool,
     connect: bool,
     allow_conn: bool,
-    /// 1 for the owner's first due run, 2 for its second, ...
+    /// 1 for its owner's first due run, 2 for the second, ... (the round-robin order)
     rank: i64,
 }
 
@@ -159,10 +159,12 @@ impl Candidate {
 }
 
 pub(super) fn candidates(limit: i64) -> Vec<Candidate> {
-    // Round-robin by owner: each owner's due runs in time order (job_run_queued_owner_idx, one
-    // index probe per owner: a skip scan over the owners), then the first of every owner, the
-    // second of every owner, and so on. One owner's backlog never hides another owner's runs.
-    // Index scans in order, not sorts of the whole backlog (see the README on bursts).
+    // Round-robin by owner: the owners with queued runs (a skip scan of
+    // job_run_queued_owner_idx, one probe per owner), each one's due runs in time order from
+    // the same index, locked as they are read, an equal share of the limit each; they are handed
+    // out the first of every owner, then the second of every owner, and so on (rank). One
+    // owner's backlog never hides another owner's runs, and no turn of a burst reads more than
+    // the runs it takes (no scan or sort of the whole backlog: see the README on bursts).
     crate::pgutil::set_xact_guc(c"enable_sort", c"off");
     Spi::connect_mut(|c| {
         let rows = xact::with_plan(
@@ -175,15 +177,18 @@ pub(super) fn candidates(limit: i64) -> Vec<Candidate> {
                              WHERE q.status = 'queued' AND q.kind = 'sql' AND q.owner > o.owner
                              ORDER BY q.owner LIMIT 1)
                       FROM owners o WHERE o.owner IS NOT NULL),
+             share AS (
+               SELECT greatest(1, ceil($2::float8 / greatest(1, count(*))))::int8 AS k
+                 FROM owners WHERE owner IS NOT NULL),
              ranked AS (
-               SELECT x.run_id, x.rk, x.scheduled_for
-                 FROM owners o CROSS JOIN LATERAL (
-                      SELECT q.run_id, q.scheduled_for,
-                             row_number() OVER (ORDER BY q.scheduled_for, q.run_id) AS rk
+               SELECT x.*, row_number() OVER (PARTITION BY o.owner ORDER BY x.scheduled_for, x.run_id) AS rk
+                 FROM owners o CROSS JOIN share s CROSS JOIN LATERAL (
+                      SELECT q.run_id, q.job_id, q.job_name, q.scheduled_for, q.attempt, q.trigger, q.owner
                         FROM pulse.job_run q
                        WHERE q.status = 'queued' AND q.kind = 'sql' AND q.owner = o.owner
                          AND q.scheduled_for <= clock_timestamp() + make_interval(secs => $1::float8 / 1000)
-                       ORDER BY q.scheduled_for, q.run_id LIMIT $2) x
+                       ORDER BY q.scheduled_for, q.run_id LIMIT s.k
+                         FOR UPDATE OF q SKIP LOCKED) x
                 WHERE o.owner IS NOT NULL)
              SELECT r.run_id, r.job_id, r.job_name, r.scheduled_for, r.attempt, r.trigger,
                     coalesce(j.owner::oid, r.owner), j.command, j.timeout,
@@ -193,13 +198,11 @@ pub(super) fn candidates(limit: i64) -> Vec<Candidate> {
                          ELSE has_schema_privilege(a.oid, 'pulse', 'USAGE') END,
                     CASE WHEN a.oid IS NULL OR d.oid IS NULL THEN false
                          ELSE has_database_privilege(a.oid, d.oid, 'CONNECT') END,
-                    coalesce(d.datallowconn, false), k.rk
-               FROM (SELECT q.run_id, t.rk
-                       FROM (SELECT run_id, rk FROM ranked ORDER BY rk, scheduled_for, run_id LIMIT $2) t
-                       JOIN pulse.job_run q ON q.run_id = t.run_id AND q.status = 'queued'
-                        FOR UPDATE OF q SKIP LOCKED) k
-               JOIN pulse.job_run r ON r.run_id = k.run_id
-               LEFT JOIN pulse.job j ON j.job_id = r.job_id
+                    coalesce(d.datallowconn, false), r.rk
+               FROM ranked r
+               -- (one lookup by key per run, never a scan of all jobs)
+               LEFT JOIN LATERAL (SELECT j.owner, j.command, j.timeout, j.database FROM pulse.job j
+                                   WHERE j.job_id = r.job_id OFFSET 0) j ON true
                LEFT JOIN pg_roles a ON a.oid = coalesce(j.owner::oid, r.owner)
                LEFT JOIN pg_database d ON d.datname = coalesce(j.database, current_database())",
             &[

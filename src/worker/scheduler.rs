@@ -34,6 +34,7 @@ pub extern "C-unwind" fn pulse_scheduler_main(_arg: pg_sys::Datum) {
         housekept_at: None,
         rescued_at: None,
         rescue_wanted: false,
+        stale_looked_at: None,
         failed_ticks: 0,
     };
     let mut pool = Pool::new();
@@ -160,6 +161,8 @@ struct Scheduler {
     rescued_at: Option<Instant>,
     /// the last tick saw a SQL run `running` for longer than RESCUE_EVERY
     rescue_wanted: bool,
+    /// when a tick last looked for such runs
+    stale_looked_at: Option<Instant>,
     /// consecutive ticks whose transaction failed
     failed_ticks: u32,
 }
@@ -247,6 +250,14 @@ impl Scheduler {
 
     fn tick(&mut self, pool: &mut Pool) -> Result<Tick, Failure> {
         let recovered = self.recovered;
+        // whether to look for SQL runs running long enough to be lost: at most every
+        // RESCUE_EVERY (the look reads every active run; a burst's turns must not)
+        let look_for_stale = self
+            .stale_looked_at
+            .is_none_or(|t| t.elapsed() >= RESCUE_EVERY);
+        if look_for_stale {
+            self.stale_looked_at = Some(Instant::now());
+        }
         let pool = std::panic::AssertUnwindSafe(pool);
         let r = xact::run(move || {
             let pool = pool;
@@ -281,15 +292,22 @@ impl Scheduler {
                                 AND kind = 'http' AND scheduled_for <= now() + interval '1 second'
                                 LIMIT 1000) r),
                             EXISTS (SELECT 1 FROM pulse.job WHERE enabled AND next_run_at <= $1),
-                            EXISTS (SELECT 1 FROM pulse.job_run WHERE status = 'running' AND kind = 'sql'
+                            $3 AND EXISTS (SELECT 1 FROM pulse.job_run WHERE status = 'running' AND kind = 'sql'
                                        AND coalesce(started_at, created_at) < now() - $2 * interval '1 second')",
                     &[
                         PgOid::BuiltIn(PgBuiltInOids::TIMESTAMPTZOID),
                         PgOid::BuiltIn(PgBuiltInOids::INT8OID),
+                        PgOid::BuiltIn(PgBuiltInOids::BOOLOID),
                     ],
                     |c, stmt| {
                         let rescue_s = RESCUE_EVERY.as_secs() as i64;
-                        c.select(stmt, None, &[to_pg_ts(horizon).into(), rescue_s.into()]).ok().and_then(|t| {
+                        c.select(
+                            stmt,
+                            None,
+                            &[to_pg_ts(horizon).into(), rescue_s.into(), look_for_stale.into()],
+                        )
+                        .ok()
+                        .and_then(|t| {
                             t.into_iter().next().map(|row| {
                                 (
                                     row.get::<TimestampWithTimeZone>(1).ok().flatten(),
