@@ -162,7 +162,18 @@ fn a_lost_run_is_rescued_through_the_finish_path() {
         )
         .unwrap()
         .get(0);
-    c.batch_execute("SELECT pulse._wake_scheduler()").unwrap();
+    // (the scheduler looks for such runs at most every 5 seconds, when it is awake)
+    wait_for(60, "the rescuer to fail the lost run", || {
+        c.batch_execute("SELECT pulse._wake_scheduler()").unwrap();
+        let st: String = c
+            .query_one(
+                "SELECT status FROM pulse.job_runs WHERE run_id = $1",
+                &[&run],
+            )
+            .unwrap()
+            .get(0);
+        (st != "running").then_some(())
+    });
     let (status, msg) = wait_run_final(&mut c, run);
     assert_eq!(status, "failed");
     assert!(msg.unwrap_or_default().contains("rescuer"));

@@ -145,7 +145,8 @@ enum Tick {
     NoExtension,
     Ran {
         next_due: Option<TimestampWithTimeZone>,
-        /// HTTP runs (for the HTTP worker) due within a second
+        /// HTTP runs (for the HTTP worker) due within a second: 1 if there are any (read in
+        /// job_run_queued_owner_idx's order, which the claim's enable_sort = off makes the plan)
         queued_http: i64,
         /// a due job was skipped because another transaction holds its row
         locked: bool,
@@ -290,7 +291,7 @@ impl Scheduler {
                                     WHERE status = 'queued' AND scheduled_for > now())),
                             (SELECT count(*) FROM (SELECT 1 FROM pulse.job_run WHERE status = 'queued'
                                 AND kind = 'http' AND scheduled_for <= now() + interval '1 second'
-                                LIMIT 1000) r),
+                                ORDER BY kind, owner, scheduled_for, run_id LIMIT 1) r),
                             EXISTS (SELECT 1 FROM pulse.job WHERE enabled AND next_run_at <= $1),
                             $3 AND EXISTS (SELECT 1 FROM pulse.job_run WHERE status = 'running' AND kind = 'sql'
                                        AND coalesce(started_at, created_at) < now() - $2 * interval '1 second')",
