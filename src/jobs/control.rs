@@ -64,7 +64,15 @@ fn cancel_run(run_id: Option<i64>) -> bool {
                 false
             }
             "running" => {
-                crate::worker::cancel_executor_run(pid.unwrap_or(0), run_id);
+                // claimed a moment ago, it may not be in an executor's hands yet: ask again
+                // briefly (the scheduler hands runs out right after their claim commits)
+                for _ in 0..100 {
+                    if crate::worker::cancel_executor_run(pid.unwrap_or(0), run_id) {
+                        break;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                    pgrx::check_for_interrupts!();
+                }
                 true
             }
             _ => false,

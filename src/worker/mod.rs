@@ -323,7 +323,9 @@ pub fn wake_http_at_commit() {
 
 /// Asks the executor holding `run_id` to cancel it: skipped if it has not started, interrupted
 /// (SIGINT, as pg_cancel_backend) if it is running. `_pid` is the run's recorded executor.
-pub fn cancel_executor_run(_pid: i32, run_id: i64) {
+/// Whether an executor holds it: a run claimed a moment ago may not be handed out yet (the
+/// scheduler hands runs out right after the claim commits), and the caller asks again.
+pub fn cancel_executor_run(_pid: i32, run_id: i64) -> bool {
     let mut sh = SHARED.exclusive();
     for slot in sh.slots.iter_mut().filter(|s| s.state != SlotState::Free) {
         let running = slot.run_id == run_id;
@@ -338,7 +340,8 @@ pub fn cancel_executor_run(_pid: i32, run_id: i64) {
                     libc::kill(slot.pid, libc::SIGINT);
                 }
             }
-            return;
+            return true;
         }
     }
+    false
 }

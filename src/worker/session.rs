@@ -202,13 +202,30 @@ fn run(slot: usize, order: Order) -> Report {
     if !early.is_zero() {
         std::thread::sleep(early.min(Duration::from_millis(super::LEAD_MS as u64)));
     }
-    CURRENT.with(|c| *c.borrow_mut() = Some(ctx));
     unsafe {
         // a cancel meant for an earlier run must not hit this one
         if pg_sys::ProcDiePending == 0 {
             pg_sys::QueryCancelPending = 0;
         }
     }
+    // ... but a cancel of this one, asked after it was taken (the signal may have come just
+    // before the line above), must: pulse.cancel_run marks the run before it signals
+    let cancelled = {
+        let sh = SHARED.share();
+        sh.slots[slot]
+            .queue
+            .iter()
+            .any(|e| e.run_id == order.run_id && e.cancel)
+    };
+    if cancelled {
+        return Report {
+            ended: Ended::Cancelled,
+            started_at: to_pg_ts(chrono::Utc::now()).into_inner(),
+            duration_us: 0,
+            message: "cancelled by pulse.cancel_run".into(),
+        };
+    }
+    CURRENT.with(|c| *c.borrow_mut() = Some(ctx));
     let command = order.command;
     let ccommand = std::ffi::CString::new(command.replace('\0', " ")).unwrap_or_default();
     unsafe {
