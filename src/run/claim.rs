@@ -5,6 +5,32 @@
 use crate::xact;
 use pgrx::prelude::*;
 
+/// SQL text: `WITH RECURSIVE owners AS (...)`, the distinct owners of the rows of `$table` (alias
+/// `q`) that match `$filter`, one index probe per owner (a skip scan: the table needs an index
+/// leading with the filter's columns, then `owner`). Its last row is NULL. The claims of SQL
+/// runs, HTTP runs and after-commit requests take work round-robin by these owners.
+macro_rules! owners_skip_scan {
+    ($table:literal, $filter:literal) => {
+        concat!(
+            "WITH RECURSIVE owners AS (
+                 (SELECT q.owner FROM ",
+            $table,
+            " q WHERE ",
+            $filter,
+            " ORDER BY q.owner LIMIT 1)
+               UNION ALL
+                 SELECT (SELECT q.owner FROM ",
+            $table,
+            " q
+                          WHERE ",
+            $filter,
+            " AND q.owner > o.owner ORDER BY q.owner LIMIT 1)
+                   FROM owners o WHERE o.owner IS NOT NULL)"
+        )
+    };
+}
+pub(crate) use owners_skip_scan;
+
 /// Claimed SQL runs become `running` (with their executor, if it is known yet), in the claim's
 /// transaction: durably `running` before any executor sees them.
 pub(crate) fn mark_running(ids: Vec<i64>, pids: Vec<Option<i32>>) {
@@ -73,14 +99,9 @@ pub(crate) fn claim_http_runs(
         xact::with_plan(
             c,
             // round-robin by owner, as SQL runs are claimed (see claim::candidates)
-            "WITH RECURSIVE owners AS (
-                 (SELECT q.owner FROM pulse.job_run q
-                   WHERE q.status = 'queued' AND q.kind = 'http' ORDER BY q.owner LIMIT 1)
-               UNION ALL
-                 SELECT (SELECT q.owner FROM pulse.job_run q
-                          WHERE q.status = 'queued' AND q.kind = 'http' AND q.owner > o.owner
-                          ORDER BY q.owner LIMIT 1)
-                   FROM owners o WHERE o.owner IS NOT NULL),
+            concat!(
+                owners_skip_scan!("pulse.job_run", "q.status = 'queued' AND q.kind = 'http'"),
+                ",
              ranked AS (
                SELECT x.ctid, x.rk, x.scheduled_for, x.run_id
                  FROM owners o CROSS JOIN LATERAL (
@@ -101,7 +122,8 @@ pub(crate) fn claim_http_runs(
                        AND q.status = 'queued'
                        FOR UPDATE SKIP LOCKED))
             RETURNING r.run_id, r.job_id, r.job_name, r.scheduled_for, r.attempt, r.owner,
-                      (SELECT j.http FROM pulse.job j WHERE j.job_id = r.job_id)",
+                      (SELECT j.http FROM pulse.job j WHERE j.job_id = r.job_id)"
+            ),
             &[
                 PgOid::BuiltIn(PgBuiltInOids::INT4OID),
                 PgOid::BuiltIn(PgBuiltInOids::INT8OID),

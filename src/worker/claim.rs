@@ -169,14 +169,9 @@ pub(super) fn candidates(limit: i64) -> Vec<Candidate> {
     Spi::connect_mut(|c| {
         let rows = xact::with_plan(
             c,
-            "WITH RECURSIVE owners AS (
-                    (SELECT q.owner FROM pulse.job_run q
-                      WHERE q.status = 'queued' AND q.kind = 'sql' ORDER BY q.owner LIMIT 1)
-                  UNION ALL
-                    SELECT (SELECT q.owner FROM pulse.job_run q
-                             WHERE q.status = 'queued' AND q.kind = 'sql' AND q.owner > o.owner
-                             ORDER BY q.owner LIMIT 1)
-                      FROM owners o WHERE o.owner IS NOT NULL),
+            concat!(
+                crate::run::claim::owners_skip_scan!("pulse.job_run", "q.status = 'queued' AND q.kind = 'sql'"),
+                ",
              share AS (
                SELECT greatest(1, ceil($2::float8 / greatest(1, count(*))))::int8 AS k
                  FROM owners WHERE owner IS NOT NULL),
@@ -204,7 +199,8 @@ pub(super) fn candidates(limit: i64) -> Vec<Candidate> {
                LEFT JOIN LATERAL (SELECT j.owner, j.command, j.timeout, j.database FROM pulse.job j
                                    WHERE j.job_id = r.job_id OFFSET 0) j ON true
                LEFT JOIN pg_roles a ON a.oid = coalesce(j.owner::oid, r.owner)
-               LEFT JOIN pg_database d ON d.datname = coalesce(j.database, current_database())",
+               LEFT JOIN pg_database d ON d.datname = coalesce(j.database, current_database())"
+            ),
             &[
                 PgOid::BuiltIn(PgBuiltInOids::INT8OID),
                 PgOid::BuiltIn(PgBuiltInOids::INT8OID),

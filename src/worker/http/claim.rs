@@ -77,12 +77,9 @@ pub(super) fn claim_requests(
             // The owners with pending requests come from a skip scan of
             // http_request_pending_owner_idx (one probe per owner), each owner's due requests in
             // order from the same index.
-            "WITH RECURSIVE owners AS (
-                 (SELECT q.owner FROM pulse.http_request q WHERE q.state = 'pending' ORDER BY q.owner LIMIT 1)
-               UNION ALL
-                 SELECT (SELECT q.owner FROM pulse.http_request q
-                          WHERE q.state = 'pending' AND q.owner > o.owner ORDER BY q.owner LIMIT 1)
-                   FROM owners o WHERE o.owner IS NOT NULL),
+            concat!(
+                crate::run::claim::owners_skip_scan!("pulse.http_request", "q.state = 'pending'"),
+                ",
              ranked AS (
                SELECT x.ctid, x.rk, x.next_attempt_at, x.id
                  FROM owners o CROSS JOIN LATERAL (
@@ -104,7 +101,8 @@ pub(super) fn claim_requests(
                        AND q.state = 'pending'
                        FOR UPDATE SKIP LOCKED))
             RETURNING h.id, h.owner, h.request, h.attempts + 1, h.max_attempts,
-                      (extract(epoch FROM h.retry_backoff) * 1000000)::bigint, h.created_at",
+                      (extract(epoch FROM h.retry_backoff) * 1000000)::bigint, h.created_at"
+            ),
             &[
                 PgOid::BuiltIn(PgBuiltInOids::INT8OID),
                 PgOid::BuiltIn(PgBuiltInOids::INT8OID),
