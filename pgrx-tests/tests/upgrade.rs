@@ -1,4 +1,4 @@
-//! End-to-end: upgrading 0.1.0 or 0.2.0 to the current version with ALTER EXTENSION keeps every
+//! End-to-end: upgrading 0.1.0, 0.2.0 or 0.3.0 to the current version with ALTER EXTENSION keeps every
 //! row and gives what a fresh install gives, and job owners survive pg_dumpall --roles-only + pg_dump into another
 //! cluster by name. Each test works in databases of its own (the scheduler serves only
 //! `postgres`, so nothing runs there: these tests check the catalog, not runs).
@@ -17,11 +17,17 @@ const FROZEN_0_1_0_SHA256: &str =
 const FROZEN_0_2_0_SHA256: &str =
     "a7eac32d1fb8cad7ce994e510239f955fb929e68327d6b907f6c6a46392c4534";
 
+/// sha256 of sql/pg_pulse--0.3.0.sql: the script 0.3.0 installed (`cargo pgrx schema` of commit
+/// dcc6da3). Frozen too.
+const FROZEN_0_3_0_SHA256: &str =
+    "5b4dde7473dcbcb21c51598fad8d3d4750706e70f581e0080f67527bb09aa169";
+
 #[test]
 fn frozen_install_scripts_are_unchanged() {
     for (version, sha) in [
         ("0.1.0", FROZEN_0_1_0_SHA256),
         ("0.2.0", FROZEN_0_2_0_SHA256),
+        ("0.3.0", FROZEN_0_3_0_SHA256),
     ] {
         let path = format!(
             "{}/../sql/pg_pulse--{version}.sql",
@@ -325,19 +331,10 @@ fn upgrade_from_0_1_0_keeps_every_row_and_matches_a_fresh_install() {
     );
 }
 
-#[test]
-fn upgrade_from_0_2_0_keeps_every_row_and_matches_a_fresh_install() {
-    let _a = admin();
-    let base = unique("up2");
-    let (one, two) = (format!("{base}_one"), format!("{base}_two"));
-    let _roles = PlainRoles::create(&[one.clone(), two.clone()]);
-    let old = Db::create(port(), "up2_old");
-    let fresh = Db::create(port(), "up2_fresh");
-    let mut o = old.connect();
-    o.batch_execute("CREATE EXTENSION pg_pulse VERSION '0.2.0'")
-        .expect("install 0.2.0");
-    // rows as 0.2.0's functions would have written them (written directly, as above)
-    o.batch_execute(&format!(
+/// Rows as the functions of 0.2.0 and 0.3.0 would have written them (written directly, as above;
+/// the two versions' tables take the same rows).
+fn rows_of_0_2_0_and_0_3_0(one: &str, two: &str) -> String {
+    format!(
         "INSERT INTO pulse.job (job_name, owner, schedule, command, timezone, comment, database)
               VALUES ('nightly', '{one}', '0 2 * * *', 'SELECT 1', 'Europe/Berlin', 'one''s', NULL),
                      ('nightly', '{two}', '@hourly', 'SELECT 2', 'UTC', NULL, 'postgres');
@@ -355,20 +352,36 @@ fn upgrade_from_0_2_0_keeps_every_row_and_matches_a_fresh_install() {
               VALUES ('{one}'::regrole::oid, 'token', 'one-secret'), ('{two}'::regrole::oid, 'token', 'two-secret');
          INSERT INTO pulse.http_request (owner, request, state)
               VALUES ('{one}'::regrole::oid, '{{\"method\": \"GET\", \"url\": \"https://example.com/y\"}}', 'pending');"
-    ))
-    .expect("0.2.0 rows");
+    )
+}
+
+/// Installs `version` in a database of its own, writes its rows, runs ALTER EXTENSION pg_pulse
+/// UPDATE and checks that every row is kept and the schema equals a fresh install's.
+fn upgrade_keeps_every_row_and_matches_a_fresh_install(version: &str) {
+    let _a = admin();
+    let tag = version.replace('.', "");
+    let base = unique(&format!("up{tag}"));
+    let (one, two) = (format!("{base}_one"), format!("{base}_two"));
+    let _roles = PlainRoles::create(&[one.clone(), two.clone()]);
+    let old = Db::create(port(), &format!("up{tag}_old"));
+    let fresh = Db::create(port(), &format!("up{tag}_fresh"));
+    let mut o = old.connect();
+    o.batch_execute(&format!("CREATE EXTENSION pg_pulse VERSION '{version}'"))
+        .unwrap_or_else(|e| panic!("install {version}: {e}"));
+    o.batch_execute(&rows_of_0_2_0_and_0_3_0(&one, &two))
+        .unwrap_or_else(|e| panic!("{version} rows: {e}"));
     let before = snapshot(&mut o);
     assert!(before.len() >= 12, "{before:?}");
     o.batch_execute("ALTER EXTENSION pg_pulse UPDATE")
         .expect("ALTER EXTENSION pg_pulse UPDATE");
-    let version: String = o
+    let installed_version: String = o
         .query_one(
             "SELECT extversion FROM pg_extension WHERE extname = 'pg_pulse'",
             &[],
         )
         .unwrap()
         .get(0);
-    assert_eq!(version, current_version(&mut o));
+    assert_eq!(installed_version, current_version(&mut o));
     assert_eq!(snapshot(&mut o), before, "every row kept");
     drop(o);
     fresh
@@ -381,6 +394,16 @@ fn upgrade_from_0_2_0_keeps_every_row_and_matches_a_fresh_install() {
         "the upgraded schema differs from a fresh install at {}",
         first_difference(&upgraded, &installed)
     );
+}
+
+#[test]
+fn upgrade_from_0_2_0_keeps_every_row_and_matches_a_fresh_install() {
+    upgrade_keeps_every_row_and_matches_a_fresh_install("0.2.0");
+}
+
+#[test]
+fn upgrade_from_0_3_0_keeps_every_row_and_matches_a_fresh_install() {
+    upgrade_keeps_every_row_and_matches_a_fresh_install("0.3.0");
 }
 
 /// A second cluster started by the test (scripts/pgctl.sh: initdb, pg_pulse preloaded), stopped
