@@ -86,6 +86,14 @@ pub fn current_database_name() -> String {
 /// back afterwards. An error inside `f` aborts the (sub)transaction, which restores both as well.
 pub fn privileged<R>(f: impl FnOnce() -> R + std::panic::UnwindSafe) -> R {
     let owner = catalog_owner();
+    // The statements `f` runs through SPI are read-write ones: pgrx runs SPI statements
+    // read-only until the transaction has an id, and a read-only statement cannot lock rows
+    // (FOR UPDATE) or see the rows `f` itself changed. (Not on a standby, where nothing is written.)
+    unsafe {
+        if !pg_sys::RecoveryInProgress() {
+            pg_sys::GetCurrentTransactionId();
+        }
+    }
     let mut saved_user = pg_sys::Oid::INVALID;
     let mut saved_ctx = 0i32;
     unsafe {
@@ -135,12 +143,39 @@ fn set_guc(name: &std::ffi::CStr, value: &std::ffi::CStr, action: pg_sys::GucAct
 
 /// The role that owns `pulse.job` (the extension owner, a superuser).
 fn catalog_owner() -> pg_sys::Oid {
-    Spi::get_one::<pg_sys::Oid>(
-        "SELECT c.relowner FROM pg_catalog.pg_class c WHERE c.oid OPERATOR(pg_catalog.=) 'pulse.job'::pg_catalog.regclass",
-    )
-        .ok()
-        .flatten()
-        .unwrap_or_else(|| raise(PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE, "pg_pulse's catalog pulse.job is missing", "Run CREATE EXTENSION pg_pulse in this database."))
+    // catalog lookups through the system caches (no SQL): this runs on every call of the
+    // functions that write pg_pulse's tables, pulse.http_post among them
+    let owner = unsafe {
+        let nsp = pg_sys::get_namespace_oid(c"pulse".as_ptr(), true);
+        let rel = if nsp == pg_sys::Oid::INVALID {
+            pg_sys::Oid::INVALID
+        } else {
+            pg_sys::get_relname_relid(c"job".as_ptr(), nsp)
+        };
+        if rel == pg_sys::Oid::INVALID {
+            None
+        } else {
+            let tup = pg_sys::SearchSysCache1(
+                pg_sys::SysCacheIdentifier::RELOID as i32,
+                pg_sys::Datum::from(rel),
+            );
+            if tup.is_null() {
+                None
+            } else {
+                let owner =
+                    (*pg_sys::heap_tuple_get_struct::<pg_sys::FormData_pg_class>(tup)).relowner;
+                pg_sys::ReleaseSysCache(tup);
+                Some(owner)
+            }
+        }
+    };
+    owner.unwrap_or_else(|| {
+        raise(
+            PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE,
+            "pg_pulse's catalog pulse.job is missing",
+            "Run CREATE EXTENSION pg_pulse in this database.",
+        )
+    })
 }
 
 /// Errors unless pg_pulse was preloaded and this is the database its scheduler serves.
@@ -159,9 +194,16 @@ pub fn require_scheduler_database() {
             "Manage jobs on the primary; the change replicates here, and this server's scheduler starts after promotion.",
         );
     }
+    // the database of a session and pulse.database_name (a postmaster setting) never change
+    thread_local!(static IN_SCHEDULER_DATABASE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) });
+    if IN_SCHEDULER_DATABASE.with(|c| c.get()) {
+        return;
+    }
     let here = current_database_name();
     let target = crate::database_name();
-    if here != target {
+    if here == target {
+        IN_SCHEDULER_DATABASE.with(|c| c.set(true));
+    } else {
         raise(
             PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
             format!("pg_pulse runs jobs only in database \"{target}\", not in \"{here}\""),

@@ -5,7 +5,7 @@
 use super::request::{self, Spec};
 use crate::pgutil::{self, interval_micros, privileged, raise};
 use pgrx::prelude::*;
-use pgrx::{JsonB, PgSqlErrorCode};
+use pgrx::{JsonB, PgBuiltInOids, PgSqlErrorCode};
 use serde_json::{Map, Value};
 
 fn reject(e: request::Invalid) -> ! {
@@ -241,6 +241,10 @@ fn http_request(
     JsonB(normalize_or_raise(&Value::Object(o)))
 }
 
+const ENQUEUE_SQL: &str =
+    "INSERT INTO pulse.http_request (owner, request, max_attempts, retry_backoff, origin)
+     VALUES ($1, $2, $3, coalesce($4, interval '10 seconds'), $5) RETURNING id";
+
 /// Stores a checked request for the HTTP worker, which sends it after this transaction commits.
 /// Returns its id. `owner`: whose secrets and settings it uses (the caller by default).
 pub fn enqueue(
@@ -251,17 +255,32 @@ pub fn enqueue(
     origin: Option<&str>,
 ) -> Result<i64, pgrx::spi::SpiError> {
     let owner = owner.unwrap_or_else(pgutil::current_user_oid_outer);
-    let id = Spi::get_one_with_args::<i64>(
-        "INSERT INTO pulse.http_request (owner, request, max_attempts, retry_backoff, origin)
-         VALUES ($1, $2, $3, coalesce($4, interval '10 seconds'), $5) RETURNING id",
-        &[
-            owner.into(),
-            JsonB(request.clone()).into(),
-            max_attempts.into(),
-            retry_backoff.into(),
-            origin.into(),
-        ],
-    )?
+    let types = [
+        PgBuiltInOids::OIDOID.oid(),
+        PgBuiltInOids::JSONBOID.oid(),
+        PgBuiltInOids::INT4OID.oid(),
+        PgBuiltInOids::INTERVALOID.oid(),
+        PgBuiltInOids::TEXTOID.oid(),
+    ];
+    // a plan prepared once per session: a trigger enqueuing a request for every row it sees
+    // pays for the parse and plan once
+    let id = Spi::connect_mut(|c| {
+        crate::xact::with_plan(c, ENQUEUE_SQL, &types, |c, stmt| {
+            c.update(
+                stmt,
+                Some(1),
+                &[
+                    owner.into(),
+                    JsonB(request.clone()).into(),
+                    max_attempts.into(),
+                    retry_backoff.into(),
+                    origin.into(),
+                ],
+            )?
+            .first()
+            .get_one::<i64>()
+        })?
+    })?
     .unwrap_or_default();
     crate::worker::wake_http_at_commit();
     Ok(id)

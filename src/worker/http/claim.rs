@@ -35,7 +35,7 @@ pub(super) fn recover() {
     let n = Spi::connect_mut(|c| {
         c.update(
             "UPDATE pulse.http_request SET interrupted = interrupted + 1, lease_until = NULL,
-                    state = CASE WHEN interrupted + 1 >= $1 THEN 'failed' ELSE 'pending' END,
+                    state = (CASE WHEN interrupted + 1 >= $1 THEN 'failed' ELSE 'pending' END)::pulse.http_request_state,
                     finished_at = CASE WHEN interrupted + 1 >= $1 THEN clock_timestamp() END,
                     error = CASE WHEN interrupted + 1 >= $1
                                  THEN 'the HTTP worker stopped ' || (interrupted + 1) || ' times while this request was in flight: it is not sent again'
@@ -127,8 +127,10 @@ pub(super) fn claim_requests(
                             item: Item::Request {
                                 id,
                                 attempt: row.get(4).ok()??,
-                                max_attempts: row.get(5).ok()??,
-                                backoff_us: row.get(6).ok()??,
+                                // the documented ranges, whatever the row holds (the
+                                // table has no CHECK constraints: see sql/schema.sql)
+                                max_attempts: row.get::<i32>(5).ok()??.clamp(1, 100),
+                                backoff_us: row.get::<i64>(6).ok()??.max(1_000),
                             },
                             owner: row.get(2).ok()??,
                             request: row.get::<JsonB>(3).ok()?.map(|j| j.0),

@@ -155,7 +155,7 @@ pub(super) fn release(requests: Vec<i64>, run_ids: Vec<i64>) -> Result<(), pgrx:
 /// Results of after-commit requests, one statement per batch; a send counts as an attempt here,
 /// with its outcome (a claim that a crash interrupts costs no attempt).
 const RECORD_SQL: &str = "UPDATE pulse.http_request h SET
-                    state = u.state,
+                    state = u.state::pulse.http_request_state,
                     finished_at = CASE WHEN u.state = 'pending' THEN NULL ELSE clock_timestamp() END,
                     next_attempt_at = CASE WHEN u.state = 'pending'
                                            THEN clock_timestamp() + u.delay_us * interval '1 microsecond'
