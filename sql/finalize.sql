@@ -22,10 +22,10 @@ COMMENT ON FUNCTION pulse._wake_scheduler() IS
 
 COMMENT ON FUNCTION pulse.set_secret(text, text) IS
 'Stores a secret of yours for {{secret:NAME}} placeholders in HTTP requests (true: created, false: replaced). The value is readable by no role; errors in this call do not log the statement.';
-COMMENT ON FUNCTION pulse.http_request(text, text, jsonb, jsonb, interval, boolean, text) IS
-'Builds and validates an HTTP request description (method GET/POST/PUT/PATCH/DELETE/HEAD, http(s) URL, headers, JSON body or body_text, timeout, follow_redirects) as jsonb. Placeholders {{secret:NAME}}, {{setting:name}}, {{job_name}}, {{run_id}}, {{scheduled_for}}, {{attempt}} are checked now and resolved only when the request is sent.';
-COMMENT ON FUNCTION pulse.http_post(text, jsonb, jsonb, interval, jsonb) IS
-'POSTs body (JSON) to url once the calling transaction commits (never if it rolls back); returns the request id at once. Results in pulse.http_responses. Placeholders such as {{secret:NAME}} are resolved when it is sent. Works in triggers.';
+COMMENT ON FUNCTION pulse.http_request(text, text, jsonb, jsonb, interval, boolean, text, boolean) IS
+'Builds and validates an HTTP request description (method GET/POST/PUT/PATCH/DELETE/HEAD, http(s) URL, headers, JSON body or body_text, timeout, follow_redirects, body_template) as jsonb. Placeholders {{secret:NAME}}, {{setting:name}}, {{job_name}}, {{run_id}}, {{scheduled_for}}, {{attempt}} in the URL and header values (and in the body only with body_template => true) are checked now and resolved only when the request is sent; an unmarked body is sent as it is. Sizes are limited by pulse.http_max_url_bytes, pulse.http_max_header_bytes, pulse.http_max_headers_bytes and pulse.http_max_request_bytes, placeholders filled in.';
+COMMENT ON FUNCTION pulse.http_post(text, jsonb, jsonb, interval, jsonb, boolean) IS
+'POSTs body (JSON) to url once the calling transaction commits (never if it rolls back); returns the request id at once. Results in pulse.http_responses. Placeholders such as {{secret:NAME}} in url and headers are resolved when it is sent; body and params are sent as they are (body_template => true fills in placeholders in the body). Works in triggers.';
 COMMENT ON FUNCTION pulse.http_get(text, jsonb, jsonb, interval) IS
 'GETs url with params (a JSON object, added to the query string) once the calling transaction commits; returns the request id. Results in pulse.http_responses.';
 COMMENT ON FUNCTION pulse.http_delete(text, jsonb, jsonb, interval) IS

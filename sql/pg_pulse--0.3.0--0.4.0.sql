@@ -46,3 +46,58 @@ SELECT h.id,
   FROM pulse.http_request h;
 GRANT SELECT ON pulse.http_requests TO PUBLIC;
 COMMENT ON VIEW pulse.http_requests IS 'Your after-commit HTTP requests (all for superusers): state pending, sending, succeeded, failed or timed_out';
+
+-- 2. What an HTTP request sends (issue 16): placeholders are filled in only in the URL and header
+--    values, and in a body only when it is marked "body_template": true (pulse.http_request and
+--    pulse.http_post get a last argument body_template); params and unmarked bodies are data,
+--    sent as they are. Size limits apply to what is sent (new settings pulse.http_max_url_bytes,
+--    pulse.http_max_header_bytes, pulse.http_max_headers_bytes; no object for them here).
+------------------------------------------------------------------------------------------------
+
+DROP FUNCTION pulse.http_request(text, text, jsonb, jsonb, interval, boolean, text);
+CREATE  FUNCTION "http_request"(
+	"method" TEXT, /* Option < & str > */
+	"url" TEXT, /* Option < & str > */
+	"headers" jsonb DEFAULT '{}', /* Option < JsonB > */
+	"body" jsonb DEFAULT NULL, /* Option < JsonB > */
+	"timeout" interval DEFAULT '30 seconds', /* Option < Interval > */
+	"follow_redirects" bool DEFAULT false, /* Option < bool > */
+	"body_text" TEXT DEFAULT NULL, /* Option < & str > */
+	"body_template" bool DEFAULT false /* Option < bool > */
+) RETURNS jsonb /* JsonB */
+STABLE PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'http_request_wrapper';
+DROP FUNCTION pulse.http_post(text, jsonb, jsonb, interval, jsonb);
+CREATE  FUNCTION "http_post"(
+	"url" TEXT, /* Option < & str > */
+	"body" jsonb DEFAULT '{}', /* Option < JsonB > */
+	"headers" jsonb DEFAULT '{}', /* Option < JsonB > */
+	"timeout" interval DEFAULT '30 seconds', /* Option < Interval > */
+	"params" jsonb DEFAULT '{}', /* Option < JsonB > */
+	"body_template" bool DEFAULT false /* Option < bool > */
+) RETURNS bigint /* i64 */
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'http_post_wrapper';
+COMMENT ON FUNCTION pulse.http_request(text, text, jsonb, jsonb, interval, boolean, text, boolean) IS
+'Builds and validates an HTTP request description (method GET/POST/PUT/PATCH/DELETE/HEAD, http(s) URL, headers, JSON body or body_text, timeout, follow_redirects, body_template) as jsonb. Placeholders {{secret:NAME}}, {{setting:name}}, {{job_name}}, {{run_id}}, {{scheduled_for}}, {{attempt}} in the URL and header values (and in the body only with body_template => true) are checked now and resolved only when the request is sent; an unmarked body is sent as it is. Sizes are limited by pulse.http_max_url_bytes, pulse.http_max_header_bytes, pulse.http_max_headers_bytes and pulse.http_max_request_bytes, placeholders filled in.';
+COMMENT ON FUNCTION pulse.http_post(text, jsonb, jsonb, interval, jsonb, boolean) IS
+'POSTs body (JSON) to url once the calling transaction commits (never if it rolls back); returns the request id at once. Results in pulse.http_responses. Placeholders such as {{secret:NAME}} in url and headers are resolved when it is sent; body and params are sent as they are (body_template => true fills in placeholders in the body). Works in triggers.';
+
+-- 0.3.0 filled in placeholders in every body. So that scheduled HTTP jobs (and their webhook
+-- alert targets) and requests waiting to be sent keep sending what they sent, those whose body
+-- contains "{{" are marked as templates. Webhook alerts waiting to be sent are not: their body
+-- is the alert's text (data). Params are sent as they are from now on.
+UPDATE pulse.job SET http = http || '{"body_template": true}'
+ WHERE http IS NOT NULL
+   AND (strpos(coalesce(http->'body', 'null')::text, '{{') > 0
+        OR strpos(coalesce(http->>'body_text', ''), '{{') > 0);
+UPDATE pulse.job SET alert = jsonb_set(alert, '{webhook,body_template}', 'true')
+ WHERE jsonb_typeof(alert->'webhook') = 'object'
+   AND (strpos(coalesce(alert->'webhook'->'body', 'null')::text, '{{') > 0
+        OR strpos(coalesce(alert->'webhook'->>'body_text', ''), '{{') > 0);
+UPDATE pulse.http_request SET request = request || '{"body_template": true}'
+ WHERE state IN ('pending', 'sending') AND origin IS DISTINCT FROM 'alert'
+   AND (strpos(coalesce(request->'body', 'null')::text, '{{') > 0
+        OR strpos(coalesce(request->>'body_text', ''), '{{') > 0);

@@ -29,6 +29,15 @@ pub static RUN_RETENTION_FAILED: GucSetting<i32> = GucSetting::<i32>::new(30 * 8
 pub static LOG_RUNS: GucSetting<LogRuns> = GucSetting::<LogRuns>::new(LogRuns::All);
 /// `pulse.http_max_request_bytes`: the largest request body `pulse.http_request` accepts.
 pub static HTTP_MAX_REQUEST_BYTES: GucSetting<i32> = GucSetting::<i32>::new(1_048_576);
+/// `pulse.http_max_url_bytes`, `pulse.http_max_header_bytes`, `pulse.http_max_headers_bytes`:
+/// the longest URL (with its query string), header (name and value) and all headers together
+/// that a request sends, placeholders filled in (see `crate::http::request::Limits`).
+pub static HTTP_MAX_URL_BYTES: GucSetting<i32> =
+    GucSetting::<i32>::new(crate::http::request::Limits::DEFAULT.url as i32);
+pub static HTTP_MAX_HEADER_BYTES: GucSetting<i32> =
+    GucSetting::<i32>::new(crate::http::request::Limits::DEFAULT.header as i32);
+pub static HTTP_MAX_HEADERS_BYTES: GucSetting<i32> =
+    GucSetting::<i32>::new(crate::http::request::Limits::DEFAULT.headers as i32);
 /// `pulse.http_max_concurrency`: HTTP threads (and so at most this many connections).
 pub static HTTP_MAX_CONCURRENCY: GucSetting<i32> = GucSetting::<i32>::new(16);
 /// `pulse.http_max_response_bytes`: response bodies are cut to this size (and flagged).
@@ -206,7 +215,7 @@ pub fn register(preloading: bool) {
     );
     GucRegistry::define_int_guc(
         c"pulse.http_max_request_bytes",
-        c"Largest HTTP request body (JSON or text) accepted by pulse.http_request.",
+        c"Largest HTTP request body (JSON or text) sent, placeholders filled in.",
         c"",
         &HTTP_MAX_REQUEST_BYTES,
         1,
@@ -214,6 +223,34 @@ pub fn register(preloading: bool) {
         GucContext::Suset,
         GucFlags::UNIT_BYTE,
     );
+    for (name, desc, setting) in [
+        (
+            c"pulse.http_max_url_bytes",
+            c"Longest URL (with its query string) an HTTP request sends, placeholders filled in.",
+            &HTTP_MAX_URL_BYTES,
+        ),
+        (
+            c"pulse.http_max_header_bytes",
+            c"Longest header (name and value) an HTTP request sends, placeholders filled in.",
+            &HTTP_MAX_HEADER_BYTES,
+        ),
+        (
+            c"pulse.http_max_headers_bytes",
+            c"Most bytes of headers (names and values, together) an HTTP request sends, placeholders filled in.",
+            &HTTP_MAX_HEADERS_BYTES,
+        ),
+    ] {
+        GucRegistry::define_int_guc(
+            name,
+            desc,
+            c"",
+            setting,
+            1,
+            1 << 30,
+            GucContext::Suset,
+            GucFlags::UNIT_BYTE,
+        );
+    }
     int(
         c"pulse.http_max_concurrency",
         c"Threads sending HTTP requests (each uses at most one connection at a time).",
@@ -275,5 +312,17 @@ pub fn register(preloading: bool) {
     }
     if preloading {
         PRELOADED.store(true, Ordering::Relaxed);
+    }
+}
+
+/// The size limits of what HTTP requests send (`pulse.http_max_url_bytes`, `..._header_bytes`,
+/// `..._headers_bytes`, `pulse.http_max_request_bytes`), as this session sees them.
+pub fn http_limits() -> crate::http::request::Limits {
+    let get = |g: &GucSetting<i32>| g.get().max(1) as usize;
+    crate::http::request::Limits {
+        url: get(&HTTP_MAX_URL_BYTES),
+        header: get(&HTTP_MAX_HEADER_BYTES),
+        headers: get(&HTTP_MAX_HEADERS_BYTES),
+        body: get(&HTTP_MAX_REQUEST_BYTES),
     }
 }

@@ -448,7 +448,8 @@ fn secrets_and_settings_resolve_at_send_time_and_are_never_stored() {
         &mut u,
         "pulse.http_request('POST', '{{setting:app.settings.base_url}}/echo?job={{job_name}}',
                             '{\"Authorization\": \"Bearer {{secret:api_key}}\"}',
-                            '{\"run\": \"{{run_id}}\", \"attempt\": \"{{attempt}}\", \"key\": \"{{secret:api_key}}\"}')",
+                            '{\"run\": \"{{run_id}}\", \"attempt\": \"{{attempt}}\", \"key\": \"{{secret:api_key}}\"}',
+                            body_template => true)",
         "",
     );
     let r = wait_runs_final(&mut u, &job, 1);

@@ -406,6 +406,72 @@ fn upgrade_from_0_3_0_keeps_every_row_and_matches_a_fresh_install() {
     upgrade_keeps_every_row_and_matches_a_fresh_install("0.3.0");
 }
 
+/// 0.3.0 filled in placeholders in every body; 0.4.0 only in bodies marked `body_template`. The
+/// update marks the bodies with `{{` of HTTP jobs, their webhook alert targets and requests
+/// waiting to be sent, so they keep sending what they sent; others (and alert texts) are data.
+#[test]
+fn upgrade_from_0_3_0_keeps_body_templates_working() {
+    let _a = admin();
+    let base = unique("upbody");
+    let one = format!("{base}_one");
+    let _roles = PlainRoles::create(std::slice::from_ref(&one));
+    let old = Db::create(port(), "upbody_old");
+    let mut o = old.connect();
+    o.batch_execute("CREATE EXTENSION pg_pulse VERSION '0.3.0'")
+        .unwrap();
+    o.batch_execute(&format!(
+        r#"INSERT INTO pulse.job (job_name, owner, run_at, http, alert) VALUES
+             ('tpl', '{one}', '2026-01-01', '{{"method": "POST", "url": "https://x.io/a", "headers": {{}}, "body": {{"run": "{{{{run_id}}}}"}}}}',
+              '{{"webhook": {{"method": "POST", "url": "https://x.io/h", "body_text": "job {{{{job_name}}}} failed"}}}}'),
+             ('text', '{one}', '2026-01-01', '{{"method": "POST", "url": "https://x.io/b", "body_text": "at {{{{scheduled_for}}}}"}}', NULL),
+             ('plain', '{one}', '2026-01-01', '{{"method": "POST", "url": "https://x.io/{{{{job_name}}}}", "body": {{"n": 1}}}}',
+              '{{"webhook": {{"method": "POST", "url": "https://x.io/h"}}}}');
+           INSERT INTO pulse.http_request (owner, request, state, origin) VALUES
+             ('{one}'::regrole::oid, '{{"method": "POST", "url": "https://x.io/p", "body": {{"k": "{{{{secret:token}}}}"}}}}', 'pending', NULL),
+             ('{one}'::regrole::oid, '{{"method": "POST", "url": "https://x.io/q", "body": {{"k": "{{{{secret:token}}}}"}}}}', 'succeeded', NULL),
+             ('{one}'::regrole::oid, '{{"method": "POST", "url": "https://x.io/r", "body": {{"text": "job {{{{x}}}} failed"}}}}', 'pending', 'alert');"#
+    ))
+    .unwrap();
+    o.batch_execute("ALTER EXTENSION pg_pulse UPDATE").unwrap();
+    let marked = |o: &mut Client, sql: &str| -> Vec<(String, bool)> {
+        o.query(sql, &[])
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect()
+    };
+    assert_eq!(
+        marked(
+            &mut o,
+            "SELECT job_name, coalesce((http->>'body_template')::bool, false) FROM pulse.job ORDER BY job_name"
+        ),
+        vec![
+            ("plain".to_string(), false),
+            ("text".to_string(), true),
+            ("tpl".to_string(), true)
+        ]
+    );
+    assert_eq!(
+        marked(
+            &mut o,
+            "SELECT job_name, coalesce((alert->'webhook'->>'body_template')::bool, false) FROM pulse.job
+              WHERE alert IS NOT NULL ORDER BY job_name"
+        ),
+        vec![("plain".to_string(), false), ("tpl".to_string(), true)]
+    );
+    assert_eq!(
+        marked(
+            &mut o,
+            "SELECT request->>'url', coalesce((request->>'body_template')::bool, false) FROM pulse.http_request ORDER BY id"
+        ),
+        vec![
+            ("https://x.io/p".to_string(), true),
+            ("https://x.io/q".to_string(), false),
+            ("https://x.io/r".to_string(), false)
+        ]
+    );
+}
+
 /// A second cluster started by the test (scripts/pgctl.sh: initdb, pg_pulse preloaded), stopped
 /// and removed when the test ends, also when it fails. Port `PULSE_TEST_PORT2` (default: the
 /// test server's port + 2, so 5436 next to make's 5434 and bench's 5435), data directory

@@ -53,7 +53,11 @@ fn string_map(
 
 /// Checks a request description (as built by `pulse.http_request`, or written by hand) and
 /// returns its normalized form: method, url, headers, params, body or body_text, timeout_ms,
-/// follow_redirects.
+/// follow_redirects, and `"body_template": true` when the body is a template. Placeholders are
+/// checked in the URL and header values, and in the body only when it is marked as a template:
+/// params and an unmarked body are data, sent as they are (`{{...}}` in them is just text).
+/// Sizes are checked against the limits (`pulse.http_max_*_bytes`) on what is written; the HTTP
+/// worker checks them again on what is sent.
 pub fn normalize(v: &Value) -> Result<Value, request::Invalid> {
     let Some(o) = v.as_object() else {
         return Err(bad(
@@ -73,11 +77,12 @@ pub fn normalize(v: &Value) -> Result<Value, request::Invalid> {
                 | "body_text"
                 | "timeout_ms"
                 | "follow_redirects"
+                | "body_template"
         ) {
             return Err(bad(
                 "request",
                 format!("unknown key \"{k}\""),
-                "Build requests with pulse.http_request(method, url, headers, body, timeout, follow_redirects, body_text).",
+                "Build requests with pulse.http_request(method, url, headers, body, timeout, follow_redirects, body_text, body_template).",
             ));
         }
     }
@@ -116,17 +121,26 @@ pub fn normalize(v: &Value) -> Result<Value, request::Invalid> {
             "body => '{\"a\": 1}' sends JSON; body_text => 'plain text' sends text.",
         ));
     }
-    for (k, v) in &params {
-        super::template::parse(k)
-            .and_then(|_| super::template::parse(v.as_str().unwrap_or_default()))
-            .map_err(|e| bad("params", e.to_string(), super::template::TEMPLATE_HINT))?;
-    }
-    if let Some(b) = &body {
-        check_body_templates(b)?;
-    }
-    if let Some(t) = &body_text {
-        super::template::parse(t)
-            .map_err(|e| bad("body", e.to_string(), super::template::TEMPLATE_HINT))?;
+    let body_template = match o.get("body_template") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(other) => {
+            return Err(bad(
+                "body_template",
+                format!("{other} is not a boolean"),
+                "Pass body_template => true to fill in placeholders in the body.",
+            ))
+        }
+    };
+    // params and an unmarked body are data: never parsed as templates
+    if body_template {
+        if let Some(b) = &body {
+            check_body_templates(b)?;
+        }
+        if let Some(t) = &body_text {
+            super::template::parse(t)
+                .map_err(|e| bad("body", e.to_string(), super::template::TEMPLATE_HINT))?;
+        }
     }
     let timeout_ms = match o.get("timeout_ms") {
         None | Some(Value::Null) => 30_000,
@@ -151,9 +165,14 @@ pub fn normalize(v: &Value) -> Result<Value, request::Invalid> {
     };
     let body_len = body.as_ref().map_or(0, |b| b.to_string().len())
         + body_text.as_ref().map_or(0, String::len);
+    let pairs: Vec<(String, String)> = params
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+        .collect();
     let spec = Spec {
         method: method.clone(),
         url: url.clone(),
+        query_len: super::client::with_query("", &pairs).len(),
         headers: headers
             .iter()
             .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
@@ -161,7 +180,7 @@ pub fn normalize(v: &Value) -> Result<Value, request::Invalid> {
         body_len,
         timeout_ms,
     };
-    request::check(&spec, crate::HTTP_MAX_REQUEST_BYTES.get().max(1) as usize)?;
+    request::check(&spec, &crate::http_limits())?;
     let mut out = Map::new();
     out.insert("method".into(), Value::String(method));
     out.insert("url".into(), Value::String(url));
@@ -176,6 +195,9 @@ pub fn normalize(v: &Value) -> Result<Value, request::Invalid> {
     );
     out.insert("timeout_ms".into(), Value::from(timeout_ms));
     out.insert("follow_redirects".into(), Value::Bool(follow_redirects));
+    if body_template {
+        out.insert("body_template".into(), Value::Bool(true));
+    }
     Ok(Value::Object(out))
 }
 
@@ -217,6 +239,7 @@ fn http_request(
     timeout: default!(Option<Interval>, "'30 seconds'"),
     follow_redirects: default!(Option<bool>, false),
     body_text: default!(Option<&str>, "NULL"),
+    body_template: default!(Option<bool>, false),
 ) -> JsonB {
     let mut o = Map::new();
     o.insert(
@@ -237,6 +260,10 @@ fn http_request(
     o.insert(
         "follow_redirects".into(),
         Value::Bool(follow_redirects.unwrap_or(false)),
+    );
+    o.insert(
+        "body_template".into(),
+        Value::Bool(body_template.unwrap_or(false)),
     );
     JsonB(normalize_or_raise(&Value::Object(o)))
 }
@@ -302,6 +329,7 @@ fn simple(
     headers: Option<JsonB>,
     body: Option<JsonB>,
     timeout: Option<Interval>,
+    body_template: bool,
 ) -> i64 {
     let mut o = Map::new();
     o.insert("method".into(), Value::String(method.into()));
@@ -313,10 +341,14 @@ fn simple(
     o.insert("params".into(), params.map_or(Value::Null, |p| p.0));
     o.insert("body".into(), body.map_or(Value::Null, |b| b.0));
     o.insert("timeout_ms".into(), timeout_ms(timeout));
+    if body_template {
+        o.insert("body_template".into(), Value::Bool(true));
+    }
     send_after_commit(Value::Object(o), 1, None)
 }
 
 /// POSTs a JSON body after the transaction commits (never if it rolls back). Returns the id.
+/// The body is sent as it is, unless `body_template` (then its strings' placeholders are filled).
 #[pg_extern(volatile, parallel_unsafe)]
 fn http_post(
     url: Option<&str>,
@@ -324,8 +356,17 @@ fn http_post(
     headers: default!(Option<JsonB>, "'{}'"),
     timeout: default!(Option<Interval>, "'30 seconds'"),
     params: default!(Option<JsonB>, "'{}'"),
+    body_template: default!(Option<bool>, false),
 ) -> i64 {
-    simple("POST", url, params, headers, body, timeout)
+    simple(
+        "POST",
+        url,
+        params,
+        headers,
+        body,
+        timeout,
+        body_template.unwrap_or(false),
+    )
 }
 
 /// GETs a URL (with query parameters) after the transaction commits. Returns the id.
@@ -336,7 +377,7 @@ fn http_get(
     headers: default!(Option<JsonB>, "'{}'"),
     timeout: default!(Option<Interval>, "'30 seconds'"),
 ) -> i64 {
-    simple("GET", url, params, headers, None, timeout)
+    simple("GET", url, params, headers, None, timeout, false)
 }
 
 /// DELETEs a URL (with query parameters) after the transaction commits. Returns the id.
@@ -347,7 +388,7 @@ fn http_delete(
     headers: default!(Option<JsonB>, "'{}'"),
     timeout: default!(Option<Interval>, "'30 seconds'"),
 ) -> i64 {
-    simple("DELETE", url, params, headers, None, timeout)
+    simple("DELETE", url, params, headers, None, timeout, false)
 }
 
 /// Sends any request built with `pulse.http_request` after the transaction commits, with retries

@@ -1,17 +1,51 @@
 //! Building and validating an HTTP request (`pulse.http_request`). Pure Rust: the shell turns
 //! SQL arguments into a [`Spec`], this module checks it and the shell stores the normalized form.
-//! Placeholders (see [`super::template`]) are allowed in the URL, header values and body strings.
+//! Placeholders (see [`super::template`]) are allowed in the URL and header values, and in body
+//! strings when the body is marked `body_template`. The same checks of the method, header names
+//! and values run again when a request is sent ([`send_method`], [`header_name`],
+//! [`header_value`]), whatever the stored row holds.
 
 use super::template;
 use std::fmt;
 
 pub const METHODS: [&str; 6] = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"];
 
+/// Size limits of what is sent, in bytes: checked on what the author wrote when a request is
+/// made, and on the request as sent (placeholders filled in) before it is built.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// `pulse.http_max_url_bytes`: the URL with its query string.
+    pub url: usize,
+    /// `pulse.http_max_header_bytes`: one header, name and value.
+    pub header: usize,
+    /// `pulse.http_max_headers_bytes`: all headers given, names and values.
+    pub headers: usize,
+    /// `pulse.http_max_request_bytes`: the body.
+    pub body: usize,
+}
+
+pub const URL_LIMIT: &str = "pulse.http_max_url_bytes";
+pub const HEADER_LIMIT: &str = "pulse.http_max_header_bytes";
+pub const HEADERS_LIMIT: &str = "pulse.http_max_headers_bytes";
+pub const BODY_LIMIT: &str = "pulse.http_max_request_bytes";
+
+impl Limits {
+    /// The defaults of the settings.
+    pub const DEFAULT: Limits = Limits {
+        url: 16_384,
+        header: 8_192,
+        headers: 32_768,
+        body: 1_048_576,
+    };
+}
+
 /// A request as the user described it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Spec {
     pub method: String,
     pub url: String,
+    /// Bytes the query string (from params) adds to the URL, encoded.
+    pub query_len: usize,
     pub headers: Vec<(String, String)>,
     /// Body bytes as they will be sent (JSON text or plain text), before templating.
     pub body_len: usize,
@@ -53,6 +87,24 @@ pub fn method(m: &str) -> Result<String, Invalid> {
             "method",
             format!("\"{m}\" is not supported"),
             "Use GET, POST, PUT, PATCH, DELETE or HEAD.",
+        ))
+    }
+}
+
+/// The method of a stored request, at send time: exactly one of [`METHODS`] (any case), nothing
+/// around it. The message shows the stored value escaped (`{:?}`), never raw.
+pub fn send_method(m: &str) -> Result<String, Invalid> {
+    let up = m.to_ascii_uppercase();
+    if METHODS.contains(&up.as_str()) {
+        Ok(up)
+    } else {
+        Err(bad(
+            "method",
+            format!(
+                "{:?} is not one of GET, POST, PUT, PATCH, DELETE, HEAD",
+                m.chars().take(40).collect::<String>()
+            ),
+            "Build requests with pulse.http_request(method, url, ...).",
         ))
     }
 }
@@ -139,11 +191,16 @@ const RESERVED_HEADERS: [&str; 11] = [
 /// The longest timeout of one request: a day.
 pub const MAX_TIMEOUT_MS: i64 = 86_400_000;
 
-pub fn header(name: &str, value: &str) -> Result<(), Invalid> {
+/// A header name: token characters, not one of the headers pg_pulse sets itself. The message
+/// shows a bad name escaped (`{:?}`), so a line break in it is not written out.
+pub fn header_name(name: &str) -> Result<(), Invalid> {
     if name.is_empty() || !name.chars().all(token_char) {
         return Err(bad(
             "header",
-            format!("name \"{name}\" is not a valid header name"),
+            format!(
+                "name {:?} is not a valid header name",
+                name.chars().take(60).collect::<String>()
+            ),
             HEADER_HINT,
         ));
     }
@@ -154,23 +211,76 @@ pub fn header(name: &str, value: &str) -> Result<(), Invalid> {
             "Remove it: Host comes from the URL, Content-Length from the body, connections are managed by pg_pulse.",
         ));
     }
+    Ok(())
+}
+
+/// A header value (as sent, or as written): one line, no NUL.
+pub fn header_value(name: &str, value: &str) -> Result<(), Invalid> {
     if value.chars().any(|c| c == '\r' || c == '\n' || c == '\0') {
         return Err(bad(
             "header",
-            format!("the value of \"{name}\" contains a line break"),
+            format!("the value of \"{name}\" contains a line break or a NUL character"),
             HEADER_HINT,
         ));
     }
+    Ok(())
+}
+
+/// A header as written: name, value and the placeholders in the value.
+pub fn header(name: &str, value: &str) -> Result<(), Invalid> {
+    header_name(name)?;
+    header_value(name, value)?;
     template::parse(value).map_err(|e| bad("header", e.to_string(), template::TEMPLATE_HINT))?;
     Ok(())
 }
 
-/// Checks a whole request against the size limit.
-pub fn check(s: &Spec, max_body: usize) -> Result<(), Invalid> {
+/// The error of a request over a size limit (`what` is e.g. "the URL", `len` its size).
+pub fn too_long(field: &'static str, what: &str, len: usize, max: usize, setting: &str) -> Invalid {
+    Invalid {
+        field,
+        message: format!("{what} is {len} bytes, more than {setting} ({max})"),
+        hint: "Send less, or ask a superuser to raise the limit (postgresql.conf or ALTER SYSTEM, then reload).",
+    }
+}
+
+/// The least size of a template once resolved: its text outside placeholders.
+fn written_len(s: &str) -> usize {
+    template::parse(s).map_or(s.len(), |p| template::literal_len(&p))
+}
+
+/// Checks a whole request against the limits. The sizes checked are the least the request can
+/// be once sent (text outside placeholders): what can never fit is refused now, the rest is
+/// checked again on the request as sent.
+pub fn check(s: &Spec, limits: &Limits) -> Result<(), Invalid> {
     method(&s.method)?;
     url(&s.url)?;
+    let url_len = written_len(&s.url).saturating_add(s.query_len);
+    if url_len > limits.url {
+        return Err(too_long("url", "the URL", url_len, limits.url, URL_LIMIT));
+    }
+    let mut total = 0usize;
     for (n, v) in &s.headers {
         header(n, v)?;
+        let len = n.len().saturating_add(written_len(v));
+        if len > limits.header {
+            return Err(too_long(
+                "header",
+                &format!("header \"{n}\""),
+                len,
+                limits.header,
+                HEADER_LIMIT,
+            ));
+        }
+        total = total.saturating_add(len);
+    }
+    if total > limits.headers {
+        return Err(too_long(
+            "headers",
+            "the headers together",
+            total,
+            limits.headers,
+            HEADERS_LIMIT,
+        ));
     }
     if s.timeout_ms <= 0 || s.timeout_ms > MAX_TIMEOUT_MS {
         return Err(bad(
@@ -179,14 +289,13 @@ pub fn check(s: &Spec, max_body: usize) -> Result<(), Invalid> {
             "Use e.g. timeout => '30 seconds'.",
         ));
     }
-    if s.body_len > max_body {
-        return Err(bad(
+    if s.body_len > limits.body {
+        return Err(too_long(
             "body",
-            format!(
-                "{} bytes exceed pulse.http_max_request_bytes ({max_body})",
-                s.body_len
-            ),
-            "Send less, or raise pulse.http_max_request_bytes.",
+            "the body",
+            s.body_len,
+            limits.body,
+            BODY_LIMIT,
         ));
     }
     Ok(())
@@ -200,6 +309,7 @@ mod tests {
         Spec {
             method: "post".into(),
             url: "https://x.supabase.co/functions/v1/ingest".into(),
+            query_len: 0,
             headers: vec![("Authorization".into(), "Bearer {{secret:key}}".into())],
             body_len: 10,
             timeout_ms: 30_000,
@@ -208,7 +318,7 @@ mod tests {
 
     #[test]
     fn a_good_request_passes() {
-        assert!(check(&spec(), 1024).is_ok());
+        assert!(check(&spec(), &lim(1024)).is_ok());
         assert_eq!(method("patch").unwrap(), "PATCH");
     }
 
@@ -257,9 +367,84 @@ mod tests {
         assert!(method("TRACE").is_err());
         let mut s = spec();
         s.timeout_ms = 0;
-        assert_eq!(check(&s, 1024).unwrap_err().field, "timeout");
+        assert_eq!(check(&s, &lim(1024)).unwrap_err().field, "timeout");
         let mut s = spec();
         s.body_len = 2000;
-        assert_eq!(check(&s, 1024).unwrap_err().field, "body");
+        let e = check(&s, &lim(1024)).unwrap_err();
+        assert_eq!(e.field, "body");
+        assert!(
+            e.message.contains("pulse.http_max_request_bytes (1024)"),
+            "{e}"
+        );
+    }
+
+    fn lim(body: usize) -> Limits {
+        Limits {
+            body,
+            ..Limits::DEFAULT
+        }
+    }
+
+    #[test]
+    fn url_and_header_sizes_count_what_is_written() {
+        let mut s = spec();
+        s.url = format!("https://h/{}", "a".repeat(16_384));
+        let e = check(&s, &Limits::DEFAULT).unwrap_err();
+        assert!(
+            e.message.contains("pulse.http_max_url_bytes (16384)"),
+            "{e}"
+        );
+        // params count, encoded
+        let mut s = spec();
+        s.query_len = 16_384;
+        assert_eq!(check(&s, &Limits::DEFAULT).unwrap_err().field, "url");
+        // a 5 MB header is refused when the request is made
+        let mut s = spec();
+        s.headers = vec![("X-Big".into(), "v".repeat(5 << 20))];
+        let e = check(&s, &Limits::DEFAULT).unwrap_err();
+        assert!(
+            e.message.contains("header \"X-Big\" is 5242885 bytes"),
+            "{e}"
+        );
+        assert!(
+            e.message.contains("pulse.http_max_header_bytes (8192)"),
+            "{e}"
+        );
+        // placeholders count as nothing now (their values are checked when sent)
+        let mut s = spec();
+        s.headers = vec![("X-K".into(), "{{secret:k}}".repeat(1000))];
+        assert!(check(&s, &Limits::DEFAULT).is_ok());
+        // all headers together
+        let mut s = spec();
+        s.headers = (0..5)
+            .map(|i| (format!("X-{i}"), "v".repeat(8000)))
+            .collect();
+        let e = check(&s, &Limits::DEFAULT).unwrap_err();
+        assert!(
+            e.message.contains("pulse.http_max_headers_bytes (32768)"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn send_time_checks_take_nothing_on_trust() {
+        assert_eq!(send_method("post").unwrap(), "POST");
+        for m in ["GET\r\nX-Evil: 1", " GET", "GET ", "TRACE", "", "G\0ET"] {
+            let e = send_method(m).unwrap_err();
+            assert!(
+                !e.message.contains('\n') && !e.message.contains('\r'),
+                "{e}"
+            );
+        }
+        for n in ["X-A\r\nEvil", "X A", "", "X:A", "Host", "Content-Length"] {
+            let e = header_name(n).unwrap_err();
+            assert!(!e.message.contains('\n'), "{e}");
+        }
+        assert!(header_name("X-Fine_1").is_ok());
+        for v in ["a\rb", "a\nb", "a\0b"] {
+            assert!(header_value("X-A", v).is_err(), "{v:?}");
+        }
+        // a value that looks like a placeholder is fine once resolved
+        assert!(header_value("X-A", "{{x").is_ok());
     }
 }

@@ -1,14 +1,20 @@
 //! From a stored request (as `pulse.http_request` builds it, placeholders unresolved) to a request
-//! ready to send: placeholders resolved through a [`Resolve`], URL and headers checked once more
-//! (a value may have made them invalid). Errors name what is wrong, never a value. The secrets a
-//! request used are returned with it, so that they can be scrubbed from what comes back
-//! ([`scrub`]). Pure Rust: the lookups are the caller's.
+//! ready to send. Placeholders are resolved (through a [`Resolve`]) only in the URL and header
+//! values, and in the body's strings when the request says `"body_template": true`; params and any
+//! other body are sent as stored, byte for byte. Every size limit ([`Limits`]) applies to what is
+//! sent, and is checked before the part is built (a too-long request is never built, and nothing
+//! is sent). The method, header names and values are checked again, whatever the stored row holds.
+//! Errors name what is wrong (and the limit), never a value. The secrets a request used are
+//! returned with it (each once), so that they can be scrubbed from what comes back ([`scrub`]).
+//! Pure Rust: the lookups are the caller's.
 
 use super::client;
-use super::request;
-use super::template::{self, Resolve, Var};
+use super::request::{self, Limits, BODY_LIMIT, HEADERS_LIMIT, HEADER_LIMIT, URL_LIMIT};
+use super::template::{self, RenderError, Resolve, Var};
 use serde_json::{Map, Value};
 use std::cell::RefCell;
+use std::collections::HashMap;
+use std::io;
 use std::time::{Duration, Instant};
 
 /// (name, value) of the secrets a request contains.
@@ -17,51 +23,98 @@ pub type Secrets = Vec<(String, String)>;
 /// A request ready to send with the secrets it contains, or why it can't be sent.
 pub type Resolved = Result<(client::Request, Secrets), String>;
 
-/// A [`Resolve`] that remembers every secret value it hands out.
+/// A [`Resolve`] that looks each secret and setting up once per request and remembers the
+/// secrets it handed out (each once).
 struct Recording<'a> {
     inner: &'a dyn Resolve,
-    used: RefCell<Secrets>,
+    secrets: RefCell<HashMap<String, Option<String>>>,
+    settings: RefCell<HashMap<String, Option<String>>>,
 }
 
 impl Resolve for Recording<'_> {
     fn secret(&self, name: &str) -> Option<String> {
-        let v = self.inner.secret(name);
-        if let Some(v) = &v {
-            self.used.borrow_mut().push((name.to_string(), v.clone()));
-        }
-        v
+        self.secrets
+            .borrow_mut()
+            .entry(name.to_string())
+            .or_insert_with(|| self.inner.secret(name))
+            .clone()
     }
     fn setting(&self, name: &str) -> Option<String> {
-        self.inner.setting(name)
+        self.settings
+            .borrow_mut()
+            .entry(name.to_string())
+            .or_insert_with(|| self.inner.setting(name))
+            .clone()
     }
     fn context(&self, var: Var) -> String {
         self.inner.context(var)
     }
 }
 
-/// Builds the request to send from a stored request. `max_body`: longest response body kept;
-/// `not_before`: the instant before which it must not go out (a run claimed a little early).
+fn over(what: &str, len: usize, max: usize, setting: &str) -> String {
+    format!(
+        "{what} is {len} bytes once its placeholders are filled in, more than {setting} ({max}): not sent"
+    )
+}
+
+/// The exact length of `params` as [`client::with_query`] appends them (`?k=v&k=v`).
+fn query_len(params: &[(String, String)]) -> usize {
+    let enc = |s: &str| -> usize {
+        s.bytes()
+            .map(|b| {
+                if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                    1
+                } else {
+                    3
+                }
+            })
+            .sum()
+    };
+    params.iter().map(|(k, v)| enc(k) + 1 + enc(v) + 1).sum()
+}
+
+/// Builds the request to send from a stored request. `limits`: what may be sent;
+/// `max_response`: longest response body kept; `not_before`: the instant before which it must not
+/// go out (a run claimed a little early).
 pub fn build(
     req: &Value,
     r: &dyn Resolve,
-    max_body: usize,
+    limits: &Limits,
+    max_response: usize,
     not_before: Option<Instant>,
 ) -> Resolved {
     let ctx = Recording {
         inner: r,
-        used: RefCell::new(Vec::new()),
+        secrets: RefCell::new(HashMap::new()),
+        settings: RefCell::new(HashMap::new()),
     };
-    let render = |s: &str| -> Result<String, String> {
-        let parts = template::parse(s).map_err(|e| e.to_string())?;
-        template::render(&parts, &ctx).map_err(|m| m.to_string())
+    // Resolves a template within `max` bytes: Ok(Err(len)) when it would be longer.
+    let render_raw = |s: &str, max: usize, what: &str| -> Result<Result<String, usize>, String> {
+        let parts = template::parse(s).map_err(|e| format!("{what}: {e}"))?;
+        match template::render_within(&parts, &ctx, max) {
+            Ok(v) => Ok(Ok(v)),
+            Err(RenderError::TooLong { len }) => Ok(Err(len)),
+            Err(RenderError::Missing(m)) => Err(m.to_string()),
+        }
+    };
+    // The same, `what` and `setting` naming the part and its limit.
+    let render = |s: &str, max: usize, what: &str, setting: &str| -> Result<String, String> {
+        render_raw(s, max, what)?.map_err(|len| over(what, len, max, setting))
     };
     let field = |k: &str| req.get(k).and_then(Value::as_str).unwrap_or_default();
-    let method = field("method").to_ascii_uppercase();
-    let mut url = render(field("url"))?;
+    let method = request::send_method(field("method")).map_err(|e| e.to_string())?;
+    let body_template = req.get("body_template").and_then(Value::as_bool) == Some(true);
+
+    let mut url = render(field("url"), limits.url, "the URL", URL_LIMIT)?;
     if let Some(Value::Object(params)) = req.get("params") {
-        let mut pairs = Vec::new();
-        for (k, v) in params {
-            pairs.push((render(k)?, render(v.as_str().unwrap_or_default())?));
+        // params are data: sent as they are (percent-encoded), never resolved
+        let pairs: Vec<(String, String)> = params
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+            .collect();
+        let len = url.len().saturating_add(query_len(&pairs));
+        if len > limits.url {
+            return Err(over("the URL with its params", len, limits.url, URL_LIMIT));
         }
         url = client::with_query(&url, &pairs);
     }
@@ -70,13 +123,35 @@ pub fn build(
             "the URL is not a valid http(s) URL once its placeholders are filled in".into(),
         );
     }
+
     let mut headers = Vec::new();
+    let mut total = 0usize;
     if let Some(Value::Object(h)) = req.get("headers") {
         for (k, v) in h {
-            let value = render(v.as_str().unwrap_or_default())?;
-            if request::header(k, &value).is_err() {
+            request::header_name(k).map_err(|e| e.to_string())?;
+            let what = format!("header \"{k}\"");
+            let room = limits.header.saturating_sub(k.len());
+            let value =
+                render_raw(v.as_str().unwrap_or_default(), room, &what)?.map_err(|len| {
+                    over(
+                        &what,
+                        len.saturating_add(k.len()),
+                        limits.header,
+                        HEADER_LIMIT,
+                    )
+                })?;
+            if request::header_value(k, &value).is_err() {
                 return Err(format!(
-                    "header \"{k}\" is not valid once its placeholders are filled in"
+                    "header \"{k}\" would contain a CR, LF or NUL character once its placeholders are filled in: not sent"
+                ));
+            }
+            total = total.saturating_add(k.len() + value.len());
+            if total > limits.headers {
+                return Err(over(
+                    "the headers together",
+                    total,
+                    limits.headers,
+                    HEADERS_LIMIT,
                 ));
             }
             headers.push((k.clone(), value));
@@ -90,17 +165,39 @@ pub fn build(
         req.get("body_text").and_then(Value::as_str),
     ) {
         (Some(b), _) => {
-            let b = render_json(b, &render)?;
+            let bytes = if body_template {
+                // each byte of a string is at least one byte of the JSON text: the strings
+                // together may use the limit, then the JSON text is written within it
+                let mut used = 0usize;
+                let b = render_json(b, &mut |s: &str| {
+                    let v = render_raw(s, limits.body - used, "the body")?.map_err(|len| {
+                        let at_least = used.saturating_add(len);
+                        over("the body", at_least, limits.body, BODY_LIMIT)
+                            .replace(" is ", " is at least ")
+                    })?;
+                    used += v.len();
+                    Ok(v)
+                })?;
+                json_within(&b, limits.body)?
+            } else {
+                json_within(b, limits.body)?
+            };
             if !has(&headers, "content-type") {
                 headers.push(("Content-Type".into(), "application/json".into()));
             }
-            Some(serde_json::to_vec(&b).map_err(|e| e.to_string())?)
+            Some(bytes)
         }
         (None, Some(t)) => {
             if !has(&headers, "content-type") {
                 headers.push(("Content-Type".into(), "text/plain; charset=utf-8".into()));
             }
-            Some(render(t)?.into_bytes())
+            if body_template {
+                Some(render(t, limits.body, "the body", BODY_LIMIT)?.into_bytes())
+            } else if t.len() > limits.body {
+                return Err(over("the body", t.len(), limits.body, BODY_LIMIT));
+            } else {
+                Some(t.as_bytes().to_vec())
+            }
         }
         (None, None) => None,
     };
@@ -109,7 +206,13 @@ pub fn build(
         .and_then(Value::as_i64)
         .unwrap_or(30_000)
         .max(1);
-    let secrets = ctx.used.into_inner();
+    let mut secrets: Secrets = ctx
+        .secrets
+        .into_inner()
+        .into_iter()
+        .filter_map(|(n, v)| v.map(|v| (n, v)))
+        .collect();
+    secrets.sort();
     Ok((
         client::Request {
             tag: 0,
@@ -123,17 +226,51 @@ pub fn build(
                 .get("follow_redirects")
                 .and_then(Value::as_bool)
                 .unwrap_or(false),
-            max_response_bytes: max_body,
+            max_response_bytes: max_response,
             not_before,
         },
         secrets,
     ))
 }
 
+/// A `Vec` that refuses to grow past `max` bytes.
+struct Bounded {
+    buf: Vec<u8>,
+    max: usize,
+}
+
+impl io::Write for Bounded {
+    fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+        if self.buf.len() + b.len() > self.max {
+            return Err(io::Error::other("over the limit"));
+        }
+        self.buf.extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The JSON text of a body, if it is at most `max` bytes (never more is written).
+fn json_within(v: &Value, max: usize) -> Result<Vec<u8>, String> {
+    let mut w = Bounded {
+        buf: Vec::new(),
+        max,
+    };
+    match serde_json::to_writer(&mut w, v) {
+        Ok(()) => Ok(w.buf),
+        Err(e) if e.is_io() => Err(format!(
+            "the body is more than {BODY_LIMIT} ({max}) bytes as JSON: not sent"
+        )),
+        Err(e) => Err(format!("the body could not be written as JSON: {e}")),
+    }
+}
+
 /// Resolves every string (not the keys) of a JSON body.
 pub fn render_json(
     v: &Value,
-    render: &dyn Fn(&str) -> Result<String, String>,
+    render: &mut dyn FnMut(&str) -> Result<String, String>,
 ) -> Result<Value, String> {
     Ok(match v {
         Value::String(s) => Value::String(render(s)?),
@@ -185,6 +322,8 @@ mod tests {
         }
     }
 
+    const L: Limits = Limits::DEFAULT;
+
     fn req() -> Value {
         json!({
             "method": "post",
@@ -192,15 +331,17 @@ mod tests {
             "params": {"run": "{{run_id}}"},
             "headers": {"Authorization": "Bearer {{secret:key}}"},
             "body": {"job": "{{job_name}}", "n": [1, "{{attempt}}"], "{{job_name}}": true},
+            "body_template": true,
             "timeout_ms": 1500
         })
     }
 
     #[test]
     fn builds_a_request_with_everything_resolved() {
-        let (r, secrets) = build(&req(), &R, 100, None).unwrap();
+        let (r, secrets) = build(&req(), &R, &L, 100, None).unwrap();
         assert_eq!(r.method, "POST");
-        assert_eq!(r.url, "http://127.0.0.1:9/hook?run=42");
+        // params are data: never resolved
+        assert_eq!(r.url, "http://127.0.0.1:9/hook?run=%7B%7Brun_id%7D%7D");
         assert!(r
             .headers
             .contains(&("Authorization".into(), "Bearer s3cr3t-value".into())));
@@ -220,8 +361,9 @@ mod tests {
 
     #[test]
     fn text_bodies_get_a_text_content_type() {
-        let v = json!({"method": "PUT", "url": "http://h/x", "body_text": "job {{job_name}}"});
-        let (r, secrets) = build(&v, &R, 10, None).unwrap();
+        let v = json!({"method": "PUT", "url": "http://h/x", "body_text": "job {{job_name}}",
+                       "body_template": true});
+        let (r, secrets) = build(&v, &R, &L, 10, None).unwrap();
         assert_eq!(r.body.as_deref(), Some(&b"job nightly"[..]));
         assert!(r
             .headers
@@ -234,12 +376,12 @@ mod tests {
     fn missing_placeholders_are_named_never_their_values() {
         let v = json!({"method": "GET", "url": "http://h/{{secret:other}}",
                        "headers": {"X-Key": "{{secret:key}}"}});
-        let e = build(&v, &R, 10, None).unwrap_err();
+        let e = build(&v, &R, &L, 10, None).unwrap_err();
         assert!(e.contains("\"other\""), "{e}");
         // a resolved secret is never part of an error
         let v = json!({"method": "GET", "url": "http://h/",
                        "headers": {"X-Key": "{{secret:key}}", "X-S": "{{setting:app.settings.none}}"}});
-        let e = build(&v, &R, 10, None).unwrap_err();
+        let e = build(&v, &R, &L, 10, None).unwrap_err();
         assert!(e.contains("app.settings.none"), "{e}");
         assert!(!e.contains("s3cr3t"), "{e}");
     }
@@ -259,18 +401,18 @@ mod tests {
             }
         }
         let v = json!({"method": "GET", "url": "{{setting:app.settings.x}}"});
-        let e = build(&v, &Bad, 10, None).unwrap_err();
+        let e = build(&v, &Bad, &L, 10, None).unwrap_err();
         assert!(e.contains("URL"), "{e}");
         assert!(!e.contains("not a url"), "{e}");
         let v = json!({"method": "GET", "url": "http://h/", "headers": {"X-A": "{{secret:a}}"}});
-        let e = build(&v, &Bad, 10, None).unwrap_err();
+        let e = build(&v, &Bad, &L, 10, None).unwrap_err();
         assert!(e.contains("\"X-A\""), "{e}");
         assert!(!e.contains("break"), "{e}");
     }
 
     #[test]
     fn a_secret_echoed_by_the_server_is_scrubbed() {
-        let (_, secrets) = build(&req(), &R, 100, None).unwrap();
+        let (_, secrets) = build(&req(), &R, &L, 100, None).unwrap();
         let echoed = "authorization: Bearer s3cr3t-value\n{\"k\": \"s3cr3t-value\"}";
         let s = scrub(echoed, &secrets);
         assert!(!s.contains("s3cr3t-value"), "{s}");
@@ -280,5 +422,134 @@ mod tests {
         );
         // values shorter than 4 characters are left alone (they would scrub ordinary text)
         assert_eq!(scrub("a ab abc", &[("x".into(), "ab".into())]), "a ab abc");
+    }
+
+    #[test]
+    fn data_is_sent_as_it_is() {
+        // a body not marked as a template, params: placeholders (valid or not) are just text
+        let v = json!({"method": "POST", "url": "http://h/x",
+                       "headers": {"Authorization": "Bearer {{secret:key}}"},
+                       "params": {"q": "{{secret:key}}", "{{x}}": "{{x"},
+                       "body": {"name": "{{secret:key}}", "bad": "{{x}}", "open": "{{"}});
+        let (r, secrets) = build(&v, &R, &L, 10, None).unwrap();
+        assert_eq!(
+            r.url,
+            "http://h/x?q=%7B%7Bsecret%3Akey%7D%7D&%7B%7Bx%7D%7D=%7B%7Bx"
+        );
+        let body: Value = serde_json::from_slice(r.body.as_deref().unwrap()).unwrap();
+        assert_eq!(
+            body,
+            json!({"name": "{{secret:key}}", "bad": "{{x}}", "open": "{{"})
+        );
+        assert!(!String::from_utf8_lossy(r.body.as_deref().unwrap()).contains("s3cr3t"));
+        // the header (a template) was resolved: its secret is recorded once
+        assert_eq!(secrets, vec![("key".into(), "s3cr3t-value".into())]);
+        let v = json!({"method": "POST", "url": "http://h/x", "body_text": "{{secret:key}} {{x}}"});
+        let (r, secrets) = build(&v, &R, &L, 10, None).unwrap();
+        assert_eq!(r.body.as_deref(), Some(&b"{{secret:key}} {{x}}"[..]));
+        assert!(secrets.is_empty());
+    }
+
+    struct Big;
+    impl Resolve for Big {
+        fn secret(&self, _: &str) -> Option<String> {
+            Some("x".repeat(65_536))
+        }
+        fn setting(&self, _: &str) -> Option<String> {
+            None
+        }
+        fn context(&self, _: Var) -> String {
+            String::new()
+        }
+    }
+
+    #[test]
+    fn limits_apply_to_what_is_sent() {
+        // the 655 MB body of 0.3.0: refused from the lengths alone
+        let v = json!({"method": "POST", "url": "http://h/x", "body_template": true,
+                       "body_text": "{{secret:big}}".repeat(10_000)});
+        let e = build(&v, &Big, &L, 10, None).unwrap_err();
+        assert_eq!(
+            e,
+            "the body is 655360000 bytes once its placeholders are filled in, more than pulse.http_max_request_bytes (1048576): not sent"
+        );
+        // a JSON template body: strings count as they are resolved, the JSON text is bounded
+        let v = json!({"method": "POST", "url": "http://h/x", "body_template": true,
+                       "body": vec!["{{secret:big}}"; 10_000]});
+        let e = build(&v, &Big, &L, 10, None).unwrap_err();
+        assert_eq!(e, "the body is at least 1114112 bytes once its placeholders are filled in, more than pulse.http_max_request_bytes (1048576): not sent");
+        let v = json!({"method": "POST", "url": "http://h/x", "body_template": true,
+                       "body": vec!["\u{1}"; 200_000]});
+        let e = build(&v, &Big, &L, 10, None).unwrap_err();
+        assert!(
+            e.contains("more than pulse.http_max_request_bytes (1048576) bytes as JSON"),
+            "{e}"
+        );
+        // a stored body over the limit (a raw row) is not sent either
+        let v = json!({"method": "POST", "url": "http://h/x", "body_text": "x".repeat(1_048_577)});
+        assert!(build(&v, &Big, &L, 10, None)
+            .unwrap_err()
+            .contains("1048577 bytes"));
+        let v = json!({"method": "POST", "url": "http://h/x", "body": "x".repeat(1_048_577)});
+        assert!(build(&v, &Big, &L, 10, None).is_err());
+        // URL, one header, all headers
+        let v = json!({"method": "GET", "url": "http://h/{{secret:big}}"});
+        let e = build(&v, &Big, &L, 10, None).unwrap_err();
+        assert_eq!(e, "the URL is 65545 bytes once its placeholders are filled in, more than pulse.http_max_url_bytes (16384): not sent");
+        let v = json!({"method": "GET", "url": "http://h/", "params": {"q": "x".repeat(16_380)}});
+        let e = build(&v, &Big, &L, 10, None).unwrap_err();
+        assert!(e.contains("the URL with its params is 16392 bytes"), "{e}");
+        let v = json!({"method": "GET", "url": "http://h/", "headers": {"X-K": "{{secret:big}}"}});
+        let e = build(&v, &Big, &L, 10, None).unwrap_err();
+        assert_eq!(e, "header \"X-K\" is 65539 bytes once its placeholders are filled in, more than pulse.http_max_header_bytes (8192): not sent");
+        let small = Limits {
+            header: 100_000,
+            ..L
+        };
+        let h: Map<String, Value> = (0..3)
+            .map(|i| (format!("X-{i}"), Value::from("{{secret:big}}")))
+            .collect();
+        let v = json!({"method": "GET", "url": "http://h/", "headers": h});
+        let e = build(&v, &Big, &small, 10, None).unwrap_err();
+        assert!(e.starts_with("the headers together is"), "{e}");
+        assert!(e.contains("pulse.http_max_headers_bytes (32768)"), "{e}");
+        // at the limit exactly: sent
+        let v = json!({"method": "POST", "url": "http://h/x", "body_template": true,
+                       "body_text": "{{secret:big}}".repeat(16)});
+        assert_eq!(
+            build(&v, &Big, &L, 10, None).unwrap().0.body.unwrap().len(),
+            1_048_576
+        );
+    }
+
+    #[test]
+    fn a_stored_row_is_checked_again_when_sent() {
+        for (v, what) in [
+            (
+                json!({"method": "GET\r\nX-Evil: 1", "url": "http://h/"}),
+                "method",
+            ),
+            (
+                json!({"method": "GET / HTTP/1.1\r\n", "url": "http://h/"}),
+                "method",
+            ),
+            (
+                json!({"method": "GET", "url": "http://h/", "headers": {"X-A\r\nEvil": "1"}}),
+                "name",
+            ),
+            (
+                json!({"method": "GET", "url": "http://h/", "headers": {"X-A": "1\r\nEvil: 2"}}),
+                "CR, LF",
+            ),
+            (
+                json!({"method": "GET", "url": "http://h/", "headers": {"Host": "evil"}}),
+                "Host",
+            ),
+            (json!({"method": "GET", "url": "http://h/\r\nX: 1"}), "URL"),
+        ] {
+            let e = build(&v, &R, &L, 10, None).unwrap_err();
+            assert!(e.contains(what), "{v}: {e}");
+            assert!(!e.contains('\r') && !e.contains('\n'), "{v}: {e}");
+        }
     }
 }

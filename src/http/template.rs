@@ -1,12 +1,16 @@
 //! Request templates: `{{secret:NAME}}`, `{{setting:app.settings.x}}` and the run context
-//! (`{{job_name}}`, `{{run_id}}`, `{{scheduled_for}}`, `{{attempt}}`) in URLs, header values and
-//! body strings. Parsed (and so validated) when a job is created, resolved only when a request is
-//! sent, never stored resolved. Pure Rust.
+//! (`{{job_name}}`, `{{run_id}}`, `{{scheduled_for}}`, `{{attempt}}`) in what the request's
+//! author wrote as a template: the URL and header values, and the body only when it is marked
+//! `body_template` (never params, never a body that comes from data). Parsed (and so validated)
+//! when a request or job is created, resolved only when a request is sent, never stored resolved.
+//! Resolution is bounded ([`render_within`]): the length of the result is computed from the
+//! looked-up values before anything is built, so an over-long result is never allocated. Pure Rust.
 
+use std::collections::HashMap;
 use std::fmt;
 
 /// A run-context variable.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Var {
     JobName,
     RunId,
@@ -15,7 +19,7 @@ pub enum Var {
 }
 
 /// One piece of a template.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Part {
     Text(String),
     Secret(String),
@@ -148,24 +152,86 @@ pub trait Resolve {
     fn context(&self, var: Var) -> String;
 }
 
-/// Resolves parsed parts.
-pub fn render(parts: &[Part], r: &dyn Resolve) -> Result<String, Missing> {
-    let mut out = String::new();
+/// Why a template could not be rendered within its limit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RenderError {
+    Missing(Missing),
+    /// The result would be `len` bytes (saturating), more than the limit: nothing was built.
+    TooLong {
+        len: usize,
+    },
+}
+
+impl From<Missing> for RenderError {
+    fn from(m: Missing) -> Self {
+        RenderError::Missing(m)
+    }
+}
+
+/// The value of one placeholder (a text part is its own value).
+fn lookup(p: &Part, r: &dyn Resolve) -> Result<String, Missing> {
+    Ok(match p {
+        Part::Text(t) => t.clone(),
+        Part::Secret(n) => r.secret(n).ok_or_else(|| Missing::Secret(n.clone()))?,
+        Part::Setting(n) => r
+            .setting(n)
+            .filter(|v| !v.is_empty())
+            .ok_or_else(|| Missing::Setting(n.clone()))?,
+        Part::Context(v) => r.context(*v),
+    })
+}
+
+/// Resolves parsed parts into at most `max` bytes. Each distinct placeholder is looked up once;
+/// the result's length is summed from the values first, and only a result that fits is built
+/// (so `{{secret:big}}` repeated 10,000 times costs one lookup and no allocation beyond `max`).
+pub fn render_within(parts: &[Part], r: &dyn Resolve, max: usize) -> Result<String, RenderError> {
+    let mut values: HashMap<&Part, String> = HashMap::new();
+    let mut len = 0usize;
+    for p in parts {
+        let n = match p {
+            Part::Text(t) => t.len(),
+            _ => match values.get(p) {
+                Some(v) => v.len(),
+                None => {
+                    let v = lookup(p, r)?;
+                    let n = v.len();
+                    values.insert(p, v);
+                    n
+                }
+            },
+        };
+        len = len.saturating_add(n);
+    }
+    if len > max {
+        return Err(RenderError::TooLong { len });
+    }
+    let mut out = String::with_capacity(len);
     for p in parts {
         match p {
             Part::Text(t) => out.push_str(t),
-            Part::Secret(n) => {
-                out.push_str(&r.secret(n).ok_or_else(|| Missing::Secret(n.clone()))?)
-            }
-            Part::Setting(n) => out.push_str(
-                &r.setting(n)
-                    .filter(|v| !v.is_empty())
-                    .ok_or_else(|| Missing::Setting(n.clone()))?,
-            ),
-            Part::Context(v) => out.push_str(&r.context(*v)),
+            _ => out.push_str(&values[p]),
         }
     }
     Ok(out)
+}
+
+/// Resolves parsed parts (no limit).
+pub fn render(parts: &[Part], r: &dyn Resolve) -> Result<String, Missing> {
+    render_within(parts, r, usize::MAX).map_err(|e| match e {
+        RenderError::Missing(m) => m,
+        RenderError::TooLong { .. } => unreachable!("no result is longer than usize::MAX"),
+    })
+}
+
+/// The bytes of a template that are not placeholders: the least its result can be.
+pub fn literal_len(parts: &[Part]) -> usize {
+    parts
+        .iter()
+        .map(|p| match p {
+            Part::Text(t) => t.len(),
+            _ => 0,
+        })
+        .sum()
 }
 
 /// Names of the secrets a template uses.
@@ -245,6 +311,65 @@ mod tests {
                 "{s}: {e}"
             );
         }
+    }
+
+    #[test]
+    fn rendering_is_bounded_before_anything_is_built() {
+        struct Big(std::cell::Cell<usize>);
+        impl Resolve for Big {
+            fn secret(&self, _: &str) -> Option<String> {
+                self.0.set(self.0.get() + 1);
+                Some("x".repeat(65_536))
+            }
+            fn setting(&self, _: &str) -> Option<String> {
+                None
+            }
+            fn context(&self, _: Var) -> String {
+                String::new()
+            }
+        }
+        let r = Big(std::cell::Cell::new(0));
+        let p = parse(&"{{secret:big}}".repeat(10_000)).unwrap();
+        assert_eq!(
+            render_within(&p, &r, 1_048_576).unwrap_err(),
+            RenderError::TooLong { len: 655_360_000 }
+        );
+        // one lookup for the 10,000 uses
+        assert_eq!(r.0.get(), 1);
+        let p = parse("a{{secret:big}}b").unwrap();
+        assert_eq!(render_within(&p, &r, 65_538).unwrap().len(), 65_538);
+        assert!(matches!(
+            render_within(&p, &r, 65_537),
+            Err(RenderError::TooLong { len: 65_538 })
+        ));
+        // a missing value is reported as such, whatever the limit
+        let p = parse("{{setting:app.settings.x}}").unwrap();
+        assert!(matches!(
+            render_within(&p, &r, 0),
+            Err(RenderError::Missing(Missing::Setting(_)))
+        ));
+        assert_eq!(literal_len(&parse("ab{{secret:big}}cd").unwrap()), 4);
+    }
+
+    #[test]
+    fn a_value_is_never_expanded_again() {
+        struct Braces;
+        impl Resolve for Braces {
+            fn secret(&self, _: &str) -> Option<String> {
+                Some("{{secret:other}} {{x}}".into())
+            }
+            fn setting(&self, _: &str) -> Option<String> {
+                None
+            }
+            fn context(&self, _: Var) -> String {
+                "{{secret:k}}".into()
+            }
+        }
+        let p = parse("{{secret:k}}|{{job_name}}").unwrap();
+        assert_eq!(
+            render(&p, &Braces).unwrap(),
+            "{{secret:other}} {{x}}|{{secret:k}}"
+        );
     }
 
     proptest! {

@@ -163,12 +163,16 @@ pub fn alert_text(a: &Alert) -> String {
 
 /// A webhook alert: the target's request (built with pulse.http_request) goes out after commit
 /// through pulse.http_request, as the job's owner (its secrets), with up to 3 attempts. Without a
-/// body it sends Slack-compatible JSON: {"text": "..."}.
+/// body it sends Slack-compatible JSON: {"text": "..."}. That text is data (the job's name, the
+/// run's error): it is sent as it is, never expanded, whatever the target says; placeholders in
+/// the target's URL and headers (and in a body of its own marked `body_template`) are its
+/// author's and are filled in.
 fn send_webhook(c: &mut SpiClient<'_>, mut request: serde_json::Value, a: &Alert) {
     if let Some(o) = request.as_object_mut() {
         let empty = |k: &str| o.get(k).is_none_or(|v| v.is_null());
         if empty("body") && empty("body_text") {
             o.insert("body".into(), serde_json::json!({ "text": alert_text(a) }));
+            o.remove("body_template");
         }
     }
     let Some(owner) = a.owner else { return };

@@ -249,7 +249,11 @@ impl Resolve for Ctx<'_> {
 
 /// Builds the request to send (see `crate::http::resolve::build`), its placeholders resolved as
 /// its owner. Errors name what is wrong, never a value.
-pub(super) fn resolve(c: &Claimed, max_body: usize) -> Resolved {
+pub(super) fn resolve(
+    c: &Claimed,
+    limits: &crate::http::request::Limits,
+    max_response: usize,
+) -> Resolved {
     let Some(req) = &c.request else {
         return Err("the job was changed or removed before this run started".into());
     };
@@ -268,7 +272,7 @@ pub(super) fn resolve(c: &Claimed, max_body: usize) -> Resolved {
             .map(|d| Instant::now() + d.min(Duration::from_millis(super::super::LEAD_MS as u64))),
         Item::Request { .. } => None,
     };
-    resolve::build(req, &ctx, max_body, not_before).map(|(mut r, secrets)| {
+    resolve::build(req, &ctx, limits, max_response, not_before).map(|(mut r, secrets)| {
         // the pool shares its threads fairly between owners
         r.key = c.owner.to_u32();
         (r, secrets)

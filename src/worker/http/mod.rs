@@ -32,6 +32,10 @@ use std::time::{Duration, Instant};
 
 /// Requests handed to the pool and not answered yet, at most (the pool's queue stays short).
 const MAX_IN_FLIGHT: usize = 2000;
+/// Bytes of built requests (URL, headers, body) held in flight at most, plus one request: the
+/// worker claims nothing more until replies make room, and gives back what a claim resolved past
+/// it. With the threads' responses, this bounds the worker's memory (see the README).
+pub(crate) const MAX_IN_FLIGHT_BYTES: usize = 64 << 20;
 /// Requests claimed per transaction.
 const CLAIM_BATCH: usize = 500;
 /// Under load, replies are recorded in batches of up to this many.
@@ -69,6 +73,8 @@ pub(super) struct InFlight {
     pub owner: pg_sys::Oid,
     /// (name, value) of the secrets in the request, scrubbed from what comes back.
     pub secrets: crate::http::resolve::Secrets,
+    /// Bytes of the built request (counted in `Worker::in_flight_bytes`).
+    pub bytes: usize,
 }
 
 #[pg_guard]
@@ -107,6 +113,7 @@ pub extern "C-unwind" fn pulse_http_main(_arg: pg_sys::Datum) {
     let mut w = Worker {
         pool: Pool::new(concurrency(), policy, notify),
         in_flight: HashMap::new(),
+        in_flight_bytes: 0,
         next_tag: 1,
         recovered: false,
         pruned_at: None,
@@ -189,6 +196,8 @@ fn concurrency() -> usize {
 struct Worker {
     pool: Pool,
     in_flight: HashMap<u64, InFlight>,
+    /// The sum of the in-flight requests' `bytes`.
+    in_flight_bytes: usize,
     next_tag: u64,
     recovered: bool,
     pruned_at: Option<Instant>,
@@ -234,7 +243,7 @@ impl Worker {
     fn release(&mut self, tags: Vec<u64>) {
         let (mut requests, mut runs) = (Vec::new(), Vec::new());
         for t in tags {
-            match self.in_flight.remove(&t).map(|f| f.item) {
+            match self.take(t).map(|f| f.item) {
                 Some(Item::Request { id, .. }) => requests.push(id),
                 Some(Item::Run { run_id, .. }) => runs.push(run_id),
                 None => {}
@@ -255,11 +264,18 @@ impl Worker {
         }
     }
 
+    /// Takes an item out of the in-flight map (and its bytes out of the count).
+    fn take(&mut self, tag: u64) -> Option<InFlight> {
+        let f = self.in_flight.remove(&tag)?;
+        self.in_flight_bytes = self.in_flight_bytes.saturating_sub(f.bytes);
+        Some(f)
+    }
+
     /// Records replies (and retries) in one transaction.
     fn record(&mut self, replies: Vec<Reply>) {
         let done: Vec<(InFlight, Reply)> = replies
             .into_iter()
-            .filter_map(|r| self.in_flight.remove(&r.tag).map(|f| (f, r)))
+            .filter_map(|r| self.take(r.tag).map(|f| (f, r)))
             .collect();
         if done.is_empty() {
             return;
@@ -291,14 +307,17 @@ impl Worker {
         let room = MAX_IN_FLIGHT.saturating_sub(self.in_flight.len());
         // (whenever there is room at all: an owner new to the worker must not wait for a whole
         // batch of another owner's replies)
-        if room == 0 {
+        if room == 0 || self.in_flight_bytes >= MAX_IN_FLIGHT_BYTES {
             return (0, None);
         }
+        // what this claim may build: at least one request
+        let byte_room = MAX_IN_FLIGHT_BYTES - self.in_flight_bytes;
         let limit = room.min(CLAIM_BATCH);
         let recovered = self.recovered;
         let durable = self.started.elapsed() < DURABLE_CLAIMS_AFTER_START;
         let pid = unsafe { pg_sys::MyProcPid };
-        let max_body = crate::HTTP_MAX_RESPONSE_BYTES.get().max(0) as usize;
+        let max_response = crate::HTTP_MAX_RESPONSE_BYTES.get().max(0) as usize;
+        let limits = crate::http_limits();
         let mut per_owner: HashMap<pg_sys::Oid, i32> = HashMap::new();
         for f in self.in_flight.values() {
             *per_owner.entry(f.owner).or_insert(0) += 1;
@@ -346,14 +365,32 @@ impl Worker {
             } else {
                 None
             };
-            let resolved: Vec<(Item, pg_sys::Oid, crate::http::resolve::Resolved)> = claimed
-                .into_iter()
-                .map(|c| {
-                    let item = c.item.clone();
-                    (item, c.owner, resolve(&c, max_body))
-                })
-                .collect();
-            Some((resolved, n_requests, next_due))
+            // Built one by one until they fill the byte room; the rest goes back unsent (in this
+            // transaction: as if never claimed), to be claimed when replies have made room.
+            let mut built = 0usize;
+            let mut resolved: Vec<(Item, pg_sys::Oid, crate::http::resolve::Resolved)> = Vec::new();
+            let (mut back_requests, mut back_runs) = (Vec::new(), Vec::new());
+            for c in claimed {
+                if built >= byte_room {
+                    match c.item {
+                        Item::Request { id, .. } => back_requests.push(id),
+                        Item::Run { run_id, .. } => back_runs.push(run_id),
+                    }
+                    continue;
+                }
+                let r = resolve(&c, &limits, max_response);
+                if let Ok((req, _)) = &r {
+                    built = built.saturating_add(request_bytes(req));
+                }
+                resolved.push((c.item.clone(), c.owner, r));
+            }
+            let n_back = back_requests.len();
+            if !back_requests.is_empty() || !back_runs.is_empty() {
+                if let Err(e) = record::release(back_requests, back_runs) {
+                    pgrx::error!("pg_pulse http: could not give back unsent work: {e}");
+                }
+            }
+            Some((resolved, n_requests - n_back.min(n_requests), next_due))
         });
         let (resolved, n, next_due) = match r {
             Ok(Some(x)) => x,
@@ -371,12 +408,15 @@ impl Worker {
             match res {
                 Ok((mut req, secrets)) => {
                     req.tag = tag;
+                    let bytes = request_bytes(&req);
+                    self.in_flight_bytes += bytes;
                     self.in_flight.insert(
                         tag,
                         InFlight {
                             item,
                             owner,
                             secrets,
+                            bytes,
                         },
                     );
                     self.pool.submit(req);
@@ -388,6 +428,7 @@ impl Worker {
                             item,
                             owner,
                             secrets: Vec::new(),
+                            bytes: 0,
                         },
                     );
                     not_sent.push(Reply {
@@ -455,4 +496,14 @@ impl Worker {
             }
         }
     }
+}
+
+/// The memory a built request holds: URL, headers, body.
+fn request_bytes(r: &crate::http::client::Request) -> usize {
+    r.url.len()
+        + r.headers
+            .iter()
+            .map(|(k, v)| k.len() + v.len())
+            .sum::<usize>()
+        + r.body.as_ref().map_or(0, Vec::len)
 }
