@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # make bench: a dedicated server with pg_pulse and pg_cron (Debian's postgresql-15-cron) preloaded,
 # then the pulse-bench program, which prints the figures. About 12 minutes.
-# Arguments select parts: scripts/bench.sh scheduler | queue | health | http (default: all).
+# Arguments select parts: scripts/bench.sh scheduler | queue | health | http | enqueue (default: all).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PG_MAJOR=${PG_MAJOR:-15}
@@ -12,9 +12,14 @@ if ! dpkg -s postgresql-$PG_MAJOR-cron >/dev/null 2>&1; then
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q postgresql-$PG_MAJOR-cron >/dev/null
 fi
+# pg_net (not packaged for Debian) is measured side by side when its library is installed
+PRELOAD="pg_pulse,pg_cron"; NET=()
+if [ -f "$(${PG_CONFIG:-/usr/lib/postgresql/$PG_MAJOR/bin/pg_config} --pkglibdir)/pg_net.so" ]; then
+  PRELOAD="$PRELOAD,pg_net"; NET=("pg_net.batch_size = 10000" "pg_net.database_name = 'postgres'")
+fi
 scripts/pgctl.sh stop "$DIR"; rm -rf "$DIR"
 scripts/pgctl.sh start "$DIR" "$PORT" \
-  "shared_preload_libraries = 'pg_pulse,pg_cron'" \
+  "shared_preload_libraries = '$PRELOAD'" "${NET[@]}" \
   "cron.database_name = 'postgres'" \
   "cron.use_background_workers = on" \
   "cron.max_running_jobs = 32" \

@@ -12,6 +12,7 @@
 use postgres::{Client, NoTls};
 use std::time::{Duration, Instant};
 
+mod enqueue;
 mod health;
 mod http;
 mod queue;
@@ -33,6 +34,9 @@ fn main() {
     // checkpointer busy for minutes afterwards, which would be measured as HTTP throughput
     if wants("http") {
         http::run(port);
+    }
+    if wants("enqueue") {
+        enqueue::run(port);
     }
     if wants("health") {
         health::run(port);

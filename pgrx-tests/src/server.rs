@@ -53,7 +53,15 @@ impl Server {
 
     /// On a fixed port (0: any free one).
     pub fn start_on(port: u16) -> Server {
-        let listener = TcpListener::bind(("127.0.0.1", port)).expect("bind 127.0.0.1");
+        // a long backlog: a client opening thousands of connections at once (pg_net does) must
+        // not see SYNs dropped and retried a second later
+        let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+            .expect("socket");
+        let _ = sock.set_reuse_address(true);
+        let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+        sock.bind(&addr.into()).expect("bind 127.0.0.1");
+        sock.listen(4096).expect("listen");
+        let listener: TcpListener = sock.into();
         let port = listener.local_addr().unwrap().port();
         let state = Arc::new(State::default());
         let st = state.clone();

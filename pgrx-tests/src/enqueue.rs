@@ -1,0 +1,146 @@
+//! Enqueue benchmark (issue 16), side by side with pg_net when the bench server has it preloaded
+//! (pg_net is not packaged for Debian; scripts/bench.sh preloads it when its library is
+//! installed, for example built from its source): (e) what one `http_post` costs inside a
+//! statement making 5,000 of them, and (f) end to end, from the start of that statement
+//! (autocommit) to the last request arriving at a local keep-alive server.
+use super::connect;
+use pulse_e2e::server::Server;
+use std::time::{Duration, Instant};
+
+const N: usize = 5_000;
+const ROUNDS: usize = 5;
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+/// The statement making N requests to `url` + a number, with the same JSON body and header.
+/// pg_net's default timeout (5 s) is too short for thousands of connections opened at once on a
+/// small machine: both get 60 s.
+fn statement(system: &str) -> String {
+    let timeout = if system == "net" {
+        "timeout_milliseconds => 60000"
+    } else {
+        "timeout => '60 seconds'"
+    };
+    format!(
+        "SELECT count({system}.http_post($1 || g, jsonb_build_object('i', g),
+                 headers => '{{\"Authorization\": \"Bearer bench\"}}'::jsonb, {timeout}))
+           FROM generate_series(1, {N}) g"
+    )
+}
+
+/// (e) milliseconds per call: the statement in a transaction that rolls back (nothing is sent).
+fn enqueue_ms(c: &mut postgres::Client, system: &str, url: &str) -> f64 {
+    let mut tx = c.transaction().unwrap();
+    let t = Instant::now();
+    tx.execute(&statement(system), &[&url]).unwrap();
+    let ms = t.elapsed().as_secs_f64() * 1000.0 / N as f64;
+    tx.rollback().unwrap();
+    ms
+}
+
+/// (f) requests/s from the statement's start until the last of them arrived.
+fn end_to_end(c: &mut postgres::Client, srv: &Server, system: &str, round: usize) -> f64 {
+    let prefix = format!("/ok/e2e-{system}-{round}/");
+    let t0 = Instant::now();
+    c.execute(&statement(system), &[&srv.url(&prefix)]).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        let (n, last) = srv.count(&prefix);
+        if n >= N {
+            return N as f64 / (last.unwrap() - t0).as_secs_f64();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{system}: only {n} of {N} arrived"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+pub fn run(port: u16) {
+    let srv = Server::start();
+    let mut c = connect(port);
+    c.batch_execute("CREATE EXTENSION IF NOT EXISTS pg_pulse; TRUNCATE pulse.http_request;")
+        .unwrap();
+    let net: bool = c
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'pg_net')
+                AND current_setting('shared_preload_libraries') LIKE '%pg_net%'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    let mut systems = vec!["pulse"];
+    let mut net_version = String::new();
+    if net {
+        c.batch_execute("CREATE EXTENSION IF NOT EXISTS pg_net")
+            .unwrap();
+        net_version = c
+            .query_one(
+                "SELECT extversion || ', batch_size ' || current_setting('pg_net.batch_size')
+                   FROM pg_extension WHERE extname = 'pg_net'",
+                &[],
+            )
+            .unwrap()
+            .get(0);
+        systems.insert(0, "net");
+    }
+    eprintln!("[enqueue] (e) {N} http_post in one statement, {ROUNDS} rounds each ...");
+    let mut per_call: Vec<Vec<f64>> = vec![Vec::new(); systems.len()];
+    for _ in 0..ROUNDS {
+        for (i, s) in systems.iter().enumerate() {
+            per_call[i].push(enqueue_ms(&mut c, s, &srv.url("/ok/never/")));
+        }
+    }
+    eprintln!("[enqueue] (f) {N} requests end to end, {ROUNDS} rounds each ...");
+    let mut rate: Vec<Vec<f64>> = vec![Vec::new(); systems.len()];
+    for round in 0..ROUNDS {
+        for (i, s) in systems.iter().enumerate() {
+            rate[i].push(end_to_end(&mut c, &srv, s, round));
+        }
+    }
+    let e: Vec<f64> = per_call.iter_mut().map(|v| median(v)).collect();
+    let f: Vec<f64> = rate.iter_mut().map(|v| median(v)).collect();
+    println!("\nEnqueue (issue 16): {N} http_post calls in one statement, median of {ROUNDS} rounds, alternating");
+    if net {
+        println!(
+            "{:<58} {:>14} {:>16}",
+            "",
+            "pg_pulse",
+            format!("pg_net {}", net_version.split(',').next().unwrap_or(""))
+        );
+        println!(
+            "{:<58} {:>14} {:>16}",
+            "(e) enqueue: ms per call (rolled back: nothing sent)",
+            format!("{:.4}", e[1]),
+            format!("{:.4}", e[0])
+        );
+        println!(
+            "{:<58} {:>14} {:>16}",
+            "(f) statement start to last arrival: requests/s",
+            format!("{:.0}", f[1]),
+            format!("{:.0}", f[0])
+        );
+        println!(
+            "    pg_pulse / pg_net: enqueue cost {:.2}x (target <= 1.5x), end to end {:.2}x (target >= 2x)",
+            e[1] / e[0],
+            f[1] / f[0]
+        );
+        println!("    pg_net: {net_version} (tuned as in the issue), built from its source on this machine");
+    } else {
+        println!(
+            "(e) enqueue: ms per call (rolled back: nothing sent)        {:>14.4}",
+            e[0]
+        );
+        println!(
+            "(f) statement start to last arrival: requests/s             {:>14.0}",
+            f[0]
+        );
+        println!("    pg_net is not installed on this machine (it is not packaged for Debian; build it from");
+        println!("    https://github.com/supabase/pg_net and run make bench again to see it side by side):");
+        println!("    pg_pulse's figures alone.");
+    }
+}
