@@ -39,9 +39,57 @@ pub fn from_pg_ts(t: TimestampWithTimeZone) -> DateTime<Utc> {
     Utc.timestamp_micros(us).single().unwrap_or_else(Utc::now)
 }
 
-/// Total microseconds of an interval (a month counts 30 days, as PostgreSQL's own conversions do).
+/// Total microseconds of an interval (a month counts 30 days, as PostgreSQL's own conversions
+/// do), None when that does not fit in an i64 (beyond about 292,000 years either way).
+pub fn checked_interval_micros(i: &Interval) -> Option<i64> {
+    const DAY_US: i64 = 86_400_000_000;
+    (i.months() as i64)
+        .checked_mul(30 * DAY_US)?
+        .checked_add((i.days() as i64).checked_mul(DAY_US)?)?
+        .checked_add(i.micros())
+}
+
+/// [`checked_interval_micros`], saturated: for intervals already checked or stored (workers).
 pub fn interval_micros(i: &Interval) -> i64 {
-    i.micros() + i.days() as i64 * 86_400_000_000 + i.months() as i64 * 30 * 86_400_000_000
+    checked_interval_micros(i).unwrap_or(if i.months() < 0 || i.days() < 0 || i.micros() < 0 {
+        i64::MIN
+    } else {
+        i64::MAX
+    })
+}
+
+/// The longest interval any argument of pg_pulse's functions accepts: 1000 years (of 365.25
+/// days). Longer ones are refused rather than overflowing timestamps or timeouts later.
+pub const MAX_INTERVAL_US: i64 = 1000 * 36_525 * 864_000_000;
+
+/// Microseconds of an interval argument `name`, or `22023` with a HINT when it is longer than
+/// [`MAX_INTERVAL_US`] either way (including intervals too large to count in microseconds).
+/// `example`: a good value for the HINT.
+pub fn interval_arg(name: &str, i: &Interval, example: &str) -> i64 {
+    match checked_interval_micros(i) {
+        Some(us) if us.checked_abs().is_some_and(|a| a <= MAX_INTERVAL_US) => us,
+        _ => invalid(
+            format!("{name} \"{i}\" is out of range: at most 1000 years"),
+            format!("Use an interval such as {name} => '{example}'."),
+        ),
+    }
+}
+
+/// The value of a required argument, or `22004` (null_value_not_allowed) with a HINT.
+pub fn not_null<T>(v: Option<T>, name: &str, hint: &str) -> T {
+    v.unwrap_or_else(|| {
+        raise(
+            PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
+            format!("{name} must not be NULL"),
+            if hint.is_empty() {
+                format!(
+                    "Pass a value for {name}, or leave the argument out where it has a default."
+                )
+            } else {
+                hint.to_string()
+            },
+        )
+    })
 }
 
 thread_local! {

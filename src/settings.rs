@@ -47,6 +47,8 @@ pub static HTTP_ALLOWED_HOSTS: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(None);
 pub static HTTP_DENIED_NETWORKS: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(Some(crate::http::policy::DEFAULT_DENIED_C));
+/// `pulse.http_ca_file`: a PEM file of CA certificates HTTPS trusts besides the system's roots.
+pub static HTTP_CA_FILE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 /// `pulse.http_retention`: seconds finished after-commit requests are kept.
 pub static HTTP_RETENTION: GucSetting<i32> = GucSetting::<i32>::new(86_400);
 /// `pulse.status_max_failing_jobs` / `pulse.status_min_health_pct`: verdict thresholds.
@@ -88,6 +90,11 @@ pub fn http_policy() -> Result<crate::http::policy::Policy, String> {
         &guc_text(&HTTP_ALLOWED_HOSTS),
         &guc_text(&HTTP_DENIED_NETWORKS),
     )
+}
+
+/// `pulse.http_ca_file`, None when unset or empty.
+pub fn http_ca_file() -> Option<String> {
+    Some(guc_text(&HTTP_CA_FILE)).filter(|s| !s.trim().is_empty())
 }
 
 pub fn default_timezone() -> String {
@@ -290,6 +297,14 @@ pub fn register(preloading: bool) {
         &HTTP_DENIED_NETWORKS,
         GucContext::Sighup,
         GucFlags::default(),
+    );
+    GucRegistry::define_string_guc(
+        c"pulse.http_ca_file",
+        c"PEM file of CA certificates HTTPS requests trust besides the system's root certificates.",
+        c"For endpoints behind a company CA. Read by the HTTP worker at start and at each reload; if it cannot be used, HTTPS requests fail saying why.",
+        &HTTP_CA_FILE,
+        GucContext::Sighup,
+        GucFlags::SUPERUSER_ONLY,
     );
     GucRegistry::define_string_guc(
         c"pulse.alert_target",

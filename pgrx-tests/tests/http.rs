@@ -2,6 +2,7 @@
 //! test on 127.0.0.1, which the test cluster allows with pulse.http_allowed_hosts). Secrets are
 //! stored per role, shown by name only, resolved only when sent, and never stored or logged.
 mod common;
+mod http_args;
 use common::*;
 use postgres::Client;
 use pulse_e2e::server::Server;

@@ -3,7 +3,7 @@
 //! `pulse.http_request` and wakes the HTTP worker when the transaction commits.
 
 use super::request::{self, Spec};
-use crate::pgutil::{self, interval_micros, privileged, raise};
+use crate::pgutil::{self, interval_arg, not_null, privileged, raise};
 use pgrx::prelude::*;
 use pgrx::{JsonB, PgBuiltInOids, PgSqlErrorCode};
 use serde_json::{Map, Value};
@@ -225,8 +225,12 @@ fn null(what: &str) -> ! {
     )
 }
 
+/// The timeout argument in milliseconds (NULL: 22004; beyond 1000 years: 22023; the request
+/// check then allows up to a day).
 fn timeout_ms(t: Option<Interval>) -> Value {
-    Value::from(t.map(|t| interval_micros(&t) / 1000).unwrap_or(30_000))
+    let hint = "Pass timeout => '30 seconds' (at most a day), or leave it out for 30 seconds.";
+    let t = not_null(t, "timeout", hint);
+    Value::from(interval_arg("timeout", &t, "30 seconds") / 1000)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -259,7 +263,11 @@ fn http_request(
     o.insert("timeout_ms".into(), timeout_ms(timeout));
     o.insert(
         "follow_redirects".into(),
-        Value::Bool(follow_redirects.unwrap_or(false)),
+        Value::Bool(not_null(
+            follow_redirects,
+            "follow_redirects",
+            "Pass true or false, or leave it out (false).",
+        )),
     );
     o.insert(
         "body_template".into(),
@@ -400,14 +408,23 @@ fn http(
     retry_backoff: default!(Option<Interval>, "'10 seconds'"),
 ) -> i64 {
     let request = request.unwrap_or_else(|| null("request")).0;
-    let max_attempts = max_attempts.unwrap_or(1);
+    let max_attempts = not_null(
+        max_attempts,
+        "max_attempts",
+        "Pass max_attempts => 3 (1 means no retries), or leave it out (1).",
+    );
+    let retry_backoff = Some(not_null(
+        retry_backoff,
+        "retry_backoff",
+        "Pass retry_backoff => '10 seconds', or leave it out (10 seconds).",
+    ));
     if !(1..=100).contains(&max_attempts) {
         pgutil::invalid(
             format!("max_attempts must be between 1 and 100, not {max_attempts}"),
             "Use max_attempts => 3 (1 means no retries).",
         );
     }
-    if retry_backoff.is_some_and(|b| interval_micros(&b) <= 0) {
+    if retry_backoff.is_some_and(|b| interval_arg("retry_backoff", &b, "10 seconds") <= 0) {
         pgutil::invalid(
             "retry_backoff must be a positive interval",
             "Use retry_backoff => '10 seconds'.",

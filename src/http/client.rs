@@ -1,12 +1,15 @@
 //! The HTTP client: a pool of threads that send requests with ureq (keep-alive connections, at
-//! most one connection in use per thread), checking the address policy after DNS resolution and
-//! on every redirect. Pure Rust: the threads never call PostgreSQL; the HTTP worker hands
+//! most one connection in use per thread), checking the allowlist before any DNS lookup and the
+//! denied networks after it, on every redirect too (see [`super::send`]); HTTPS trusts
+//! [`super::tls::Trust`]. Pure Rust: the threads never call PostgreSQL; the HTTP worker hands
 //! requests in with [`Pool::submit`] and takes replies out with [`Pool::try_recv`], and a
 //! `notify` callback (the worker writes to a pipe it waits on) says that replies are ready.
 
 use super::fair::{owner_cap, FairQueue};
 use super::policy::Policy;
-use std::io::{self, Read};
+use super::send::{send, Agents};
+use super::tls::Trust;
+use std::io;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Condvar, Mutex, MutexGuard, RwLock};
@@ -143,42 +146,40 @@ fn split_netloc(netloc: &str) -> (&str, &str) {
     }
 }
 
-/// Resolves a host and refuses it unless the policy allows every address it resolves to.
+/// Resolves a host and refuses it unless the policy allows every address it resolves to. A host
+/// the allowlist does not name is refused before it is looked up.
 struct PolicyResolver(Arc<Policy>);
 
 impl ureq::Resolver for PolicyResolver {
     fn resolve(&self, netloc: &str) -> io::Result<Vec<SocketAddr>> {
         let (host, _) = split_netloc(netloc);
+        let refuse = |d: super::policy::Denied| {
+            io::Error::new(io::ErrorKind::PermissionDenied, d.to_string())
+        };
+        self.0.check_host(host).map_err(refuse)?;
         let addrs: Vec<SocketAddr> = netloc.to_socket_addrs()?.collect();
         let ips: Vec<IpAddr> = addrs.iter().map(SocketAddr::ip).collect();
-        self.0
-            .check(host, &ips)
-            .map_err(|d| io::Error::new(io::ErrorKind::PermissionDenied, d.to_string()))?;
+        self.0.check(host, &ips).map_err(refuse)?;
         Ok(addrs)
     }
 }
 
-struct Agents {
-    direct: ureq::Agent,
-    follow: ureq::Agent,
-}
-
-impl Agents {
-    fn new(policy: &Arc<Policy>, threads: usize) -> Agents {
-        let build = |redirects: u32| {
-            ureq::AgentBuilder::new()
-                .resolver(PolicyResolver(policy.clone()))
-                .redirects(redirects)
-                .max_idle_connections(threads * 2)
-                .max_idle_connections_per_host(threads)
-                .no_delay(true)
-                .user_agent(concat!("pg_pulse/", env!("CARGO_PKG_VERSION")))
-                .build()
-        };
-        Agents {
-            direct: build(0),
-            follow: build(MAX_REDIRECTS),
-        }
+fn agents(policy: &Arc<Policy>, trust: &Arc<Trust>, threads: usize) -> Agents {
+    let mut b = ureq::AgentBuilder::new()
+        .resolver(PolicyResolver(policy.clone()))
+        // redirects are followed by `send`, which checks each one first
+        .redirects(0)
+        .max_idle_connections(threads * 2)
+        .max_idle_connections_per_host(threads)
+        .no_delay(true)
+        .user_agent(concat!("pg_pulse/", env!("CARGO_PKG_VERSION")));
+    if let Ok(c) = &trust.config {
+        b = b.tls_config(c.clone());
+    }
+    Agents {
+        agent: b.build(),
+        policy: policy.clone(),
+        trust: trust.clone(),
     }
 }
 
@@ -193,6 +194,7 @@ struct Waiting {
 struct Inner {
     agents: RwLock<Arc<Agents>>,
     policy: RwLock<Arc<Policy>>,
+    trust: RwLock<Arc<Trust>>,
     threads: AtomicUsize,
     notify: Box<dyn Fn() + Send + Sync>,
 }
@@ -211,11 +213,13 @@ impl Pool {
     pub fn new(threads: usize, policy: Policy, notify: Box<dyn Fn() + Send + Sync>) -> Pool {
         let threads = threads.max(1);
         let policy = Arc::new(policy);
+        let trust = Arc::new(Trust::load(None));
         let (done_tx, done_rx) = mpsc::channel();
         let mut pool = Pool {
             inner: Arc::new(Inner {
-                agents: RwLock::new(Arc::new(Agents::new(&policy, threads))),
+                agents: RwLock::new(Arc::new(agents(&policy, &trust, threads))),
                 policy: RwLock::new(policy),
+                trust: RwLock::new(trust),
                 threads: AtomicUsize::new(threads),
                 notify,
             }),
@@ -262,22 +266,42 @@ impl Pool {
         self.lock().cap = owner_cap(threads);
         if self.inner.threads.swap(threads, Ordering::Relaxed) != threads {
             // connection pools sized for the new number of threads
-            let policy = self.inner.policy.read().expect("policy lock").clone();
-            *self.inner.agents.write().expect("agents lock") =
-                Arc::new(Agents::new(&policy, threads));
+            self.rebuild_agents();
         }
         self.handles.retain(|h| !h.is_finished());
     }
 
     /// A new address policy; connections made under the old one are closed.
     pub fn set_policy(&self, policy: Policy) {
-        let mut p = self.inner.policy.write().expect("policy lock");
-        if **p == policy {
-            return;
+        {
+            let mut p = self.inner.policy.write().expect("policy lock");
+            if **p == policy {
+                return;
+            }
+            *p = Arc::new(policy);
         }
-        *p = Arc::new(policy);
+        self.rebuild_agents();
+    }
+
+    /// Trust the system's root certificates and those of `ca_file` (`pulse.http_ca_file`; None
+    /// or empty: none), read again now; connections are kept when nothing changed. Returns the
+    /// problem HTTPS requests will fail with (until the file is fixed and this is called again).
+    pub fn set_ca_file(&self, ca_file: Option<&str>) -> Result<(), String> {
+        let current = self.inner.trust.read().expect("trust lock").clone();
+        if !current.is_current(ca_file) {
+            *self.inner.trust.write().expect("trust lock") = Arc::new(Trust::load(ca_file));
+            self.rebuild_agents();
+        }
+        let trust = self.inner.trust.read().expect("trust lock");
+        trust.problem().map_or(Ok(()), |p| Err(p.to_string()))
+    }
+
+    fn rebuild_agents(&self) {
+        let policy = self.inner.policy.read().expect("policy lock").clone();
+        let trust = self.inner.trust.read().expect("trust lock").clone();
         let threads = self.inner.threads.load(Ordering::Relaxed);
-        *self.inner.agents.write().expect("agents lock") = Arc::new(Agents::new(&p, threads));
+        *self.inner.agents.write().expect("agents lock") =
+            Arc::new(agents(&policy, &trust, threads));
     }
 
     fn lock(&self) -> MutexGuard<'_, Waiting> {
@@ -365,129 +389,6 @@ fn worker(waiting: Arc<(Mutex<Waiting>, Condvar)>, done: mpsc::Sender<Reply>, in
             return;
         }
         (inner.notify)();
-    }
-}
-
-type Sent = (Result<Response, Failure>, Option<Instant>);
-
-fn send(agents: &Agents, r: &Request) -> Sent {
-    let agent = if r.follow_redirects {
-        &agents.follow
-    } else {
-        &agents.direct
-    };
-    let mut req = agent.request(&r.method, &r.url).timeout(r.timeout);
-    for (k, v) in &r.headers {
-        req = req.set(k, v);
-    }
-    let res = match &r.body {
-        Some(b) => req.send_bytes(b),
-        None => req.call(),
-    };
-    let resp = match res {
-        Ok(resp) | Err(ureq::Error::Status(_, resp)) => resp,
-        Err(ureq::Error::Transport(t)) => return (Err(transport_failure(&t, r.timeout)), None),
-    };
-    let at = Instant::now();
-    let status = resp.status();
-    let reason = resp.status_text().to_string();
-    let mut headers = Vec::new();
-    for name in resp.headers_names() {
-        for v in resp.all(&name) {
-            headers.push((name.clone(), v.to_string()));
-        }
-    }
-    let mut body = Vec::new();
-    let limit = r.max_response_bytes;
-    let read = resp
-        .into_reader()
-        .take(limit as u64 + 1)
-        .read_to_end(&mut body);
-    if let Err(e) = read {
-        return (
-            Err(io_failure(&e, r.timeout, "reading the response body")),
-            Some(at),
-        );
-    }
-    let truncated = body.len() > limit;
-    body.truncate(limit);
-    (
-        Ok(Response {
-            status,
-            reason,
-            headers,
-            body,
-            truncated,
-        }),
-        Some(at),
-    )
-}
-
-fn io_failure(e: &io::Error, timeout: Duration, doing: &str) -> Failure {
-    use io::ErrorKind as K;
-    match e.kind() {
-        K::TimedOut | K::WouldBlock => Failure {
-            kind: FailureKind::Timeout,
-            message: format!("timed out after {} ms ({doing})", timeout.as_millis()),
-        },
-        K::PermissionDenied => Failure {
-            kind: FailureKind::Policy,
-            message: format!("refused by the address policy: {e}"),
-        },
-        K::ConnectionRefused => Failure {
-            kind: FailureKind::Connect,
-            message: "connection refused".into(),
-        },
-        _ => Failure {
-            kind: FailureKind::Connect,
-            message: format!("{doing}: {e}"),
-        },
-    }
-}
-
-fn transport_failure(t: &ureq::Transport, timeout: Duration) -> Failure {
-    use ureq::ErrorKind as K;
-    let io = std::error::Error::source(t).and_then(|s| s.downcast_ref::<io::Error>());
-    let doing = match t.kind() {
-        K::Dns => "resolving the host",
-        K::ConnectionFailed => "connecting",
-        _ => "sending the request",
-    };
-    if let Some(e) = io {
-        let f = io_failure(e, timeout, doing);
-        // a resolver error that is not a refusal is a DNS failure
-        if t.kind() == K::Dns && f.kind != FailureKind::Policy {
-            return Failure {
-                kind: FailureKind::Connect,
-                message: format!("could not resolve the host: {e}"),
-            };
-        }
-        return f;
-    }
-    let detail = t.message().unwrap_or("").to_string();
-    match t.kind() {
-        K::Dns => Failure {
-            kind: FailureKind::Connect,
-            message: format!("could not resolve the host {detail}")
-                .trim_end()
-                .into(),
-        },
-        K::ConnectionFailed | K::Io => Failure {
-            kind: FailureKind::Connect,
-            message: format!("connection failed {detail}").trim_end().into(),
-        },
-        K::TooManyRedirects => Failure {
-            kind: FailureKind::Protocol,
-            message: format!("more than {MAX_REDIRECTS} redirects"),
-        },
-        K::InvalidUrl | K::UnknownScheme => Failure {
-            kind: FailureKind::Protocol,
-            message: "invalid URL (or redirect to one)".into(),
-        },
-        _ => Failure {
-            kind: FailureKind::Protocol,
-            message: format!("invalid HTTP response {detail}").trim_end().into(),
-        },
     }
 }
 

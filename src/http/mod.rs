@@ -5,6 +5,8 @@
 //! * [`request`]: building and validating a request (`pulse.http_request`);
 //! * [`policy`]: which hosts and networks outbound requests may reach;
 //! * [`client`]: the pool of HTTP threads (ureq, keep-alive) that send resolved requests;
+//! * [`send`]: one request on a thread: URL checks, redirects (each checked), failures;
+//! * [`tls`]: the root certificates HTTPS trusts (the system's, plus `pulse.http_ca_file`);
 //! * [`fair`]: the queue of requests waiting for a thread, fair between owners;
 //! * [`resolve`]: a stored request to a request ready to send (placeholders resolved through the
 //!   caller's lookups), and scrubbing secrets from what comes back;
@@ -22,7 +24,9 @@ pub mod outcome;
 pub mod policy;
 pub mod request;
 pub mod resolve;
+pub mod send;
 pub mod template;
+pub mod tls;
 
 #[cfg(feature = "pg")]
 pub(crate) mod api;

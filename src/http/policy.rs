@@ -1,14 +1,58 @@
 //! Outbound address policy for HTTP requests: which hosts may be called and which networks are
-//! refused, checked after DNS resolution and on every redirect. Pure Rust.
+//! refused. The allowlist is checked on the host name before any DNS lookup
+//! ([`Policy::check_host`]); the denied networks after resolution ([`Policy::check`]), on every
+//! connection including each redirect. Pure Rust.
 
 use std::fmt;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-/// A network such as `169.254.0.0/16` or `fe80::/10` (a bare address is a /32 or /128).
+/// A network such as `169.254.0.0/16` or `fe80::/10` (a bare address is a /32 or /128). A network
+/// written in IPv4-mapped form (`::ffff:10.0.0.0/104`) is stored as the IPv4 network it maps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Cidr {
     pub addr: IpAddr,
     pub prefix: u8,
+}
+
+/// The IPv4 addresses an IPv6 address carries, by which it may reach an IPv4 host:
+/// IPv4-mapped `::ffff:a.b.c.d`, IPv4-compatible `::a.b.c.d` (so `::` is `0.0.0.0` and `::1`
+/// is `0.0.0.1`), NAT64 through the well-known prefix `64:ff9b::/96` (RFC 6052), and through the
+/// local-use prefix `64:ff9b:1::/48` (RFC 8215) in each RFC 6052 layout (/48, /56, /64, /96)
+/// whose suffix bits are zero, as that RFC requires (the /96 layout always).
+pub fn embedded_ipv4(ip: Ipv6Addr) -> Vec<Ipv4Addr> {
+    let bits = u128::from(ip);
+    let low32 = Ipv4Addr::from(bits as u32);
+    let mut out = Vec::new();
+    if bits >> 32 == 0xffff || bits >> 32 == 0 {
+        // mapped, or compatible (the first 96 bits zero)
+        out.push(low32);
+    }
+    if bits >> 32 == 0x0064_ff9b_0000_0000_0000_0000 {
+        out.push(low32);
+    }
+    if bits >> 80 == 0x0064_ff9b_0001 {
+        out.push(low32);
+        let byte = |i: u32| ((bits >> (120 - 8 * i)) & 0xff) as u8;
+        // RFC 6052 section 2.2: the IPv4 bytes around the reserved bits 64..71 (byte 8), then
+        // a suffix that must be zero
+        for (at, suffix_from) in [
+            ([6usize, 7, 9, 10], 11u32),
+            ([7, 9, 10, 11], 12),
+            ([9, 10, 11, 12], 13),
+        ] {
+            let suffix_bits = 128 - 8 * suffix_from;
+            let suffix = bits & ((1u128 << suffix_bits) - 1);
+            if suffix == 0 && byte(8) == 0 {
+                out.push(Ipv4Addr::new(
+                    byte(at[0] as u32),
+                    byte(at[1] as u32),
+                    byte(at[2] as u32),
+                    byte(at[3] as u32),
+                ));
+            }
+        }
+    }
+    out
 }
 
 impl Cidr {
@@ -30,33 +74,36 @@ impl Cidr {
                 .ok_or_else(|| format!("\"{s}\": the prefix length must be 0 to {max}"))?,
             None => max,
         };
+        if let IpAddr::V6(v6) = addr {
+            if let (Some(v4), true) = (v6.to_ipv4_mapped(), prefix >= 96) {
+                return Ok(Cidr {
+                    addr: IpAddr::V4(v4),
+                    prefix: prefix - 96,
+                });
+            }
+        }
         Ok(Cidr { addr, prefix })
     }
 
+    /// Whether `ip` is in this network; an IPv4 network also contains every IPv6 address that
+    /// carries one of its addresses (see [`embedded_ipv4`]).
     pub fn contains(&self, ip: IpAddr) -> bool {
-        // IPv4-mapped IPv6 addresses (::ffff:a.b.c.d) are checked as IPv4
-        let ip = match ip {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-            v4 => v4,
+        let v4_in = |n: Ipv4Addr, a: Ipv4Addr| {
+            let mask = u32::MAX
+                .checked_shl(32 - u32::from(self.prefix))
+                .unwrap_or(0);
+            (u32::from(n) & mask) == (u32::from(a) & mask)
         };
         match (self.addr, ip) {
-            (IpAddr::V4(n), IpAddr::V4(a)) => {
-                let mask = if self.prefix == 0 {
-                    0
-                } else {
-                    u32::MAX << (32 - self.prefix)
-                };
-                (u32::from(n) & mask) == (u32::from(a) & mask)
-            }
+            (IpAddr::V4(n), IpAddr::V4(a)) => v4_in(n, a),
+            (IpAddr::V4(n), IpAddr::V6(a)) => embedded_ipv4(a).into_iter().any(|e| v4_in(n, e)),
             (IpAddr::V6(n), IpAddr::V6(a)) => {
-                let mask = if self.prefix == 0 {
-                    0
-                } else {
-                    u128::MAX << (128 - self.prefix)
-                };
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
                 (u128::from(n) & mask) == (u128::from(a) & mask)
             }
-            _ => false,
+            (IpAddr::V6(_), IpAddr::V4(_)) => false,
         }
     }
 }
@@ -69,7 +116,8 @@ impl fmt::Display for Cidr {
 
 /// The default of `pulse.http_denied_networks`: link-local (cloud metadata services live at
 /// 169.254.169.254) and loopback, "this host" (`0.0.0.0/8`, and `::`, which reaches this host on
-/// Linux), and the IPv6 equivalents.
+/// Linux), and the IPv6 equivalents. Each IPv4 network here is also denied in its IPv6 forms
+/// (IPv4-mapped, IPv4-compatible, NAT64: see [`embedded_ipv4`]).
 pub const DEFAULT_DENIED_C: &std::ffi::CStr =
     c"169.254.0.0/16, fe80::/10, 127.0.0.0/8, ::1/128, ::/128, 0.0.0.0/8, fd00:ec2::254/128";
 pub const DEFAULT_DENIED: &str = match DEFAULT_DENIED_C.to_str() {
@@ -142,13 +190,20 @@ impl Policy {
             })
     }
 
-    /// May `host`, resolved to `addrs`, be called?
-    pub fn check(&self, host: &str, addrs: &[IpAddr]) -> Result<(), Denied> {
-        let listed = self.listed(host);
-        if !self.allowed_hosts.is_empty() && !listed {
+    /// May `host` be called at all? The allowlist alone, on the name as written: checked before
+    /// any DNS lookup, so a host that is not listed is never resolved.
+    pub fn check_host(&self, host: &str) -> Result<(), Denied> {
+        if !self.allowed_hosts.is_empty() && !self.listed(host) {
             return Err(Denied::HostNotAllowed(host.to_string()));
         }
-        if listed {
+        Ok(())
+    }
+
+    /// May `host`, resolved to `addrs`, be called? ([`Policy::check_host`] first, then the
+    /// denied networks, which a listed host skips.)
+    pub fn check(&self, host: &str, addrs: &[IpAddr]) -> Result<(), Denied> {
+        self.check_host(host)?;
+        if self.listed(host) {
             return Ok(());
         }
         for &addr in addrs {
@@ -201,6 +256,84 @@ mod tests {
             .check("mixed", &[ip("93.184.216.34"), ip("169.254.1.1")])
             .unwrap_err();
         assert!(e.to_string().contains("169.254.0.0/16"));
+    }
+
+    #[test]
+    fn every_ipv6_form_of_a_denied_ipv4_network_is_denied() {
+        let p = Policy::parse("", DEFAULT_DENIED).unwrap();
+        for (host, form) in [
+            ("::ffff:127.0.0.1", "IPv4-mapped loopback"),
+            ("::ffff:7f00:2", "IPv4-mapped loopback, hex"),
+            ("::127.0.0.1", "IPv4-compatible loopback"),
+            ("::169.254.169.254", "IPv4-compatible metadata"),
+            ("::ffff:169.254.169.254", "IPv4-mapped metadata"),
+            ("64:ff9b::127.0.0.1", "NAT64 loopback"),
+            ("64:ff9b::a9fe:a9fe", "NAT64 metadata"),
+            ("64:ff9b::", "NAT64 of 0.0.0.0"),
+            ("64:ff9b:1::7f00:1", "local-use NAT64 /96"),
+            ("64:ff9b:1:7f00:0001::", "local-use NAT64 /48 layout"),
+            ("64:ff9b:1:a9:00fe:a9fe::", "local-use NAT64 /56 layout"),
+            ("64:ff9b:1:0:7f:0:1::", "local-use NAT64 /64 layout"),
+            ("::", "unspecified"),
+            ("::0.0.0.7", "IPv4-compatible 0.0.0.0/8"),
+            ("::ffff:0.1.2.3", "IPv4-mapped 0.0.0.0/8"),
+            ("0.0.0.0", "this host"),
+            ("0.255.1.1", "0.0.0.0/8"),
+        ] {
+            assert!(
+                matches!(p.check(host, &[ip(host)]), Err(Denied::Network { .. })),
+                "{form}: {host} is allowed"
+            );
+        }
+        // public addresses in the same forms stay allowed
+        for host in [
+            "::ffff:93.184.216.34",
+            "64:ff9b::93.184.216.34",
+            "64:ff9b:1::5db8:d822",
+            "2606:2800:220:1:248:1893:25c8:1946",
+            "93.184.216.34",
+        ] {
+            assert!(p.check(host, &[ip(host)]).is_ok(), "{host}");
+        }
+        // the forms of any IPv4 network the setting lists, not only the defaults
+        let p = Policy::parse("", "10.0.0.0/8").unwrap();
+        for host in ["::ffff:10.1.2.3", "::10.1.2.3", "64:ff9b::10.1.2.3"] {
+            assert!(p.check(host, &[ip(host)]).is_err(), "{host}");
+        }
+        // `::` is the IPv4-compatible form of 0.0.0.0: denied with 0.0.0.0/8 alone
+        let p = Policy::parse("", "0.0.0.0/8").unwrap();
+        assert!(p.check("::", &[ip("::")]).is_err());
+    }
+
+    #[test]
+    fn networks_written_in_mapped_form_match_ipv4_addresses() {
+        let n = Cidr::parse("::ffff:10.0.0.0/104").unwrap();
+        assert_eq!(n, Cidr::parse("10.0.0.0/8").unwrap());
+        assert!(n.contains(ip("10.9.9.9")) && n.contains(ip("::ffff:10.9.9.9")));
+        assert!(Cidr::parse("::ffff:0:0/96")
+            .unwrap()
+            .contains(ip("8.8.8.8")));
+    }
+
+    #[test]
+    fn the_allowlist_needs_no_addresses() {
+        let p = Policy::parse("127.0.0.1, api.example.com, *.supabase.co", DEFAULT_DENIED).unwrap();
+        assert!(p.check_host("127.0.0.1").is_ok());
+        assert!(p.check_host("API.example.com").is_ok());
+        assert!(p.check_host("x.supabase.co").is_ok());
+        assert_eq!(
+            p.check_host("secret-data-ABC123.exfil.example"),
+            Err(Denied::HostNotAllowed(
+                "secret-data-ABC123.exfil.example".into()
+            ))
+        );
+        // no allowlist: every name may be resolved (the networks are checked afterwards)
+        assert!(Policy::parse("", DEFAULT_DENIED)
+            .unwrap()
+            .check_host("anything.example")
+            .is_ok());
+        // an explicitly listed loopback host keeps working in every form of the check
+        assert!(p.check("127.0.0.1", &[ip("127.0.0.1")]).is_ok());
     }
 
     #[test]

@@ -109,31 +109,47 @@ pub fn send_method(m: &str) -> Result<String, Invalid> {
     }
 }
 
-/// Checks an absolute URL: scheme http or https and a host. A URL that starts with a placeholder
-/// is checked when it is resolved, at send time.
+/// Checks an absolute URL as the HTTP client will parse it (the `url` crate, ureq's parser):
+/// scheme http or https, a host, a valid port. Placeholders are checked as written, and the URL
+/// is checked with each placeholder standing for a neutral value: `http://1` when the URL starts
+/// with one (it holds at least the scheme and host, as in
+/// `{{setting:app.settings.url}}/functions/v1/x`), `1` elsewhere (in a host, a port, a path or
+/// a query). So a URL whose fixed text cannot be right (`http://[::1/x`) is refused at once; the
+/// whole URL is checked again once its placeholders are filled in ([`check_resolved_url`]).
 pub fn url(u: &str) -> Result<(), Invalid> {
-    template::parse(u).map_err(|e| bad("url", e.to_string(), template::TEMPLATE_HINT))?;
-    if u.starts_with("{{") {
-        return Ok(());
+    let parts =
+        template::parse(u).map_err(|e| bad("url", e.to_string(), template::TEMPLATE_HINT))?;
+    if parts.iter().all(|p| matches!(p, template::Part::Text(_))) {
+        return check_resolved_url(u);
     }
-    check_resolved_url(u)
+    let mut neutral = String::with_capacity(u.len());
+    for (i, p) in parts.iter().enumerate() {
+        match p {
+            template::Part::Text(t) => neutral.push_str(t),
+            _ if i == 0 => neutral.push_str("http://1"),
+            _ => neutral.push('1'),
+        }
+    }
+    check_resolved_url(&neutral).map_err(|e| Invalid {
+        message: format!(
+            "\"{u}\" {} (placeholders taken as neutral values)",
+            e.message
+                .strip_prefix(&format!("\"{neutral}\" "))
+                .unwrap_or(&e.message)
+        ),
+        ..e
+    })
 }
 
-/// The same check for a resolved URL.
+/// The same check for a resolved URL: no spaces or control characters, a scheme and a host
+/// after `://`, then parsed by the `url` crate: http or https, a host, a port other than 0.
 pub fn check_resolved_url(u: &str) -> Result<(), Invalid> {
+    let err = |what: String| Err(bad("url", format!("\"{u}\" {what}"), URL_HINT));
     if u.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(bad(
-            "url",
-            format!("\"{u}\" contains spaces or control characters"),
-            URL_HINT,
-        ));
+        return err("contains spaces or control characters".into());
     }
     let Some((scheme, rest)) = u.split_once("://") else {
-        return Err(bad(
-            "url",
-            format!("\"{u}\" is not an absolute URL"),
-            URL_HINT,
-        ));
+        return err("is not an absolute URL".into());
     };
     if !matches!(scheme.to_ascii_lowercase().as_str(), "http" | "https") {
         return Err(bad(
@@ -142,27 +158,21 @@ pub fn check_resolved_url(u: &str) -> Result<(), Invalid> {
             URL_HINT,
         ));
     }
-    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
-    let hostport = authority.rsplit('@').next().unwrap_or("");
-    let host = if hostport.starts_with('[') {
-        hostport
-            .split(']')
-            .next()
-            .unwrap_or("")
-            .trim_start_matches('[')
-    } else {
-        hostport.split(':').next().unwrap_or("")
-    };
-    if host.is_empty() {
-        return Err(bad("url", format!("\"{u}\" has no host"), URL_HINT));
+    // `https:///x` would be read as host `x`
+    if rest.starts_with(['/', '?', '#']) || rest.is_empty() {
+        return err("has no host".into());
     }
-    if let Some(port) = hostport.strip_prefix('[').map_or_else(
-        || hostport.split_once(':').map(|(_, p)| p),
-        |v6| v6.split_once("]:").map(|(_, p)| p),
-    ) {
-        if port.parse::<u16>().map_or(true, |p| p == 0) {
-            return Err(bad("url", format!("\"{u}\" has an invalid port"), URL_HINT));
-        }
+    let parsed = match url::Url::parse(u) {
+        Ok(p) => p,
+        Err(url::ParseError::EmptyHost) => return err("has no host".into()),
+        Err(url::ParseError::InvalidPort) => return err("has an invalid port".into()),
+        Err(e) => return err(format!("is not a valid URL: {e}")),
+    };
+    if parsed.host_str().is_none_or(str::is_empty) {
+        return err("has no host".into());
+    }
+    if parsed.port() == Some(0) {
+        return err("has an invalid port".into());
     }
     Ok(())
 }
@@ -331,6 +341,11 @@ mod tests {
             "http://[::1]:9000/",
             "{{setting:app.settings.supabase_url}}/functions/v1/x",
             "https://example.com/{{job_name}}?run={{run_id}}",
+            "https://{{setting:app.settings.host}}/x",
+            "http://127.0.0.1:{{setting:app.settings.port}}/x",
+            "{{setting:app.settings.url}}:8080/path",
+            "https://api-{{setting:app.env}}.example.com/{{secret:tenant_key}}",
+            "http://[::ffff:127.0.0.1]:8080/",
         ] {
             assert!(url(ok).is_ok(), "{ok}");
         }
@@ -343,6 +358,13 @@ mod tests {
             ("http://example.com:0/", "port"),
             ("http://example.com:99999/", "port"),
             ("https://x/{{nope}}", "unknown variable"),
+            ("http://[::1/x", "not a valid URL: invalid IPv6 address"),
+            ("http://[::1/{{job_name}}", "invalid IPv6 address"),
+            ("http://exa%mple.com/", "not a valid URL"),
+            ("http://999.1.1.1/", "not a valid URL"),
+            ("https://{{setting:app.host}}:99999/", "port"),
+            ("{{setting:app.settings.url}}:http/x", "port"),
+            ("http://user@/x", "no host"),
         ] {
             let e = url(badurl).unwrap_err();
             assert_eq!(e.field, "url");

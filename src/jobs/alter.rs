@@ -7,7 +7,7 @@ use super::args::{
 };
 use super::catalog::{find_job, must_find_job, next_for_job, next_from_now};
 use super::{spec, wake};
-use crate::pgutil::{self, from_pg_ts, interval_micros, invalid, privileged, raise};
+use crate::pgutil::{self, from_pg_ts, invalid, privileged, raise};
 use crate::schedule::{self, Schedule};
 use pgrx::prelude::*;
 use pgrx::PgSqlErrorCode;
@@ -110,8 +110,10 @@ fn alter_job(
         check(spec::check_name(n));
     }
     // timeout => '0' removes the timeout; a negative one is an error
-    let timeout_change: Option<Option<Interval>> = timeout
-        .map(|i| check(spec::alter_timeout(&i.to_string(), interval_micros(&i))).then_some(i));
+    let timeout_change: Option<Option<Interval>> = timeout.map(|i| {
+        let us = pgutil::interval_arg("timeout", &i, "5 minutes");
+        check(spec::alter_timeout(&i.to_string(), us)).then_some(i)
+    });
     privileged(|| {
         let job = must_find_job(name);
         // '' (like NULL in schedule_job) means the database pg_pulse lives in

@@ -4,7 +4,7 @@
 
 use super::spec::{self, Invalid};
 use crate::owners::{database_choice, DatabaseChoice};
-use crate::pgutil::{self, interval_micros, invalid, raise};
+use crate::pgutil::{self, invalid, raise};
 use crate::schedule::{self, Schedule};
 use chrono::Utc;
 use pgrx::prelude::*;
@@ -16,13 +16,7 @@ pub(super) fn check<T>(r: Result<T, Invalid>) -> T {
 }
 
 pub(super) fn required<T>(v: Option<T>, name: &str) -> T {
-    v.unwrap_or_else(|| {
-        raise(
-            PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
-            format!("{name} must not be NULL"),
-            "",
-        )
-    })
+    pgutil::not_null(v, name, "")
 }
 
 fn check_command(command: &str) {
@@ -70,7 +64,8 @@ pub(super) fn parse_schedule(text: &str, tz: chrono_tz::Tz) -> Schedule {
 
 pub(super) fn check_timeout(t: &Option<Interval>) {
     if let Some(i) = t {
-        check(spec::check_timeout(&i.to_string(), interval_micros(i)));
+        let us = pgutil::interval_arg("timeout", i, "5 minutes");
+        check(spec::check_timeout(&i.to_string(), us));
     }
 }
 
@@ -187,7 +182,7 @@ impl Retries {
     pub fn new(max_attempts: Option<i32>, backoff: Option<Interval>) -> Retries {
         check(spec::check_retries(
             max_attempts,
-            backoff.map(|b| interval_micros(&b)),
+            backoff.map(|b| pgutil::interval_arg("retry_backoff", &b, "10 seconds")),
         ));
         Retries {
             max_attempts,

@@ -7,7 +7,6 @@ use super::catalog::must_find_job;
 use super::wake;
 use crate::pgutil::{self, from_pg_ts, invalid, privileged, raise, to_pg_ts};
 use crate::schedule::{self, Schedule};
-use chrono::Utc;
 use pgrx::prelude::*;
 use pgrx::PgSqlErrorCode;
 
@@ -90,7 +89,7 @@ fn next_runs(
 ) -> SetOfIterator<'static, TimestampWithTimeZone> {
     let text = required(schedule, "schedule");
     let tz = resolve_timezone(timezone);
-    let count = count.unwrap_or(5);
+    let count = crate::pgutil::not_null(count, "count", "Pass count => 10, or leave it out (5).");
     if !(1..=10_000).contains(&count) {
         invalid(
             format!("invalid count {count}: it must be between 1 and 10000"),
@@ -105,7 +104,9 @@ fn next_runs(
             "after must be a finite timestamp",
             "Pass after => now(), for example.",
         ),
-        None => Utc::now(),
+        None => {
+            crate::pgutil::not_null(None, "after", "Pass after => now(), or leave it out (now).")
+        }
     };
     let runs: Vec<TimestampWithTimeZone> = sched
         .next_runs(tz, after, count as usize)

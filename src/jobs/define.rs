@@ -192,7 +192,11 @@ fn schedule_job(
     let tz = resolve_timezone(timezone);
     let sched = parse_schedule(schedule_text, tz);
     check_timeout(&timeout);
-    let overlap = overlap.unwrap_or("skip");
+    let overlap = pgutil::not_null(
+        overlap,
+        "overlap",
+        "Pass overlap => 'skip' or 'allow', or leave it out ('skip').",
+    );
     check(spec::check_overlap(overlap));
     upsert(JobSpec {
         name,
@@ -200,7 +204,11 @@ fn schedule_job(
         run_at: None,
         tz,
         action,
-        enabled: enabled.unwrap_or(true),
+        enabled: pgutil::not_null(
+            enabled,
+            "enabled",
+            "Pass enabled => true or false, or leave it out (true).",
+        ),
         timeout,
         overlap,
         comment,
@@ -242,7 +250,11 @@ fn schedule_once(
         run_at: Some(run_at),
         tz: resolve_timezone(None),
         action,
-        enabled: enabled.unwrap_or(true),
+        enabled: pgutil::not_null(
+            enabled,
+            "enabled",
+            "Pass enabled => true or false, or leave it out (true).",
+        ),
         timeout,
         overlap: "skip",
         comment,

@@ -2,7 +2,7 @@
 //! `regclass`, `anyarray` and `anyelement`, which the generated SQL cannot spell).
 
 use super::spec::{self, Names};
-use crate::pgutil::{interval_micros, invalid, raise};
+use crate::pgutil::{interval_arg, interval_micros, invalid, not_null, raise};
 use crate::retry::{self, Backoff};
 use pgrx::datum::{AnyArray, AnyElement};
 use pgrx::prelude::*;
@@ -265,17 +265,11 @@ unsafe fn value(i: usize, col: i32) -> Option<pg_sys::Datum> {
 }
 
 fn positive_interval(name: &str, v: Option<Interval>, example: &str) -> Interval {
-    let v = v.unwrap_or_else(|| {
-        invalid(
-            format!("{name} must not be NULL"),
-            format!("Use an interval such as '{example}'."),
-        )
-    });
-    if interval_micros(&v) <= 0 {
-        invalid(
-            format!("{name} must be a positive interval"),
-            format!("Use an interval such as '{example}'."),
-        );
+    let hint =
+        format!("Use an interval such as {name} => '{example}', or leave it out for the default.");
+    let v = not_null(v, name, &hint);
+    if interval_arg(name, &v, example) <= 0 {
+        invalid(format!("{name} must be a positive interval"), hint);
     }
     v
 }
@@ -323,7 +317,7 @@ fn make_queue(queue: Option<pg_sys::Oid>) -> Vec<String> {
         raise(
             PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
             "queue must not be NULL",
-            "",
+            "Pass the queue table, e.g. pulse.make_queue('jobs').",
         )
     });
     prune_caches();
@@ -403,7 +397,11 @@ fn claim_batch(
     lock_ttl: Option<Interval>,
     worker: Option<&str>,
 ) -> SetOfIterator<'static, RawJsonb> {
-    let batch_size = batch_size.unwrap_or(10);
+    let batch_size = not_null(
+        batch_size,
+        "batch_size",
+        "Pass a batch size of 1 to 10000, or leave it out for 10: pulse.claim_batch('jobs').",
+    );
     if !(1..=10_000).contains(&batch_size) {
         invalid(
             format!("batch_size must be between 1 and 10000, not {batch_size}"),
@@ -453,7 +451,17 @@ fn fail(
     max_backoff: Option<Interval>,
 ) -> Option<String> {
     let (key, names) = queue_names(queue);
-    let id = id?;
+    let id = not_null(id, "id", "Pass the key of the row that failed.");
+    let error = Some(not_null(
+        error,
+        "error",
+        "Pass what went wrong, e.g. SQLERRM in an exception handler.",
+    ));
+    let retry = not_null(
+        retry,
+        "retry",
+        "Pass retry => false to dead-letter the row now, or leave it out (true).",
+    );
     let base = positive_interval("backoff", backoff, "30 seconds");
     let cap = positive_interval("max_backoff", max_backoff, "1 hour");
     let t = id.oid();
@@ -470,7 +478,7 @@ fn fail(
         },
     );
     let (attempts, max_attempts) = held?;
-    match retry::decide(attempts, max_attempts, retry.unwrap_or(true)) {
+    match retry::decide(attempts, max_attempts, retry) {
         retry::Outcome::Retry => {
             let policy = Backoff {
                 base: Duration::from_micros(interval_micros(&base) as u64),
@@ -510,7 +518,7 @@ fn extend_lock(
     worker: Option<&str>,
 ) -> bool {
     let (key, names) = queue_names(queue);
-    let Some(id) = id else { return false };
+    let id = not_null(id, "id", "Pass the key of the row being processed.");
     let ttl = positive_interval("ttl", ttl, "15 minutes");
     run(
         (key, "extend", id.oid().to_u32()),
@@ -521,6 +529,14 @@ fn extend_lock(
     )
 }
 
+fn reset_attempts_arg(v: Option<bool>) -> bool {
+    not_null(
+        v,
+        "reset_attempts",
+        "Pass reset_attempts => false to keep the attempt counts, or leave it out (true).",
+    )
+}
+
 #[pg_extern(sql = false, volatile, parallel_unsafe)]
 fn retry_failed_all(queue: Option<pg_sys::Oid>, reset_attempts: Option<bool>) -> i64 {
     let (key, names) = queue_names(queue);
@@ -528,7 +544,7 @@ fn retry_failed_all(queue: Option<pg_sys::Oid>, reset_attempts: Option<bool>) ->
         (key, "retry_all", 0),
         || spec::retry_failed_sql(&names, false),
         &[pg_sys::BOOLOID],
-        &[arg(reset_attempts.unwrap_or(true))],
+        &[arg(reset_attempts_arg(reset_attempts))],
         |n| n as i64,
     )
 }
@@ -545,7 +561,10 @@ fn retry_failed_ids(
         (key, "retry_ids", ids.oid().to_u32()),
         || spec::retry_failed_sql(&names, true),
         &[ids.oid(), pg_sys::BOOLOID],
-        &[raw_arg(ids.datum()), arg(reset_attempts.unwrap_or(true))],
+        &[
+            raw_arg(ids.datum()),
+            arg(reset_attempts_arg(reset_attempts)),
+        ],
         |n| n as i64,
     )
 }

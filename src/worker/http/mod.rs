@@ -110,8 +110,12 @@ pub extern "C-unwind" fn pulse_http_main(_arg: pg_sys::Datum) {
         crate::http::policy::Policy::parse("", crate::http::policy::DEFAULT_DENIED)
             .expect("the default policy parses")
     });
+    let pool = Pool::new(concurrency(), policy, notify);
+    if let Err(e) = pool.set_ca_file(crate::http_ca_file().as_deref()) {
+        warning!("pg_pulse http: {e}; HTTPS requests fail until it is fixed");
+    }
     let mut w = Worker {
-        pool: Pool::new(concurrency(), policy, notify),
+        pool,
         in_flight: HashMap::new(),
         in_flight_bytes: 0,
         next_tag: 1,
@@ -211,6 +215,9 @@ impl Worker {
             Err(e) => {
                 warning!("pg_pulse http: invalid address policy ({e}); keeping the previous one")
             }
+        }
+        if let Err(e) = self.pool.set_ca_file(crate::http_ca_file().as_deref()) {
+            warning!("pg_pulse http: {e}; HTTPS requests fail until it is fixed");
         }
         self.pool.resize(concurrency());
     }
