@@ -1,5 +1,5 @@
 //! What the log hook (`crate::http::loghook`) masks in a log entry raised while a statement that
-//! sets a secret runs (`pulse.set_secret(...)`, `pulse.set_secret_from_file(...)`): the
+//! sets a secret runs (`pulse.set_secret(...)`): the
 //! statement text of such a statement holds the value, and PostgreSQL logs it in a STATEMENT line
 //! after an error (even one raised while parsing, before pg_pulse runs), in `log_statement` and
 //! `log_min_duration_statement` lines, and in the parameters of the extended protocol.
@@ -15,11 +15,15 @@
 /// Literal contents shorter than this are masked only where they stand as literals.
 pub const MIN_NEEDLE: usize = 8;
 
-/// Whether a statement's text names a function that sets a secret.
+/// Whether a statement's text names `set_secret` (`set_secret_from_file` takes no value: its
+/// statements, which name a file, are logged as they are).
 pub fn sets_secret(statement: &[u8]) -> bool {
-    statement
-        .windows(10)
-        .any(|w| w.eq_ignore_ascii_case(b"set_secret"))
+    statement.windows(10).enumerate().any(|(i, w)| {
+        w.eq_ignore_ascii_case(b"set_secret")
+            && !statement[i + 10..]
+                .get(..10)
+                .is_some_and(|t| t.eq_ignore_ascii_case(b"_from_file"))
+    })
 }
 
 fn ident_byte(c: u8) -> bool {
@@ -198,7 +202,12 @@ mod tests {
     #[test]
     fn recognises_statements_that_set_secrets() {
         assert!(sets_secret(b"SELECT pulse.SET_SECRET('k', 'v') FROM t"));
-        assert!(sets_secret(b"select pulse.set_secret_from_file('k', '/x')"));
+        assert!(!sets_secret(
+            b"select pulse.set_secret_from_file('k', '/x')"
+        ));
+        assert!(sets_secret(
+            b"select pulse.set_secret_from_file('k', '/x'), pulse.set_secret('a', 'b')"
+        ));
         assert!(!sets_secret(b"SELECT pulse.drop_secret('k')"));
     }
 

@@ -210,7 +210,8 @@ fn drop_secret(name: Option<&str>) -> bool {
 /// if its stored form does not open as that role's secret of that name.
 pub(crate) fn open_secret(owner: pg_sys::Oid, name: &str) -> Result<Option<String>, String> {
     let sealed = Spi::get_one_with_args::<Vec<u8>>(
-        "SELECT sealed FROM pulse.secret WHERE owner = $1 AND name = $2",
+        // (one row whether or not there is a secret: NULL when there is none)
+        "SELECT (SELECT sealed FROM pulse.secret WHERE owner = $1 AND name = $2)",
         &[owner.into(), name.into()],
     )
     .map_err(|e| format!("reading it failed: {e}"))?;
