@@ -76,6 +76,14 @@ fn store(owner: pg_sys::Oid, name: &str, value: &str) -> bool {
             "Store the key or token itself.",
         );
     }
+    if unsafe { pg_sys::RecoveryInProgress() } {
+        // (and no key file is created on a standby: it would differ from the primary's)
+        raise(
+            PgSqlErrorCode::ERRCODE_READ_ONLY_SQL_TRANSACTION,
+            "cannot set a secret on a standby",
+            "Set secrets on the primary.",
+        );
+    }
     let sealed = seal::seal(&sealing_key(), owner.to_u32(), name, value)
         .unwrap_or_else(|e| raise(PgSqlErrorCode::ERRCODE_IO_ERROR, e, ""));
     // true when created, false when an existing secret was replaced
