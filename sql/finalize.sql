@@ -21,7 +21,7 @@ COMMENT ON FUNCTION pulse._wake_scheduler() IS
 'Internal: wakes the pg_pulse scheduler when the calling transaction commits.';
 
 COMMENT ON FUNCTION pulse.set_secret(text, text) IS
-'Stores a secret of yours for {{secret:NAME}} placeholders in HTTP requests (true: created, false: replaced). The value is readable by no role; errors in this call do not log the statement.';
+'Stores a secret of yours for {{secret:NAME}} placeholders in HTTP requests (true: created, false: replaced); 8 to 65536 bytes. The value is stored sealed (encrypted, bound to you and the name) and readable by no role; pg_pulse keeps it out of the server log (no STATEMENT line, literals masked). With log_statement = ''all'' prefer pulse.set_secret_from_file.';
 COMMENT ON FUNCTION pulse.http_request(text, text, jsonb, jsonb, interval, boolean, text, boolean) IS
 'Builds and validates an HTTP request description (method GET/POST/PUT/PATCH/DELETE/HEAD, http(s) URL, headers, JSON body or body_text, timeout, follow_redirects, body_template) as jsonb. Placeholders {{secret:NAME}}, {{setting:name}}, {{job_name}}, {{run_id}}, {{scheduled_for}}, {{attempt}} in the URL and header values (and in the body only with body_template => true) are checked now and resolved only when the request is sent; an unmarked body is sent as it is. Sizes are limited by pulse.http_max_url_bytes, pulse.http_max_header_bytes, pulse.http_max_headers_bytes and pulse.http_max_request_bytes, placeholders filled in.';
 COMMENT ON FUNCTION pulse.http_post(text, jsonb, jsonb, interval, jsonb, boolean) IS
@@ -33,7 +33,10 @@ COMMENT ON FUNCTION pulse.http_delete(text, jsonb, jsonb, interval) IS
 COMMENT ON FUNCTION pulse.http(jsonb, integer, interval) IS
 'Sends a request built with pulse.http_request once the calling transaction commits, with up to max_attempts attempts on connection errors, timeouts, 429 and 5xx (backoff from retry_backoff, honouring Retry-After). Returns the request id.';
 COMMENT ON FUNCTION pulse.drop_secret(text) IS
-'Removes a secret of yours; false (and a NOTICE) if there was none.';
+'Removes a secret of yours; false (and a NOTICE) if there was none. NULL: error 22004.';
+COMMENT ON FUNCTION pulse.set_secret_from_file(text, text, text) IS
+'Superusers: stores the content of a file the server can read (absolute path, or relative to the data directory; one trailing newline removed) as secret name of role owner (default: you), so that the value is in no statement text and no log. Errors name the file, never its content.';
+REVOKE ALL ON FUNCTION pulse.set_secret_from_file(text, text, text) FROM PUBLIC;
 
 REVOKE ALL ON FUNCTION pulse._wake_scheduler() FROM PUBLIC;
 SELECT pulse._wake_scheduler();

@@ -214,18 +214,21 @@ COMMENT ON TABLE pulse.alert IS 'Alerts pg_pulse sent (incident, recovered, over
 COMMENT ON VIEW pulse.alerts IS 'Alerts about the jobs you own (all for superusers): look up the alert_id of a pulse_alerts notification here; an id not found here was not sent to you by pg_pulse';
 
 -- Secrets for {{secret:NAME}} placeholders in HTTP requests. No role has any privilege on the
--- table: values are written by pulse.set_secret and read only by pg_pulse's workers. They are not
--- part of pg_dump (set them again after a restore).
+-- table: values are written by pulse.set_secret and read only by pg_pulse's workers. A value is
+-- stored sealed (XChaCha20-Poly1305 under the key in PGDATA/pg_pulse/secret.key, bound to owner
+-- and name): table readers, WAL and replicas see ciphertext only. They are not part of pg_dump
+-- (set them again after a restore).
 CREATE TABLE pulse.secret (
     owner      oid         NOT NULL,
     name       text        NOT NULL,
-    value      text        NOT NULL,
+    sealed     bytea       NOT NULL,
     created_at timestamptz NOT NULL DEFAULT now(),
     updated_at timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (owner, name)
 );
 REVOKE ALL ON pulse.secret FROM PUBLIC;
-COMMENT ON TABLE pulse.secret IS 'Secret values for {{secret:NAME}} placeholders; no role may read it: set them with pulse.set_secret, list them in pulse.secrets';
+COMMENT ON TABLE pulse.secret IS 'Secret values for {{secret:NAME}} placeholders, sealed with the key in PGDATA/pg_pulse/secret.key for their owner and name; no role may read it: set them with pulse.set_secret, list them in pulse.secrets';
+COMMENT ON COLUMN pulse.secret.sealed IS 'The value sealed: version byte, 24-byte nonce, XChaCha20-Poly1305 ciphertext with the owner and name as associated data';
 CREATE VIEW pulse.secrets WITH (security_barrier = true) AS
 SELECT s.name, pg_catalog.pg_get_userbyid(s.owner)::text AS owner, s.created_at, s.updated_at
   FROM pulse.secret s

@@ -65,6 +65,8 @@ mod entry {
         crate::settings::register(preloading);
         // DROP ROLE, REASSIGN OWNED and DROP OWNED follow jobs and secrets in this database
         crate::jobs::roles::install();
+        // secret values stay out of the server log (errors, log_statement lines)
+        crate::http::install_log_hook();
         if preloading {
             crate::worker::init_shared_memory();
             crate::worker::register_scheduler();

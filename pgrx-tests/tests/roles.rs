@@ -325,7 +325,7 @@ fn drop_role_is_refused_while_it_owns_jobs_or_secrets_and_drop_owned_removes_the
         &[&job],
     )
     .unwrap();
-    u.query_one("SELECT pulse.set_secret('k', 'v')", &[])
+    u.query_one("SELECT pulse.set_secret('k', 'v-long-enough')", &[])
         .unwrap();
     let run = run_job(&mut u, &job);
     wait_run_final(&mut u, run);
@@ -392,7 +392,7 @@ fn reassign_owned_moves_jobs_and_secrets_and_others_cannot_touch_them() {
         &[&same],
     )
     .unwrap();
-    f.query_one("SELECT pulse.set_secret('token', 'f')", &[])
+    f.query_one("SELECT pulse.set_secret('token', 'from-token')", &[])
         .unwrap();
     let run = run_job(&mut f, &job);
     wait_run_final(&mut f, run);
@@ -439,7 +439,7 @@ fn reassign_owned_moves_jobs_and_secrets_and_others_cannot_touch_them() {
     )
     .unwrap();
     // ...and so is a secret's
-    t.query_one("SELECT pulse.set_secret('token', 't')", &[])
+    t.query_one("SELECT pulse.set_secret('token', 'to-token')", &[])
         .unwrap();
     let (msg, _) = expect_error(
         a.batch_execute(&format!("REASSIGN OWNED BY {from} TO {to}")),

@@ -93,7 +93,7 @@ fn code_run_at_commit_runs_as_the_owner() {
     let r1 = schedule_once(&mut b, &unique("escalate"), &escalate);
     let steal = format!(
         "CREATE TEMP TABLE t(x int); CREATE FUNCTION pg_temp.s() RETURNS trigger LANGUAGE plpgsql AS \
-         $f$BEGIN INSERT INTO {table}(v) SELECT value FROM pulse.secret; RETURN NULL; END$f$; \
+         $f$BEGIN INSERT INTO {table}(v) SELECT s::text FROM pulse.secret s; RETURN NULL; END$f$; \
          CREATE CONSTRAINT TRIGGER s AFTER INSERT ON t DEFERRABLE INITIALLY DEFERRED FOR EACH ROW \
          EXECUTE FUNCTION pg_temp.s(); INSERT INTO t VALUES (1)"
     );

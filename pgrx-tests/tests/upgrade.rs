@@ -115,7 +115,8 @@ impl Drop for PlainRoles {
     }
 }
 
-/// Every row of pg_pulse's tables (owners by name) and the sequences, as text.
+/// Every row of pg_pulse's tables (owners by name) and the sequences, as text. Secrets' values
+/// are compared apart ([`secret_values`]): 0.4.0 stores them sealed.
 fn snapshot(c: &mut Client) -> Vec<String> {
     let mut out = Vec::new();
     for (table, order) in [
@@ -128,7 +129,7 @@ fn snapshot(c: &mut Client) -> Vec<String> {
         for row in c
             .query(
                 &format!(
-                    "SELECT (to_jsonb(t) - 'owner' - 'database' - 'interrupted')::text || ' owner=' || pg_get_userbyid(t.owner::oid)
+                    "SELECT (to_jsonb(t) - 'owner' - 'database' - 'interrupted' - 'value' - 'sealed')::text || ' owner=' || pg_get_userbyid(t.owner::oid)
                        FROM pulse.{table} t ORDER BY {order}"
                 ),
                 &[],
@@ -150,6 +151,51 @@ fn snapshot(c: &mut Client) -> Vec<String> {
         out.push(format!("{seq}: {v}"));
     }
     out
+}
+
+/// The secrets' values (owner by name, name, value): plaintext before 0.4.0; from 0.4.0 the
+/// sealed value, which must not hold the plaintext, opened with the cluster's key file
+/// (PGDATA/pg_pulse/secret.key) as the worker opens it, for its owner and name.
+fn secret_values(c: &mut Client) -> Vec<(String, String, String)> {
+    let sealed: bool = c
+        .query_one(
+            "SELECT EXISTS (SELECT FROM pg_attribute WHERE attrelid = 'pulse.secret'::regclass AND attname = 'sealed')",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    if !sealed {
+        return c
+            .query(
+                "SELECT pg_get_userbyid(owner), name, value FROM pulse.secret ORDER BY owner, name",
+                &[],
+            )
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect();
+    }
+    let key = pg_pulse::http::keyfile::load(std::path::Path::new(&pgdata()))
+        .expect("read the key file")
+        .expect("the upgrade created the key file");
+    c.query(
+        "SELECT pg_get_userbyid(owner), owner, name, sealed FROM pulse.secret ORDER BY owner, name",
+        &[],
+    )
+    .unwrap()
+    .iter()
+    .map(|r| {
+        let (owner, oid, name, sealed): (String, u32, String, Vec<u8>) =
+            (r.get(0), r.get(1), r.get(2), r.get(3));
+        assert!(
+            !sealed.windows(6).any(|w| w == b"secret"),
+            "{name}: plaintext in the sealed form"
+        );
+        let value = pg_pulse::http::seal::open(&key, oid, &name, &sealed)
+            .unwrap_or_else(|e| panic!("{owner}'s secret {name} does not open: {e}"));
+        (owner, name, value)
+    })
+    .collect()
 }
 
 /// `pg_dump --schema-only --binary-upgrade` of a database that holds only pg_pulse: a plain dump
@@ -262,6 +308,8 @@ fn upgrade_from_0_1_0_keeps_every_row_and_matches_a_fresh_install() {
     .expect("0.1.0 rows");
     let before = snapshot(&mut o);
     assert!(before.len() >= 12, "{before:?}");
+    let values = secret_values(&mut o);
+    assert_eq!(values.len(), 2);
 
     o.batch_execute("ALTER EXTENSION pg_pulse UPDATE")
         .expect("ALTER EXTENSION pg_pulse UPDATE");
@@ -274,6 +322,11 @@ fn upgrade_from_0_1_0_keeps_every_row_and_matches_a_fresh_install() {
         .get(0);
     assert_eq!(version, current_version(&mut o));
     assert_eq!(snapshot(&mut o), before, "every row kept, owners by name");
+    assert_eq!(
+        secret_values(&mut o),
+        values,
+        "secrets sealed, each opens as its owner's"
+    );
     let rows: Vec<(String, String, String)> = o
         .query(
             "SELECT job_name, owner, database FROM pulse.jobs ORDER BY job_name, owner",
@@ -372,6 +425,8 @@ fn upgrade_keeps_every_row_and_matches_a_fresh_install(version: &str) {
         .unwrap_or_else(|e| panic!("{version} rows: {e}"));
     let before = snapshot(&mut o);
     assert!(before.len() >= 12, "{before:?}");
+    let values = secret_values(&mut o);
+    assert_eq!(values.len(), 2);
     o.batch_execute("ALTER EXTENSION pg_pulse UPDATE")
         .expect("ALTER EXTENSION pg_pulse UPDATE");
     let installed_version: String = o
@@ -383,6 +438,11 @@ fn upgrade_keeps_every_row_and_matches_a_fresh_install(version: &str) {
         .get(0);
     assert_eq!(installed_version, current_version(&mut o));
     assert_eq!(snapshot(&mut o), before, "every row kept");
+    assert_eq!(
+        secret_values(&mut o),
+        values,
+        "secrets sealed, each opens as its owner's"
+    );
     drop(o);
     fresh
         .connect()

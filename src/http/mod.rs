@@ -10,20 +10,30 @@
 //! * [`fair`]: the queue of requests waiting for a thread, fair between owners;
 //! * [`resolve`]: a stored request to a request ready to send (placeholders resolved through the
 //!   caller's lookups), and scrubbing secrets from what comes back;
+//! * [`scrub`]: secrets scrubbed from what comes back, also JSON-escaped or URL-encoded;
+//! * [`seal`]: secrets sealed at rest (XChaCha20-Poly1305, bound to owner and name);
+//!   [`keyfile`]: the cluster's key in the data directory, created on first use;
+//! * [`redact`]: what the log hook masks in log lines of statements that set secrets;
 //! * [`outcome`]: what is stored of a reply, an HTTP run's message and response, retry delays.
 //!
 //! Shell (feature `pg`):
 //! * `api`: `pulse.http_request`, and the after-commit `pulse.http_post` / `http_get` /
 //!   `http_delete` / `http`;
-//! * `secrets`: `pulse.set_secret` / `pulse.drop_secret` (values readable by no role);
+//! * `secrets`: `pulse.set_secret` / `set_secret_from_file` / `drop_secret` (values sealed,
+//!   readable by no role), opening them for the worker, re-sealing them for REASSIGN OWNED;
+//! * `loghook`: the `emit_log_hook` that keeps secret values out of the server log;
 //! * `crate::worker::http`: the HTTP worker that claims, resolves, sends and records.
 
 pub mod client;
 pub mod fair;
+pub mod keyfile;
 pub mod outcome;
 pub mod policy;
+pub mod redact;
 pub mod request;
 pub mod resolve;
+pub mod scrub;
+pub mod seal;
 pub mod send;
 pub mod template;
 pub mod tls;
@@ -31,4 +41,12 @@ pub mod tls;
 #[cfg(feature = "pg")]
 pub(crate) mod api;
 #[cfg(feature = "pg")]
-mod secrets;
+mod loghook;
+#[cfg(feature = "pg")]
+pub(crate) mod secrets;
+
+/// Installs the log hook that keeps secret values out of the server log (`loghook`).
+#[cfg(feature = "pg")]
+pub(crate) fn install_log_hook() {
+    loghook::install();
+}

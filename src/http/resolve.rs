@@ -288,16 +288,9 @@ pub fn render_json(
     })
 }
 
-/// Replaces secret values (4 characters or more) with `[secret:NAME]`.
-pub fn scrub(s: &str, secrets: &[(String, String)]) -> String {
-    let mut out = s.to_string();
-    for (name, value) in secrets {
-        if value.len() >= 4 && out.contains(value.as_str()) {
-            out = out.replace(value.as_str(), &format!("[secret:{name}]"));
-        }
-    }
-    out
-}
+/// Replaces secret values (4 bytes or more), also JSON-escaped or URL-encoded, with
+/// `[secret:NAME]` (see `crate::http::scrub`).
+pub use super::scrub::scrub;
 
 #[cfg(test)]
 mod tests {

@@ -294,13 +294,19 @@ fn reassign(from: &[Role], to: &Role) {
                  UPDATE pulse.job_stats SET owner = $2 WHERE job_id IN (SELECT job_id FROM moved)),
              alerts AS (
                  UPDATE pulse.alert SET owner = $2
-                  WHERE owner = $1 AND job_id IN (SELECT job_id FROM moved)),
-             secrets AS (
-                 UPDATE pulse.secret SET owner = $2, updated_at = now() WHERE owner = $1)
+                  WHERE owner = $1 AND job_id IN (SELECT job_id FROM moved))
              SELECT count(*), coalesce(array_agg(job_id), '{}') FROM moved",
             &[r.oid.into(), to.oid.into()],
         )
         .unwrap_or_else(|e| catalog_error("reassign jobs and secrets", e));
+        // secrets are sealed for their owner: re-sealed for the new one
+        if let Err(e) = crate::http::secrets::reassign(r.oid, to.oid) {
+            raise(
+                PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
+                format!("pg_pulse could not reassign secrets: {e}"),
+                "",
+            );
+        }
         let ids = ids.unwrap_or_default();
         // the moved jobs' runs follow them
         crate::run::history::reassign(&ids, r.oid, to.oid)

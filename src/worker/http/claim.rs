@@ -194,16 +194,24 @@ struct Ctx<'a> {
     owner: pg_sys::Oid,
     c: &'a Claimed,
     attempt: i32,
+    /// A secret that exists but does not open as the owner's (name, why): the request fails.
+    unreadable: std::cell::RefCell<Option<(String, String)>>,
 }
 
 impl Resolve for Ctx<'_> {
+    /// The owner's secret, opened (`crate::http::secrets::open_secret`); one that does not open
+    /// (planted or copied under this owner or name, or another key) resolves to nothing and is
+    /// remembered, so that the request fails saying so.
     fn secret(&self, name: &str) -> Option<String> {
-        Spi::get_one_with_args::<String>(
-            "SELECT value FROM pulse.secret WHERE owner = $1 AND name = $2",
-            &[self.owner.into(), name.into()],
-        )
-        .ok()
-        .flatten()
+        match crate::http::secrets::open_secret(self.owner, name) {
+            Ok(v) => v,
+            Err(why) => {
+                self.unreadable
+                    .borrow_mut()
+                    .get_or_insert((name.to_string(), why));
+                None
+            }
+        }
     }
 
     /// ALTER ROLE owner [IN DATABASE] SET, then ALTER DATABASE SET, then the server's own value
@@ -264,6 +272,7 @@ pub(super) fn resolve(
         owner: c.owner,
         c,
         attempt,
+        unreadable: std::cell::RefCell::new(None),
     };
     let not_before = match c.item {
         Item::Run { .. } => (c.scheduled_for - chrono::Utc::now())
@@ -272,7 +281,13 @@ pub(super) fn resolve(
             .map(|d| Instant::now() + d.min(Duration::from_millis(super::super::LEAD_MS as u64))),
         Item::Request { .. } => None,
     };
-    resolve::build(req, &ctx, limits, max_response, not_before).map(|(mut r, secrets)| {
+    let built = resolve::build(req, &ctx, limits, max_response, not_before);
+    if let (Err(_), Some((name, why))) = (&built, ctx.unreadable.borrow_mut().take()) {
+        return Err(format!(
+            "secret \"{name}\" cannot be read: {why}; nothing was sent. Set it again with pulse.set_secret."
+        ));
+    }
+    built.map(|(mut r, secrets)| {
         // the pool shares its threads fairly between owners
         r.key = c.owner.to_u32();
         (r, secrets)
