@@ -73,6 +73,9 @@ fn null_arguments_give_22004_unless_documented() {
         ("pulse.drop_secret(NULL)".into(), "22004"),
         ("pulse.set_secret(NULL, 'value-long-enough')".into(), "22004"),
         ("pulse.set_secret('k', NULL)".into(), "22004"),
+        // (owner NULL: you, its default)
+        ("pulse.set_secret_from_file(NULL, 'f')".into(), "22004"),
+        ("pulse.set_secret_from_file('k', NULL)".into(), "22004"),
         ("pulse.run_job(NULL)".into(), "22004"),
         ("pulse.unschedule_job(NULL)".into(), "22004"),
         ("pulse.toggle_job(NULL, true)".into(), "22004"),
