@@ -12,6 +12,10 @@ BIN=${PG_BIN:-/usr/lib/postgresql/$PG_MAJOR/bin}
 unset RUST_BACKTRACE RUST_LIB_BACKTRACE
 cmd=$1; dir=$2
 as_pg() { if [ "$(id -un)" = postgres ]; then "$@"; else runuser -u postgres -- "$@"; fi; }
+# the server may open as many files and sockets as the hard limit allows (runuser gives the
+# postgres user a soft limit of 1024, which a client opening thousands of connections, such as
+# pg_net in the benchmark, runs into)
+server_ctl() { as_pg bash -c 'ulimit -n "$(ulimit -Hn)" 2>/dev/null; exec "$@"' pg_ctl "$@"; }
 case "$cmd" in
   start)
     port=$3; shift 3
@@ -34,7 +38,7 @@ CONF
     if as_pg "$BIN/pg_ctl" -D "$dir" status >/dev/null 2>&1; then
       echo "server in $dir is already running"
     else
-      as_pg "$BIN/pg_ctl" -D "$dir" -l "$dir/server.log" -w -t 60 start >/dev/null
+      server_ctl "$BIN/pg_ctl" -D "$dir" -l "$dir/server.log" -w -t 60 start >/dev/null
     fi
     ;;
   stop)
@@ -45,7 +49,7 @@ CONF
   restart)
     mode=${3:-fast}
     as_pg "$BIN/pg_ctl" -D "$dir" -m "$mode" -w -t 60 stop >/dev/null || true
-    as_pg "$BIN/pg_ctl" -D "$dir" -l "$dir/server.log" -w -t 60 start >/dev/null
+    server_ctl "$BIN/pg_ctl" -D "$dir" -l "$dir/server.log" -w -t 60 start >/dev/null
     ;;
   *) echo "usage: $0 start DIR PORT | stop DIR | restart DIR [mode]" >&2; exit 2;;
 esac

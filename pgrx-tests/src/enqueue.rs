@@ -50,13 +50,34 @@ fn end_to_end(c: &mut postgres::Client, srv: &Server, system: &str, round: usize
     loop {
         let (n, last) = srv.count(&prefix);
         if n >= N {
-            return N as f64 / (last.unwrap() - t0).as_secs_f64();
+            let rate = N as f64 / (last.unwrap() - t0).as_secs_f64();
+            quiesce(c, system);
+            return rate;
         }
         assert!(
             Instant::now() < deadline,
             "{system}: only {n} of {N} arrived"
         );
         std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// Waits until `system` has recorded every response (pg_net's worker writes them after they
+/// arrived), so that the next round, of either system, runs on a quiet server.
+fn quiesce(c: &mut postgres::Client, system: &str) {
+    let busy = if system == "net" {
+        "SELECT EXISTS (SELECT 1 FROM net.http_request_queue)"
+    } else {
+        "SELECT EXISTS (SELECT 1 FROM pulse.http_request WHERE state IN ('pending', 'sending'))"
+    };
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while c.query_one(busy, &[]).unwrap().get::<_, bool>(0) {
+        assert!(Instant::now() < deadline, "{system} never finished");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    if system == "net" {
+        // the responses of the round are written in one go after the queue is empty
+        std::thread::sleep(Duration::from_millis(200));
     }
 }
 
@@ -129,7 +150,7 @@ pub fn run(port: u16) {
             e[1] / e[0],
             f[1] / f[0]
         );
-        println!("    pg_net: {net_version} (tuned as in the issue), built from its source on this machine");
+        println!("    pg_net: {net_version} (as tuned in the issue), built from its source on this machine");
     } else {
         println!(
             "(e) enqueue: ms per call (rolled back: nothing sent)        {:>14.4}",
