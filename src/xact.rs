@@ -149,3 +149,10 @@ pub fn flush_stats(force: bool) -> i64 {
         }
     }
 }
+
+/// The size of column `ordinal` of the current row as stored, uncompressed, read from the
+/// value's header (a TOASTed value is not fetched), or None if it is NULL.
+pub fn stored_size(t: &pgrx::spi::SpiTupleTable<'_>, ordinal: usize) -> Option<usize> {
+    let d = t.get_datum_by_ordinal(ordinal).ok().flatten()?;
+    Some(unsafe { pg_sys::toast_raw_datum_size(d) })
+}

@@ -177,3 +177,76 @@ fn one_request_cannot_stop_the_http_worker() {
         "alice's request was not sent within 10 s: mallory's timeout_ms stops every claim"
     );
 }
+
+/// A role that may write pg_pulse's tables directly (pg_write_all_data; row-level security
+/// still makes its rows its own) writes a run row under its own name for another role's job_id:
+/// the job's command ran as its owner at a time the writer chose, its error went into the
+/// writer's run row, and the owner's statistics counted the run. A run now executes a job only
+/// when the job is its owner's: such a row runs nothing and counts for nobody.
+#[test]
+fn a_run_row_for_another_roles_job_runs_nothing() {
+    let _jobs = Jobs::new();
+    let mut admin = admin();
+    let writer = new_role(&mut admin, "rv_writer");
+    let alice = new_role(&mut admin, "rv_alice");
+    let _cleanup = Cleanup(vec![drop_role_sql(&writer), drop_role_sql(&alice)]);
+    admin
+        .batch_execute(&format!("GRANT pg_write_all_data TO {writer}"))
+        .unwrap();
+    let srv = Server::start();
+    let mut a = connect_as(&alice);
+    let sql_job: i64 = a
+        .query_one(
+            "SELECT pulse.schedule_job('private', '0 0 1 1 *',
+                    'DO $b$ BEGIN RAISE EXCEPTION ''alice private data, as %'', current_user; END $b$')",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    let http_job: i64 = a
+        .query_one(
+            "SELECT pulse.schedule_job('private-hook', '0 0 1 1 *',
+                    http => pulse.http_request('POST', $1, body => '{\"alice\": \"private body\"}'))",
+            &[&srv.url("/ok/alice-hook")],
+        )
+        .unwrap()
+        .get(0);
+    let mut w = connect_as(&writer);
+    let mut runs = Vec::new();
+    for (job, kind) in [(sql_job, "sql"), (http_job, "http")] {
+        let run: i64 = w
+            .query_one(
+                "INSERT INTO pulse.job_run (job_id, job_name, owner, scheduled_for, kind)
+                 VALUES ($1, 'forged', (SELECT oid FROM pg_roles WHERE rolname = current_user), now(), $2)
+                 RETURNING run_id",
+                &[&job, &kind],
+            )
+            .unwrap()
+            .get(0);
+        runs.push(run);
+    }
+    // (queued runs are claimed at the scheduler's next turn)
+    for run in runs {
+        let (status, message) = wait_run_final(&mut admin, run);
+        let message = message.unwrap_or_default();
+        assert_eq!(status, "failed", "{message}");
+        assert!(!message.contains("alice private"), "{message}");
+    }
+    assert!(
+        srv.seen("/ok/alice-hook").is_empty(),
+        "alice's request was sent for the writer's run"
+    );
+    let counted: i64 = admin
+        .query_one(
+            "SELECT coalesce(sum(failures_total), 0)::int8 FROM (
+               SELECT (SELECT sum(x) FROM unnest(s.failures) x) AS failures_total
+                 FROM pulse.job_stats s WHERE s.job_id IN ($1, $2)) t",
+            &[&sql_job, &http_job],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        counted, 0,
+        "the writer's runs counted in alice's statistics"
+    );
+}

@@ -458,3 +458,49 @@ fn a_webhook_alert_sends_its_text_as_it_is() {
     assert!(body.contains(&job), "{body}");
     assert!(body.contains("boom {{x}} {{secret:hook_key}} {{"), "{body}");
 }
+
+/// A row written into pulse.http_request by hand (superuser or pg_write_all_data) is small on
+/// disk when its text compresses, but 50 MB once read: the worker read every claimed row whole
+/// (four such rows took its peak memory from 34 MB to 525 MB). Now a stored request larger than
+/// any request within the limits fails unread, naming the limits, and nothing is sent.
+#[test]
+fn a_stored_request_too_large_to_read_fails_unread() {
+    let srv = Server::start();
+    let mut admin = admin();
+    let role = new_role(&mut admin, "snd_huge");
+    let _cleanup = Cleanup(vec![drop_role_sql(&role)]);
+    let (_, before) = http_worker_hwm_kb(&mut admin);
+    let ids: Vec<i64> = admin
+        .query(
+            "INSERT INTO pulse.http_request (owner, request)
+             SELECT $1::text::regrole::oid,
+                    jsonb_build_object('method', 'GET', 'url', $2::text, 'headers', '{}'::jsonb,
+                                       'body_text', repeat('x', 50000000))
+               FROM generate_series(1, 4) RETURNING id",
+            &[&role, &srv.url("/ok/huge")],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    admin
+        .execute("SELECT pulse.http_get($1)", &[&srv.url("/ok/witness-huge")])
+        .unwrap();
+    for id in ids {
+        let (state, code, err) = wait_request_final(&mut admin, id);
+        assert_eq!((state.as_str(), code), ("failed", None));
+        let err = err.unwrap();
+        assert!(
+            err.contains("the stored request is") && err.contains("pulse.http_max_request_bytes"),
+            "{err}"
+        );
+    }
+    srv.wait_for("/ok/witness-huge", 1, Duration::from_secs(30));
+    assert!(srv.seen("/ok/huge").is_empty(), "an oversized row was sent");
+    let (_, after) = http_worker_hwm_kb(&mut admin);
+    // the rows are never read whole: far less than one of them (50 MB)
+    assert!(
+        after < before + 40_000,
+        "the HTTP worker's peak memory grew from {before} kB to {after} kB"
+    );
+}

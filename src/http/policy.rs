@@ -199,11 +199,19 @@ impl Policy {
         Ok(())
     }
 
+    /// Is `host` listed by name or address exactly (not through a `*.domain` entry)?
+    fn listed_exactly(&self, host: &str) -> bool {
+        let host = host.trim_matches(['[', ']']).to_ascii_lowercase();
+        self.allowed_hosts.iter().any(|a| *a == host)
+    }
+
     /// May `host`, resolved to `addrs`, be called? ([`Policy::check_host`] first, then the
-    /// denied networks, which a listed host skips.)
+    /// denied networks, which a host listed exactly skips: `127.0.0.1` or `localhost` written
+    /// in the allowlist may be called although loopback is denied. A `*.domain` entry never
+    /// lifts the denied networks: any name under a domain may resolve anywhere.)
     pub fn check(&self, host: &str, addrs: &[IpAddr]) -> Result<(), Denied> {
         self.check_host(host)?;
-        if self.listed(host) {
+        if self.listed_exactly(host) {
             return Ok(());
         }
         for &addr in addrs {
@@ -225,6 +233,22 @@ mod tests {
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn a_wildcard_entry_never_lifts_the_denied_networks() {
+        let p = Policy::parse(
+            "*.example.com, localhost, 127.0.0.1",
+            "169.254.0.0/16, 127.0.0.0/8",
+        )
+        .unwrap();
+        let loopback = [ip("127.0.0.1")];
+        let metadata = [ip("169.254.169.254")];
+        assert!(p.check("evil.example.com", &metadata).is_err());
+        assert!(p.check("evil.example.com", &loopback).is_err());
+        assert!(p.check("api.example.com", &[ip("93.184.216.34")]).is_ok());
+        assert!(p.check("localhost", &loopback).is_ok());
+        assert!(p.check("127.0.0.1", &loopback).is_ok());
     }
 
     #[test]

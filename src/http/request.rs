@@ -24,6 +24,23 @@ pub struct Limits {
     pub body: usize,
 }
 
+impl Limits {
+    /// The most a stored request description (jsonb) may hold for the HTTP worker to read it:
+    /// one made through the SQL functions is within the URL, headers and body limits; twice that
+    /// (jsonb's binary form of small values is larger than their text) and 64 kB for the rest.
+    /// A larger row, only writable by hand, is failed without being read into memory.
+    pub fn stored_max(&self) -> usize {
+        2 * (self.url + self.headers + self.body) + 65_536
+    }
+}
+
+/// Why a stored request too large to read is not sent.
+pub fn stored_too_large(size: usize, max: usize) -> String {
+    format!(
+        "the stored request is {size} bytes, more than the {max} bytes a request within pulse.http_max_url_bytes, pulse.http_max_headers_bytes and pulse.http_max_request_bytes can take: not read, not sent"
+    )
+}
+
 pub const URL_LIMIT: &str = "pulse.http_max_url_bytes";
 pub const HEADER_LIMIT: &str = "pulse.http_max_header_bytes";
 pub const HEADERS_LIMIT: &str = "pulse.http_max_headers_bytes";

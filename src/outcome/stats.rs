@@ -26,11 +26,16 @@ pub fn record_outcome(o: &Outcome) {
                     s.consecutive_failures, s.incident_open,
                     coalesce(j.alert_after_failures, $2), coalesce(j.alert::text, $3), j.job_name, j.owner::oid
                FROM pulse.job_stats s JOIN pulse.job j ON j.job_id = s.job_id
-              WHERE s.job_id = $1 FOR UPDATE OF s NOWAIT",
+              WHERE s.job_id = $1
+                -- only the job owner's own runs count (a run row written under another role's
+                -- name for this job_id is not this job's run)
+                AND EXISTS (SELECT 1 FROM pulse.job_run r WHERE r.run_id = $4 AND r.owner = j.owner::oid)
+                FOR UPDATE OF s NOWAIT",
             &[
                 PgOid::BuiltIn(PgBuiltInOids::INT8OID),
                 PgOid::BuiltIn(PgBuiltInOids::INT4OID),
                 PgOid::BuiltIn(PgBuiltInOids::TEXTOID),
+                PgOid::BuiltIn(PgBuiltInOids::INT8OID),
             ],
             |c, stmt| {
                 c.update(
@@ -40,6 +45,7 @@ pub fn record_outcome(o: &Outcome) {
                         o.job_id.into(),
                         crate::ALERT_AFTER_FAILURES.get().into(),
                         alert_target_default().into(),
+                        o.run_id.into(),
                     ],
                 )
                 .ok()
@@ -82,9 +88,13 @@ pub fn record_outcome(o: &Outcome) {
                 c,
                 "INSERT INTO pulse.job_stats (job_id, owner)
                  SELECT j.job_id, j.owner::oid FROM pulse.job j WHERE j.job_id = $1
+                    AND EXISTS (SELECT 1 FROM pulse.job_run r WHERE r.run_id = $2 AND r.owner = j.owner::oid)
                  ON CONFLICT (job_id) DO NOTHING",
-                &[PgOid::BuiltIn(PgBuiltInOids::INT8OID)],
-                |c, stmt| c.update(stmt, None, &[o.job_id.into()]).map(|_| ()),
+                &[
+                    PgOid::BuiltIn(PgBuiltInOids::INT8OID),
+                    PgOid::BuiltIn(PgBuiltInOids::INT8OID),
+                ],
+                |c, stmt| c.update(stmt, None, &[o.job_id.into(), o.run_id.into()]).map(|_| ()),
             );
             row = read(c);
         }

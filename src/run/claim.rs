@@ -78,8 +78,9 @@ pub(crate) struct HttpRunClaim {
     pub scheduled_for: TimestampWithTimeZone,
     pub attempt: i32,
     pub owner: pg_sys::Oid,
-    /// The job's request now; None if the job is gone or no longer an HTTP job.
-    pub http: Option<pgrx::JsonB>,
+    /// The job's request now, or why it is not sent (the job is gone, no longer an HTTP job, not
+    /// this run's owner's, or its stored request is too large to read).
+    pub http: Result<serde_json::Value, String>,
 }
 
 /// The HTTP worker (`pid`) claims up to `limit` queued HTTP runs due within `lead_ms`,
@@ -122,7 +123,7 @@ pub(crate) fn claim_http_runs(
                        AND q.status = 'queued'
                        FOR UPDATE SKIP LOCKED))
             RETURNING r.run_id, r.job_id, r.job_name, r.scheduled_for, r.attempt, r.owner,
-                      (SELECT j.http FROM pulse.job j WHERE j.job_id = r.job_id)"
+                      (SELECT j.http FROM pulse.job j WHERE j.job_id = r.job_id AND j.owner::oid = r.owner)"
             ),
             &[
                 PgOid::BuiltIn(PgBuiltInOids::INT4OID),
@@ -145,8 +146,19 @@ pub(crate) fn claim_http_runs(
                         counts.into(),
                     ],
                 )
-                .map(|t| {
-                    t.filter_map(|row| {
+                .map(|mut t| {
+                    let max = crate::http_limits().stored_max();
+                    let mut out = Vec::new();
+                    while let Some(row) = t.next() {
+                        let http = match xact::stored_size(&t, 7) {
+                            Some(size) if size > max => {
+                                Err(crate::http::request::stored_too_large(size, max))
+                            }
+                            _ => row.get::<pgrx::JsonB>(7).ok().flatten().map(|j| j.0).ok_or_else(|| {
+                                "the job was changed or removed before this run started".to_string()
+                            }),
+                        };
+                        let claimed = (|| {
                         Some(HttpRunClaim {
                             run_id: row.get(1).ok()??,
                             job_id: row.get(2).ok()??,
@@ -154,10 +166,12 @@ pub(crate) fn claim_http_runs(
                             scheduled_for: row.get(4).ok()??,
                             attempt: row.get(5).ok()??,
                             owner: row.get(6).ok()??,
-                            http: row.get::<pgrx::JsonB>(7).ok()?,
+                            http,
                         })
-                    })
-                    .collect::<Vec<_>>()
+                        })();
+                        out.extend(claimed);
+                    }
+                    out
                 })
             },
         )

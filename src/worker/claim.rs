@@ -196,8 +196,10 @@ pub(super) fn candidates(limit: i64) -> Vec<Candidate> {
                     coalesce(d.datallowconn, false), r.rk
                FROM ranked r
                -- (one lookup by key per run, never a scan of all jobs)
+               -- (the job only if the run is its owner's: a run row written under another
+               -- role's name for this job_id runs nothing, as if the job were gone)
                LEFT JOIN LATERAL (SELECT j.owner, j.command, j.timeout, j.database FROM pulse.job j
-                                   WHERE j.job_id = r.job_id OFFSET 0) j ON true
+                                   WHERE j.job_id = r.job_id AND j.owner::oid = r.owner OFFSET 0) j ON true
                LEFT JOIN pg_roles a ON a.oid = coalesce(j.owner::oid, r.owner)
                LEFT JOIN pg_database d ON d.datname = coalesce(j.database, current_database())"
             ),

@@ -17,7 +17,8 @@ use std::time::{Duration, Instant};
 pub(super) struct Claimed {
     pub item: Item,
     pub owner: pg_sys::Oid,
-    pub request: Option<Value>,
+    /// The stored request, or why it is not sent (gone, or too large to read).
+    pub request: Result<Value, String>,
     pub job_name: String,
     pub context_id: i64,
     pub scheduled_for: chrono::DateTime<chrono::Utc>,
@@ -94,7 +95,9 @@ pub(super) fn claim_requests(
              UPDATE pulse.http_request h SET state = 'sending',
                     sent_at = clock_timestamp(),
                     lease_until = clock_timestamp()
-                        + (least(greatest(coalesce((h.request->>'timeout_ms')::float8, 30000), 0), 86400000) + 60000) * interval '1 millisecond'
+                        + (CASE WHEN pg_column_size(h.request) <= 8192 -- (as stored: a larger one is not read here)
+                                THEN least(greatest(coalesce((h.request->>'timeout_ms')::float8, 30000), 0), 86400000)
+                                ELSE 86400000 END + 60000) * interval '1 millisecond'
               WHERE h.ctid = ANY (ARRAY(
                     SELECT q.ctid FROM pulse.http_request q
                      WHERE q.ctid = ANY (ARRAY(SELECT r.ctid FROM ranked r ORDER BY r.rk, r.next_attempt_at, r.id LIMIT $1))
@@ -120,8 +123,23 @@ pub(super) fn claim_requests(
                         counts.into(),
                     ],
                 )
-                .map(|t| {
-                    t.filter_map(|row| {
+                .map(|mut t| {
+                    let max = crate::http_limits().stored_max();
+                    let mut out = Vec::new();
+                    while let Some(row) = t.next() {
+                        // the stored size is read from the value's header, before the value
+                        let request = match xact::stored_size(&t, 3) {
+                            Some(size) if size > max => {
+                                Err(crate::http::request::stored_too_large(size, max))
+                            }
+                            _ => row
+                                .get::<JsonB>(3)
+                                .ok()
+                                .flatten()
+                                .map(|j| j.0)
+                                .ok_or_else(|| "the stored request is missing".to_string()),
+                        };
+                        let claimed = (|| {
                         let id: i64 = row.get(1).ok()??;
                         Some(Claimed {
                             item: Item::Request {
@@ -133,13 +151,15 @@ pub(super) fn claim_requests(
                                 backoff_us: row.get::<i64>(6).ok()??.max(1_000),
                             },
                             owner: row.get(2).ok()??,
-                            request: row.get::<JsonB>(3).ok()?.map(|j| j.0),
+                            request,
                             job_name: String::new(),
                             context_id: id,
                             scheduled_for: from_pg_ts(row.get(7).ok()??),
                         })
-                    })
-                    .collect::<Vec<_>>()
+                        })();
+                        out.extend(claimed);
+                    }
+                    out
                 })
             },
         );
@@ -176,7 +196,7 @@ pub(super) fn claim_runs(
                     attempt: r.attempt,
                 },
                 owner: r.owner,
-                request: r.http.map(|j| j.0),
+                request: r.http,
                 job_name: r.job_name,
                 context_id: r.run_id,
                 scheduled_for: from_pg_ts(r.scheduled_for),
@@ -262,9 +282,7 @@ pub(super) fn resolve(
     limits: &crate::http::request::Limits,
     max_response: usize,
 ) -> Resolved {
-    let Some(req) = &c.request else {
-        return Err("the job was changed or removed before this run started".into());
-    };
+    let req = c.request.as_ref().map_err(Clone::clone)?;
     let attempt = match c.item {
         Item::Request { attempt, .. } | Item::Run { attempt, .. } => attempt,
     };
