@@ -4,7 +4,8 @@
 //! * a row planted or copied under another role's name does not open as that role's secret;
 //!   REASSIGN OWNED re-seals for the new owner;
 //! * no value in the server log: an error before pg_pulse runs (STATEMENT line), log_statement
-//!   = 'all' (simple and extended protocol), and set_secret_from_file;
+//!   = 'all' (simple and extended protocol), and set_secret_from_file; values written with
+//!   escapes or in pieces masked as what they decode to; comments naming set_secret hide nothing;
 //! * JSON-escaped and URL-encoded echoes are scrubbed; short values and NULL names are refused.
 mod common;
 use common::*;
@@ -263,6 +264,79 @@ fn values_stay_out_of_the_server_log() {
         srv.seen("/ok/from_file")[0].header("authorization"),
         Some(format!("Bearer {v4}").as_str())
     );
+}
+
+/// The log hook counts only real calls of set_secret: a comment or a literal naming it does not
+/// hide a statement from the log (its literals, its STATEMENT line). Values written with
+/// escapes (E'', U&'') or in short pieces joined by || are masked as what they decode to.
+#[test]
+fn comments_hide_nothing_and_escaped_values_stay_out_of_the_log() {
+    let mut a = admin();
+    let alice = new_role(&mut a, "sec_lex");
+    let _c = Cleanup(vec![drop_role_sql(&alice)]);
+    let tag = unique("LEX");
+    // default settings: an error's STATEMENT line stays, whatever a comment says
+    let missing = unique("nothere");
+    let select = format!("SELECT 'seen-{tag}' FROM {missing} /* set_secret */");
+    expect_error(a.batch_execute(&select), "42P01");
+    // values that reach an error message decoded (default settings: client and log)
+    let mut u = connect_as(&alice);
+    let (vb, vc, vd) = (
+        format!("LEAKTEST-B-{tag}"),
+        format!("LEAKTEST-C-{tag}"),
+        format!("LEAKTEST-D-{tag}"),
+    );
+    let pieces: Vec<String> = vd
+        .as_bytes()
+        .chunks(6)
+        .map(|p| format!("'{}'", String::from_utf8_lossy(p)))
+        .collect();
+    for (st, v) in [
+        (
+            format!("SELECT pulse.set_secret('k1', E'\\x4c{}'::int)", &vb[1..]),
+            &vb,
+        ),
+        (
+            format!("SELECT pulse.set_secret('k1', U&'\\004c{}'::int)", &vc[1..]),
+            &vc,
+        ),
+        (
+            format!(
+                "SELECT pulse.set_secret('k1', ({})::int::text)",
+                pieces.join(" || ")
+            ),
+            &vd,
+        ),
+    ] {
+        let (msg, _) = expect_error(u.batch_execute(&st), "22P02");
+        assert!(
+            msg.contains("invalid input syntax for type integer"),
+            "{msg}"
+        );
+        assert!(
+            !msg.contains(v.as_str()),
+            "the client's error holds the value: {msg}"
+        );
+    }
+    // log_statement = 'all': a comment naming set_secret does not mask the statement
+    let hidden = format!("evil-audit-hidden-{tag}");
+    let update =
+        format!("UPDATE pulse.job SET comment='{hidden}' WHERE job_name='{tag}' -- set_secret");
+    a.batch_execute("SET log_statement = 'all'").unwrap();
+    a.batch_execute(&update).unwrap();
+    a.batch_execute("RESET log_statement").unwrap();
+    let log = server_log();
+    assert!(
+        log.contains(&format!("STATEMENT:  {select}")),
+        "the STATEMENT line of {select} is logged"
+    );
+    assert!(
+        log.contains(&format!("statement: {update}")),
+        "{update} is logged as it is"
+    );
+    for v in [&vb, &vc, &vd] {
+        assert!(!log.contains(v.as_str()), "{v} reached the server log");
+    }
 }
 
 struct RemoveFile(String);

@@ -1,8 +1,9 @@
 //! The `emit_log_hook` that keeps secret values out of the server log: for every log entry
 //! (error, `log_statement` line, duration line...) raised while a statement that sets a secret
-//! runs (its text names `set_secret`, see `crate::http::redact`), the STATEMENT line is left out
-//! (`hide_stmt`) and the literals of the statement are masked in the message, detail, hint,
-//! context and internal query. It is installed in every process that loads pg_pulse, so in
+//! runs (its text calls `set_secret` outside comments and string literals, see
+//! `crate::http::redact`), the STATEMENT line is left out (`hide_stmt`) and the literals of the
+//! statement, as written and as decoded, are masked in the message, detail, hint, context and
+//! internal query. Other statements cost one `memchr` scan of their text per log entry. It is installed in every process that loads pg_pulse, so in
 //! every backend when pg_pulse is in `shared_preload_libraries` (also for errors raised while a
 //! statement is parsed, before any pg_pulse function runs). The masking changes what the client
 //! receives in the same way.

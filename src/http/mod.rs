@@ -14,6 +14,7 @@
 //! * [`seal`]: secrets sealed at rest (XChaCha20-Poly1305, bound to owner and name);
 //!   [`keyfile`]: the cluster's key in the data directory, created on first use;
 //! * [`redact`]: what the log hook masks in log lines of statements that set secrets;
+//!   [`sqllex`]: the small SQL lexer it uses (comments, literals decoded, identifiers);
 //! * [`outcome`]: what is stored of a reply, an HTTP run's message and response, retry delays.
 //!
 //! Shell (feature `pg`):
@@ -35,6 +36,7 @@ pub mod resolve;
 pub mod scrub;
 pub mod seal;
 pub mod send;
+pub mod sqllex;
 pub mod template;
 pub mod tls;
 

@@ -11,148 +11,167 @@
 //! * anywhere in a field, the contents of every string literal of the statement (8 bytes or
 //!   more: pg_pulse refuses shorter secrets), also inside dollar-quoted bodies (a DO block);
 //! * the token of a syntax error (`at or near "..."`), which may be a piece of a badly quoted value.
+//!
+//! Which statements set secrets, and what their literals stand for, comes from a small SQL lexer
+//! (`crate::http::sqllex`): `set_secret` in a comment or a string literal does not count.
+
+use crate::http::sqllex::{decode_escape, lex, Kind, Quote, Token};
 
 /// Literal contents shorter than this are masked only where they stand as literals.
 pub const MIN_NEEDLE: usize = 8;
 
-/// Whether a statement's text names `set_secret` (`set_secret_from_file` takes no value: its
-/// statements, which name a file, are logged as they are).
-pub fn sets_secret(statement: &[u8]) -> bool {
-    statement.windows(10).enumerate().any(|(i, w)| {
-        w.eq_ignore_ascii_case(b"set_secret")
-            && !statement[i + 10..]
-                .get(..10)
-                .is_some_and(|t| t.eq_ignore_ascii_case(b"_from_file"))
-    })
+/// How deep literals are lexed again as code (a DO block's body, an `EXECUTE` string in it...).
+const MAX_DEPTH: usize = 3;
+
+/// Whether `s` may name `set_secret` at all: the cheap test that runs for every log entry
+/// (`set_secret` in any case, or a `U&"..."` identifier, which may spell it with escapes).
+fn might_name(s: &[u8]) -> bool {
+    memchr::memchr_iter(b'_', s).any(|p| {
+        p >= 3
+            && s[p - 3..p].eq_ignore_ascii_case(b"set")
+            && s[p + 1..]
+                .get(..6)
+                .is_some_and(|t| t.eq_ignore_ascii_case(b"secret"))
+    }) || memchr::memmem::find(s, b"&\"").is_some()
 }
 
-fn ident_byte(c: u8) -> bool {
-    c.is_ascii_alphanumeric() || c == b'_' || c >= 0x80
+/// Whether a statement's text calls `set_secret`: the identifier `set_secret` (unquoted in any
+/// case, or `"set_secret"`; `pulse.` or not) followed by `(`, in code: not in a comment, a
+/// string literal or another identifier (`set_secret_from_file` takes no value: its statements,
+/// which name a file, are logged as they are). The bodies of `DO` and `CREATE FUNCTION` /
+/// `CREATE PROCEDURE` statements are code too, whatever their quotes, and so are the literals
+/// of an `EXECUTE` statement inside such a body (dynamic SQL).
+pub fn sets_secret(statement: &[u8]) -> bool {
+    might_name(statement) && calls(statement, 0)
+}
+
+fn calls(text: &[u8], depth: usize) -> bool {
+    let toks = lex(text);
+    // the current statement is DO or CREATE FUNCTION/PROCEDURE, or (inside such a body)
+    // EXECUTE of dynamic SQL: its literals are code
+    let mut body = false;
+    let mut first = true;
+    for (i, t) in toks.iter().enumerate() {
+        let word = |w: &[u8]| t.kind == Kind::Ident && t.value == w;
+        if first {
+            body = word(b"do");
+            first = false;
+        }
+        if word(b"function") || word(b"procedure") {
+            body |= statement_starts_with_create(&toks, i);
+        }
+        body |= depth > 0 && word(b"execute");
+        match t.kind {
+            Kind::Punct(b';') => first = true,
+            Kind::Ident | Kind::QuotedIdent
+                if t.value == b"set_secret"
+                    && toks.get(i + 1).map(|n| &n.kind) == Some(&Kind::Punct(b'(')) =>
+            {
+                return true
+            }
+            Kind::Str(_)
+                if body
+                    && depth < MAX_DEPTH
+                    && might_name(&t.value)
+                    && calls(&t.value, depth + 1) =>
+            {
+                return true
+            }
+            _ => {}
+        }
+    }
+    false
+}
+
+/// Whether the statement holding token `i` starts with `CREATE`.
+fn statement_starts_with_create(toks: &[Token], i: usize) -> bool {
+    let start = toks[..i]
+        .iter()
+        .rposition(|t| t.kind == Kind::Punct(b';'))
+        .map_or(0, |p| p + 1);
+    toks[start].kind == Kind::Ident && toks[start].value == b"create"
 }
 
 /// The byte ranges of the contents of the string literals in `s` (an unterminated literal runs
 /// to the end), skipping comments and quoted identifiers.
 pub fn literals(s: &[u8]) -> Vec<(usize, usize)> {
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < s.len() {
-        match s[i] {
-            b'-' if s.get(i + 1) == Some(&b'-') => {
-                while i < s.len() && s[i] != b'\n' {
-                    i += 1;
-                }
-            }
-            b'/' if s.get(i + 1) == Some(&b'*') => {
-                let mut depth = 0;
-                while i < s.len() {
-                    if s[i..].starts_with(b"/*") {
-                        depth += 1;
-                        i += 2;
-                    } else if s[i..].starts_with(b"*/") {
-                        depth -= 1;
-                        i += 2;
-                        if depth == 0 {
-                            break;
-                        }
-                    } else {
-                        i += 1;
-                    }
-                }
-            }
-            b'"' => {
-                i += 1;
-                while i < s.len() {
-                    if s[i] == b'"' {
-                        if s.get(i + 1) == Some(&b'"') {
-                            i += 2;
-                            continue;
-                        }
-                        break;
-                    }
-                    i += 1;
-                }
-                i += 1;
-            }
-            b'\'' => {
-                let escapes = i > 0
-                    && s[i - 1].eq_ignore_ascii_case(&b'e')
-                    && (i < 2 || !ident_byte(s[i - 2]));
-                let start = i + 1;
-                i += 1;
-                while i < s.len() {
-                    if escapes && s[i] == b'\\' {
-                        i += 2;
-                        continue;
-                    }
-                    if s[i] == b'\'' {
-                        if s.get(i + 1) == Some(&b'\'') {
-                            i += 2;
-                            continue;
-                        }
-                        break;
-                    }
-                    i += 1;
-                }
-                out.push((start, i.min(s.len())));
-                i += 1;
-            }
-            b'$' if i == 0 || !ident_byte(s[i - 1]) => {
-                // $tag$ (tag: an identifier not starting with a digit, or empty); $1 is a parameter
-                let mut j = i + 1;
-                while j < s.len() && ident_byte(s[j]) && !(j == i + 1 && s[j].is_ascii_digit()) {
-                    j += 1;
-                }
-                if j < s.len() && s[j] == b'$' {
-                    let tag = &s[i..=j];
-                    let start = j + 1;
-                    let end = s[start..]
-                        .windows(tag.len())
-                        .position(|w| w == tag)
-                        .map(|p| start + p)
-                        .unwrap_or(s.len());
-                    out.push((start, end));
-                    i = end + tag.len();
-                } else {
-                    i += 1;
-                }
-            }
-            b if ident_byte(b) => {
-                while i < s.len() && (ident_byte(s[i]) || s[i] == b'$') {
-                    i += 1;
-                }
-            }
-            _ => i += 1,
-        }
+    lex(s)
+        .into_iter()
+        .filter(|t| matches!(t.kind, Kind::Str(_)))
+        .map(|t| t.content)
+        .collect()
+}
+
+/// The bytes a `\x...` bytea literal in hex stands for.
+fn bytea_hex(v: &[u8]) -> Option<Vec<u8>> {
+    let h = v.strip_prefix(b"\\x")?;
+    let h: Vec<u8> = h
+        .iter()
+        .copied()
+        .filter(|c| !c.is_ascii_whitespace())
+        .collect();
+    if !h.len().is_multiple_of(2) || !h.iter().all(u8::is_ascii_hexdigit) {
+        return None;
     }
-    out
+    let d = |c: u8| (c as char).to_digit(16).unwrap_or(0) as u8;
+    Some(h.chunks(2).map(|p| d(p[0]) * 16 + d(p[1])).collect())
 }
 
 /// The values a statement's literals stand for, 8 bytes or more: each literal's contents as
-/// written and with doubled quotes undone, and the literals inside dollar-quoted bodies.
+/// written and decoded (`''`, `E''` escapes, `U&''` escapes; a plain literal also as
+/// `standard_conforming_strings = off` reads it; a bytea's `\x` hex), literals joined by `||` or
+/// by a newline (SQL's continuation) as one value, and, the same way, the literals inside
+/// literals (a DO block's body).
 pub fn needles(statement: &[u8]) -> Vec<Vec<u8>> {
     let mut out: Vec<Vec<u8>> = Vec::new();
+    let add = |n: Vec<u8>, out: &mut Vec<Vec<u8>>| {
+        if n.len() >= MIN_NEEDLE && !out.contains(&n) {
+            out.push(n);
+        }
+    };
     let mut todo = vec![(statement.to_vec(), 0)];
     while let Some((text, depth)) = todo.pop() {
-        for (a, b) in literals(&text) {
-            let lit = text[a..b].to_vec();
-            let mut undone = Vec::with_capacity(lit.len());
-            let mut k = 0;
-            while k < lit.len() {
-                undone.push(lit[k]);
-                k += if lit[k] == b'\'' && lit.get(k + 1) == Some(&b'\'') {
-                    2
-                } else {
-                    1
-                };
-            }
-            if depth < 3 && lit.iter().any(|&c| c == b'\'' || c == b'$') {
-                todo.push((lit.clone(), depth + 1));
-            }
-            for n in [lit, undone] {
-                if n.len() >= MIN_NEEDLE && !out.contains(&n) {
-                    out.push(n);
+        let toks = lex(&text);
+        let mut chain: Vec<u8> = Vec::new();
+        let mut chained = 0;
+        let mut joined = false; // the previous token was `||`
+        for t in &toks {
+            let Kind::Str(q) = t.kind else {
+                joined = t.kind == Kind::Concat && chained > 0;
+                if !joined {
+                    if chained > 1 {
+                        add(std::mem::take(&mut chain), &mut out);
+                    }
+                    chain.clear();
+                    chained = 0;
                 }
+                continue;
+            };
+            if !(joined || (chained > 0 && t.newline_before)) {
+                if chained > 1 {
+                    add(std::mem::take(&mut chain), &mut out);
+                }
+                chain.clear();
+                chained = 0;
             }
+            joined = false;
+            chain.extend_from_slice(&t.value);
+            chained += 1;
+            let (a, b) = t.content;
+            add(text[a..b.min(text.len())].to_vec(), &mut out);
+            add(t.value.clone(), &mut out);
+            if q == Quote::Plain && t.value.contains(&b'\\') {
+                add(decode_escape(&t.value), &mut out);
+            }
+            if let Some(b) = bytea_hex(&t.value) {
+                add(b, &mut out);
+            }
+            if depth < MAX_DEPTH && t.value.iter().any(|&c| c == b'\'' || c == b'$') {
+                todo.push((t.value.clone(), depth + 1));
+            }
+        }
+        if chained > 1 {
+            add(chain, &mut out);
         }
     }
     out
@@ -189,91 +208,5 @@ pub fn mask_field(field: &mut [u8], needles: &[Vec<u8>]) {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use proptest::prelude::*;
-
-    fn masked(field: &str, statement: &str) -> String {
-        let mut b = field.as_bytes().to_vec();
-        mask_field(&mut b, &needles(statement.as_bytes()));
-        String::from_utf8(b).unwrap()
-    }
-
-    #[test]
-    fn recognises_statements_that_set_secrets() {
-        assert!(sets_secret(b"SELECT pulse.SET_SECRET('k', 'v') FROM t"));
-        assert!(!sets_secret(
-            b"select pulse.set_secret_from_file('k', '/x')"
-        ));
-        assert!(sets_secret(
-            b"select pulse.set_secret_from_file('k', '/x'), pulse.set_secret('a', 'b')"
-        ));
-        assert!(!sets_secret(b"SELECT pulse.drop_secret('k')"));
-    }
-
-    #[test]
-    fn statement_lines_and_parameters_lose_their_literals() {
-        let st = "SELECT pulse.set_secret('api_key', 'it''s-a-secret') FROM missing";
-        assert_eq!(
-            masked(&format!("statement: {st}"), st),
-            "statement: SELECT pulse.set_secret('*******', '**************') FROM missing"
-        );
-        assert_eq!(
-            masked(
-                "parameters: $1 = 'api_key', $2 = 'sk_live_123'",
-                "SELECT pulse.set_secret($1, $2)"
-            ),
-            "parameters: $1 = '*******', $2 = '***********'"
-        );
-        // E'' strings, dollar quotes, comments and identifiers
-        let st = "SELECT /* 'x' */ \"we'ird\", pulse.set_secret(E'k\\'ey', $q$va'lue$q$) -- 'c'";
-        assert_eq!(
-            masked(st, st),
-            "SELECT /* 'x' */ \"we'ird\", pulse.set_secret(E'*****', $q$******$q$) -- 'c'"
-        );
-    }
-
-    #[test]
-    fn values_elsewhere_in_a_message_are_masked() {
-        let st = "SELECT pulse.set_secret('k', 'topsecret1'::int)";
-        assert_eq!(
-            masked("invalid input syntax for type integer: \"topsecret1\"", st),
-            "invalid input syntax for type integer: \"**********\""
-        );
-        // inside a DO block
-        let st = "DO $$ BEGIN PERFORM pulse.set_secret('k', 'in-a-do-block'); END $$";
-        assert_eq!(masked("x in-a-do-block y", st), "x ************* y");
-        // the token of a syntax error
-        let st = "SELECT pulse.set_secret('k', 'abc'defghij')";
-        assert_eq!(
-            masked("syntax error at or near \"defghij\"", st),
-            "syntax error at or near \"*******\""
-        );
-        // an ordinary message keeps its words
-        assert_eq!(
-            masked(
-                "relation \"missing_table\" does not exist",
-                "SELECT pulse.set_secret('k', 'vvvvvvvv') FROM missing_table"
-            ),
-            "relation \"missing_table\" does not exist"
-        );
-    }
-
-    proptest! {
-        #[test]
-        fn literal_values_never_survive(v in "[^'\\\\$]{8,30}", pre in "[a-z ,()]{0,10}") {
-            let st = format!("SELECT {pre} pulse.set_secret('name', '{v}') FROM nowhere");
-            for field in [format!("statement: {st}"), format!("error about \"{v}\""), format!("{pre}{v}{pre}")] {
-                let m = masked(&field, &st);
-                prop_assert!(!m.contains(&v), "{}", m);
-                prop_assert_eq!(m.len(), field.len());
-            }
-        }
-
-        #[test]
-        fn never_panics(field in "\\PC{0,40}", st in "\\PC{0,40}") {
-            let m = masked(&field, &st);
-            prop_assert_eq!(m.len(), field.len());
-        }
-    }
-}
+#[path = "redact_tests.rs"]
+mod tests;
