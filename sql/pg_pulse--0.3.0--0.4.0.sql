@@ -136,3 +136,15 @@ COMMENT ON FUNCTION pulse.drop_secret(text) IS
 COMMENT ON FUNCTION pulse.set_secret_from_file(text, text, text) IS
 'Superusers: stores the content of a file the server can read (absolute path, or relative to the data directory; one trailing newline removed) as secret name of role owner (default: you), so that the value is in no statement text and no log. Errors name the file, never its content.';
 REVOKE ALL ON FUNCTION pulse.set_secret_from_file(text, text, text) FROM PUBLIC;
+
+------------------------------------------------------------------------------------------------
+-- 4. Faster HTTP drain (issue 16): the indexes of waiting requests hold every unfinished one, so
+--    that a claim (state, sent_at, lease_until) is a HOT update in the room fillfactor 70 leaves.
+--    (Pages written before the update keep no room until they are rewritten.)
+------------------------------------------------------------------------------------------------
+
+DROP INDEX pulse.http_request_pending_idx;
+DROP INDEX pulse.http_request_pending_owner_idx;
+CREATE INDEX http_request_pending_idx ON pulse.http_request (next_attempt_at, id) WHERE finished_at IS NULL;
+CREATE INDEX http_request_pending_owner_idx ON pulse.http_request (owner, next_attempt_at, id) WHERE finished_at IS NULL;
+ALTER TABLE pulse.http_request SET (fillfactor = 70);

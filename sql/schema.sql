@@ -267,10 +267,13 @@ CREATE TABLE pulse.http_request (
     error            text,
     timings          jsonb,                  -- queued_ms, headers_ms, total_ms of the last attempt
     interrupted      integer     NOT NULL DEFAULT 0 -- in flight when the HTTP worker stopped (not in attempts)
-);
-CREATE INDEX http_request_pending_idx ON pulse.http_request (next_attempt_at, id) WHERE state = 'pending';
+) WITH (fillfactor = 70);
+-- The indexes of waiting requests hold every unfinished one (pending or sending; the queries
+-- add state = 'pending'), so that a claim, which changes only state, sent_at and lease_until, is
+-- a HOT update (no new index entries) in the room the fillfactor leaves on the row's page.
+CREATE INDEX http_request_pending_idx ON pulse.http_request (next_attempt_at, id) WHERE finished_at IS NULL;
 -- claims round-robin by owner: the owners with pending requests (a skip scan), each one's in order
-CREATE INDEX http_request_pending_owner_idx ON pulse.http_request (owner, next_attempt_at, id) WHERE state = 'pending';
+CREATE INDEX http_request_pending_owner_idx ON pulse.http_request (owner, next_attempt_at, id) WHERE finished_at IS NULL;
 CREATE INDEX http_request_created_brin ON pulse.http_request USING brin (created_at);
 ALTER TABLE pulse.http_request ENABLE ROW LEVEL SECURITY;
 CREATE POLICY http_request_owner ON pulse.http_request

@@ -237,7 +237,7 @@ fn scheduler_status() -> TableIterator<
     // after-commit requests due and not sent yet (those the caller may see)
     let (waiting, oldest_s) = Spi::get_two::<i64, f64>(
         "SELECT count(*), extract(epoch FROM now() - min(next_attempt_at))::float8
-           FROM pulse.http_request WHERE state = 'pending' AND next_attempt_at <= now()",
+           FROM pulse.http_request WHERE finished_at IS NULL AND state = 'pending' AND next_attempt_at <= now()",
     )
     .unwrap_or((None, None));
     let oldest_s = oldest_s.map(|s| s.max(0.0));

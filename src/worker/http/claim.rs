@@ -75,11 +75,12 @@ pub(super) fn claim_requests(
             // transaction starts after the commits that woke the worker
             // `attempts` counts sends, recorded with their outcome: the attempt being made is
             // attempts + 1
-            // The owners with pending requests come from a skip scan of
+            // The owners with unfinished requests (pending or sending: the index's rows, in
+            // its order, so no sort of them) come from a skip scan of
             // http_request_pending_owner_idx (one probe per owner), each owner's due requests in
             // order from the same index.
             concat!(
-                crate::run::claim::owners_skip_scan!("pulse.http_request", "q.state = 'pending'"),
+                crate::run::claim::owners_skip_scan!("pulse.http_request", "q.finished_at IS NULL"),
                 ",
              ranked AS (
                SELECT x.ctid, x.rk, x.next_attempt_at, x.id
@@ -87,7 +88,7 @@ pub(super) fn claim_requests(
                       SELECT q.ctid, q.next_attempt_at, q.id,
                              row_number() OVER (ORDER BY q.next_attempt_at, q.id) AS rk
                         FROM pulse.http_request q
-                       WHERE q.state = 'pending' AND q.owner = o.owner AND q.next_attempt_at <= now()
+                       WHERE q.finished_at IS NULL AND q.state = 'pending' AND q.owner = o.owner AND q.next_attempt_at <= now()
                        ORDER BY q.next_attempt_at, q.id
                        LIMIT least($1, greatest(0, $2 - coalesce(
                              (SELECT f.n FROM unnest($3::oid[], $4::int4[]) AS f(ow, n) WHERE f.ow = o.owner), 0)))) x

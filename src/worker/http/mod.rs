@@ -84,6 +84,10 @@ pub extern "C-unwind" fn pulse_http_main(_arg: pg_sys::Datum) {
     let db = crate::database_name();
     BackgroundWorker::connect_worker_to_spi(Some(&db), None);
     super::pin_worker_settings();
+    // Its statements find waiting requests in the order of their index, so that the entries of
+    // requests finished since the last vacuum are skipped (and marked dead) as they are passed:
+    // a bitmap scan, which the planner picks when it expects few rows, reads them all every time.
+    super::pin_setting(c"enable_bitmapscan", c"off");
     {
         let mut sh = SHARED.exclusive();
         sh.http_pid = unsafe { pg_sys::MyProcPid };
@@ -363,7 +367,7 @@ impl Worker {
             let next_due = if n_requests < limit {
                 xact::read_one::<f64>(
                     "SELECT (extract(epoch FROM min(next_attempt_at) - clock_timestamp()) * 1000)::float8
-                       FROM pulse.http_request WHERE state = 'pending'",
+                       FROM pulse.http_request WHERE finished_at IS NULL AND state = 'pending'",
                 )
                 .map(|ms| ms.ceil().max(0.0) as i64)
                 // due and not claimed: their owners are at PER_OWNER_IN_FLIGHT, and the replies
