@@ -64,7 +64,8 @@ SELECT pulse.schedule_job(
     'edge-ingest', '5 seconds',
     http => pulse.http_request('POST', '{{setting:app.settings.edge_url}}/ok/functions/v1/ingest',
                                '{"Authorization": "Bearer {{secret:service_role_key}}"}',
-                               '{"job": "{{job_name}}", "run": "{{run_id}}", "attempt": "{{attempt}}"}'),
+                               '{"job": "{{job_name}}", "run": "{{run_id}}", "attempt": "{{attempt}}"}',
+                               body_template => true),
     max_attempts => 3, retry_backoff => '2 seconds',
     comment => 'an Edge Function call with retries (connection errors, timeouts, 429, 5xx)') AS edge_id;
 
