@@ -51,6 +51,19 @@ fn string_map(
     }
 }
 
+/// An optional boolean of a request description (absent or null: false).
+fn flag(
+    o: &Map<String, Value>,
+    key: &'static str,
+    hint: &'static str,
+) -> Result<bool, request::Invalid> {
+    match o.get(key) {
+        None | Some(Value::Null) => Ok(false),
+        Some(Value::Bool(b)) => Ok(*b),
+        Some(other) => Err(bad(key, format!("{other} is not a boolean"), hint)),
+    }
+}
+
 /// Checks a request description (as built by `pulse.http_request`, or written by hand) and
 /// returns its normalized form: method, url, headers, params, body or body_text, timeout_ms,
 /// follow_redirects, and `"body_template": true` when the body is a template. Placeholders are
@@ -121,17 +134,11 @@ pub fn normalize(v: &Value) -> Result<Value, request::Invalid> {
             "body => '{\"a\": 1}' sends JSON; body_text => 'plain text' sends text.",
         ));
     }
-    let body_template = match o.get("body_template") {
-        None | Some(Value::Null) => false,
-        Some(Value::Bool(b)) => *b,
-        Some(other) => {
-            return Err(bad(
-                "body_template",
-                format!("{other} is not a boolean"),
-                "Pass body_template => true to fill in placeholders in the body.",
-            ))
-        }
-    };
+    let body_template = flag(
+        o,
+        "body_template",
+        "Pass body_template => true to fill in placeholders in the body.",
+    )?;
     // params and an unmarked body are data: never parsed as templates
     if body_template {
         if let Some(b) = &body {
@@ -152,17 +159,7 @@ pub fn normalize(v: &Value) -> Result<Value, request::Invalid> {
             )
         })?,
     };
-    let follow_redirects = match o.get("follow_redirects") {
-        None | Some(Value::Null) => false,
-        Some(Value::Bool(b)) => *b,
-        Some(other) => {
-            return Err(bad(
-                "follow_redirects",
-                format!("{other} is not a boolean"),
-                "Pass true or false.",
-            ))
-        }
-    };
+    let follow_redirects = flag(o, "follow_redirects", "Pass true or false.")?;
     let body_len = body.as_ref().map_or(0, |b| b.to_string().len())
         + body_text.as_ref().map_or(0, String::len);
     let pairs: Vec<(String, String)> = params
@@ -217,13 +214,8 @@ pub fn normalize_or_raise(v: &Value) -> Value {
     normalize(v).unwrap_or_else(|e| reject(e))
 }
 
-fn null(what: &str) -> ! {
-    raise(
-        PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
-        format!("{what} must not be NULL"),
-        "pulse.http_request('POST', 'https://example.com/hook', '{\"Content-Type\": \"application/json\"}', '{\"a\": 1}')",
-    )
-}
+/// The HINT of a NULL argument of the HTTP functions.
+const NULL_HINT: &str = "pulse.http_request('POST', 'https://example.com/hook', '{\"Content-Type\": \"application/json\"}', '{\"a\": 1}')";
 
 /// The timeout argument in milliseconds (NULL: 22004; beyond 1000 years: 22023; the request
 /// check then allows up to a day).
@@ -248,11 +240,11 @@ fn http_request(
     let mut o = Map::new();
     o.insert(
         "method".into(),
-        Value::String(method.unwrap_or_else(|| null("method")).into()),
+        Value::String(not_null(method, "method", NULL_HINT).into()),
     );
     o.insert(
         "url".into(),
-        Value::String(url.unwrap_or_else(|| null("url")).into()),
+        Value::String(not_null(url, "url", NULL_HINT).into()),
     );
     o.insert("headers".into(), headers.map_or(Value::Null, |h| h.0));
     o.insert("body".into(), body.map_or(Value::Null, |b| b.0));
@@ -343,7 +335,7 @@ fn simple(
     o.insert("method".into(), Value::String(method.into()));
     o.insert(
         "url".into(),
-        Value::String(url.unwrap_or_else(|| null("url")).into()),
+        Value::String(not_null(url, "url", NULL_HINT).into()),
     );
     o.insert("headers".into(), headers.map_or(Value::Null, |h| h.0));
     o.insert("params".into(), params.map_or(Value::Null, |p| p.0));
@@ -407,7 +399,7 @@ fn http(
     max_attempts: default!(Option<i32>, 1),
     retry_backoff: default!(Option<Interval>, "'10 seconds'"),
 ) -> i64 {
-    let request = request.unwrap_or_else(|| null("request")).0;
+    let request = not_null(request, "request", NULL_HINT).0;
     let max_attempts = not_null(
         max_attempts,
         "max_attempts",

@@ -8,7 +8,7 @@
 use super::keyfile;
 use super::seal::{self, Key};
 use super::template::valid_secret_name;
-use crate::pgutil::{self, invalid, privileged, raise};
+use crate::pgutil::{self, invalid, not_null, privileged, raise};
 use pgrx::prelude::*;
 use pgrx::PgSqlErrorCode;
 use std::sync::OnceLock;
@@ -98,21 +98,11 @@ fn store(owner: pg_sys::Oid, name: &str, value: &str) -> bool {
     .unwrap_or(false)
 }
 
-fn required<'a>(v: Option<&'a str>, what: &str, hint: &str) -> &'a str {
-    v.unwrap_or_else(|| {
-        raise(
-            PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
-            format!("{what} must not be NULL"),
-            hint,
-        )
-    })
-}
-
 #[pg_extern(volatile, parallel_unsafe)]
 fn set_secret(name: Option<&str>, value: Option<&str>) -> bool {
     privileged(|| {
-        let name = required(name, "name", NAME_HINT);
-        let value = required(
+        let name = not_null(name, "name", NAME_HINT);
+        let value = not_null(
             value,
             "the secret's value",
             "Remove a secret with pulse.drop_secret(name).",
@@ -135,8 +125,8 @@ fn set_secret_from_file(
                 "The file is read by the server's OS user. Ask a superuser, or use pulse.set_secret(name, value) (see the README about log_statement).",
             );
         }
-        let name = required(name, "name", NAME_HINT);
-        let path = required(
+        let name = not_null(name, "name", NAME_HINT);
+        let path = not_null(
             path,
             "path",
             "Give the path of a file the server can read, absolute or relative to the data directory.",
@@ -194,7 +184,7 @@ fn set_secret_from_file(
 #[pg_extern(volatile, parallel_unsafe)]
 fn drop_secret(name: Option<&str>) -> bool {
     privileged(|| {
-        let name = required(
+        let name = not_null(
             name,
             "name",
             "Give the name of one of your secrets (see pulse.secrets).",

@@ -60,13 +60,11 @@ unsafe impl pgrx::pgrx_sql_entity_graph::metadata::SqlTranslatable for RawJsonb 
 
 #[pg_extern(sql = false, volatile, parallel_unsafe)]
 fn make_queue(queue: Option<pg_sys::Oid>) -> Vec<String> {
-    let queue = queue.unwrap_or_else(|| {
-        raise(
-            PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
-            "queue must not be NULL",
-            "Pass the queue table, e.g. pulse.make_queue('jobs').",
-        )
-    });
+    let queue = not_null(
+        queue,
+        "queue",
+        "Pass the queue table, e.g. pulse.make_queue('jobs').",
+    );
     prune_caches();
     let info = table_info(queue);
     let missing = spec::missing_columns(&info.columns).unwrap_or_else(|e| {

@@ -139,13 +139,7 @@ pub(super) fn table_info(queue: pg_sys::Oid) -> TableInfo {
 
 /// The queue's names, validated once per backend (until the table changes).
 pub(super) fn queue_names(queue: Option<pg_sys::Oid>) -> (u32, Names) {
-    let queue = queue.unwrap_or_else(|| {
-        raise(
-            PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
-            "queue must not be NULL",
-            NOT_A_QUEUE_HINT,
-        )
-    });
+    let queue = crate::pgutil::not_null(queue, "queue", NOT_A_QUEUE_HINT);
     prune_caches();
     let key = queue.to_u32();
     if let Some(n) = META.with(|m| m.borrow().get(&key).cloned()) {
