@@ -150,9 +150,26 @@ pub fn flush_stats(force: bool) -> i64 {
     }
 }
 
-/// The size of column `ordinal` of the current row as stored, uncompressed, read from the
-/// value's header (a TOASTed value is not fetched), or None if it is NULL.
-pub fn stored_size(t: &pgrx::spi::SpiTupleTable<'_>, ordinal: usize) -> Option<usize> {
-    let d = t.get_datum_by_ordinal(ordinal).ok().flatten()?;
-    Some(unsafe { pg_sys::toast_raw_datum_size(d) })
+/// The stored HTTP request (jsonb) in column `ordinal` of the current row of `t` (`row`), read
+/// only when its stored size, taken from the value's header (a TOASTed value is not fetched), is
+/// within what a request inside the limits can take; else why it is not read. `missing`: why a
+/// NULL is not sent.
+pub fn stored_request(
+    t: &pgrx::spi::SpiTupleTable<'_>,
+    row: &pgrx::spi::SpiHeapTupleData<'_>,
+    ordinal: usize,
+    missing: &str,
+) -> Result<serde_json::Value, String> {
+    let max = crate::http_limits().stored_max();
+    if let Some(d) = t.get_datum_by_ordinal(ordinal).ok().flatten() {
+        let size = unsafe { pg_sys::toast_raw_datum_size(d) };
+        if size > max {
+            return Err(crate::http::request::stored_too_large(size, max));
+        }
+    }
+    row.get::<pgrx::JsonB>(ordinal)
+        .ok()
+        .flatten()
+        .map(|j| j.0)
+        .ok_or_else(|| missing.to_string())
 }

@@ -147,29 +147,15 @@ pub(crate) fn claim_http_runs(
                     ],
                 )
                 .map(|mut t| {
-                    let max = crate::http_limits().stored_max();
                     let mut out = Vec::new();
                     while let Some(row) = t.next() {
-                        let http = match xact::stored_size(&t, 7) {
-                            Some(size) if size > max => {
-                                Err(crate::http::request::stored_too_large(size, max))
-                            }
-                            _ => row.get::<pgrx::JsonB>(7).ok().flatten().map(|j| j.0).ok_or_else(|| {
-                                "the job was changed or removed before this run started".to_string()
-                            }),
-                        };
-                        let claimed = (|| {
-                        Some(HttpRunClaim {
-                            run_id: row.get(1).ok()??,
-                            job_id: row.get(2).ok()??,
-                            job_name: row.get(3).ok()??,
-                            scheduled_for: row.get(4).ok()??,
-                            attempt: row.get(5).ok()??,
-                            owner: row.get(6).ok()??,
-                            http,
-                        })
-                        })();
-                        out.extend(claimed);
+                        let http = xact::stored_request(
+                            &t,
+                            &row,
+                            7,
+                            "the job was changed or removed before this run started",
+                        );
+                        out.extend(claimed_http_run(&row, http));
                     }
                     out
                 })
@@ -187,4 +173,20 @@ pub(crate) fn requeue_unsent_http_runs(run_ids: &[i64]) -> Result<(), pgrx::spi:
           WHERE run_id = ANY ($1::bigint[]) AND status = 'running' AND kind = 'http'",
         &[run_ids.to_vec().into()],
     )
+}
+
+/// A claimed row as the HTTP worker takes it (None if a column is missing).
+fn claimed_http_run(
+    row: &pgrx::spi::SpiHeapTupleData<'_>,
+    http: Result<serde_json::Value, String>,
+) -> Option<HttpRunClaim> {
+    Some(HttpRunClaim {
+        run_id: row.get(1).ok()??,
+        job_id: row.get(2).ok()??,
+        job_name: row.get(3).ok()??,
+        scheduled_for: row.get(4).ok()??,
+        attempt: row.get(5).ok()??,
+        owner: row.get(6).ok()??,
+        http,
+    })
 }

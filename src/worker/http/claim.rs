@@ -9,7 +9,6 @@ use crate::http::template::{Resolve, Var};
 use crate::pgutil::from_pg_ts;
 use crate::xact;
 use pgrx::prelude::*;
-use pgrx::JsonB;
 use serde_json::Value;
 use std::time::{Duration, Instant};
 
@@ -125,40 +124,11 @@ pub(super) fn claim_requests(
                     ],
                 )
                 .map(|mut t| {
-                    let max = crate::http_limits().stored_max();
                     let mut out = Vec::new();
                     while let Some(row) = t.next() {
-                        // the stored size is read from the value's header, before the value
-                        let request = match xact::stored_size(&t, 3) {
-                            Some(size) if size > max => {
-                                Err(crate::http::request::stored_too_large(size, max))
-                            }
-                            _ => row
-                                .get::<JsonB>(3)
-                                .ok()
-                                .flatten()
-                                .map(|j| j.0)
-                                .ok_or_else(|| "the stored request is missing".to_string()),
-                        };
-                        let claimed = (|| {
-                        let id: i64 = row.get(1).ok()??;
-                        Some(Claimed {
-                            item: Item::Request {
-                                id,
-                                attempt: row.get(4).ok()??,
-                                // the documented ranges, whatever the row holds (the
-                                // table has no CHECK constraints: see sql/schema.sql)
-                                max_attempts: row.get::<i32>(5).ok()??.clamp(1, 100),
-                                backoff_us: row.get::<i64>(6).ok()??.max(1_000),
-                            },
-                            owner: row.get(2).ok()??,
-                            request,
-                            job_name: String::new(),
-                            context_id: id,
-                            scheduled_for: from_pg_ts(row.get(7).ok()??),
-                        })
-                        })();
-                        out.extend(claimed);
+                        let request =
+                            xact::stored_request(&t, &row, 3, "the stored request is missing");
+                        out.extend(claimed_request(&row, request));
                     }
                     out
                 })
@@ -310,5 +280,28 @@ pub(super) fn resolve(
         // the pool shares its threads fairly between owners
         r.key = c.owner.to_u32();
         (r, secrets)
+    })
+}
+
+/// A claimed row as the HTTP worker takes it (None if a column is missing).
+fn claimed_request(
+    row: &pgrx::spi::SpiHeapTupleData<'_>,
+    request: Result<serde_json::Value, String>,
+) -> Option<Claimed> {
+    let id: i64 = row.get(1).ok()??;
+    Some(Claimed {
+        item: Item::Request {
+            id,
+            attempt: row.get(4).ok()??,
+            // the documented ranges, whatever the row holds (the
+            // table has no CHECK constraints: see sql/schema.sql)
+            max_attempts: row.get::<i32>(5).ok()??.clamp(1, 100),
+            backoff_us: row.get::<i64>(6).ok()??.max(1_000),
+        },
+        owner: row.get(2).ok()??,
+        request,
+        job_name: String::new(),
+        context_id: id,
+        scheduled_for: from_pg_ts(row.get(7).ok()??),
     })
 }
