@@ -174,13 +174,33 @@ pub fn set_xact_guc(name: &std::ffi::CStr, value: &std::ffi::CStr) {
     set_guc(name, value, pg_sys::GucAction::GUC_ACTION_LOCAL);
 }
 
+/// Sets a GUC for the rest of this process's life, over any configuration (a worker's own
+/// settings: a reload does not change them).
+pub fn pin_guc(name: &std::ffi::CStr, value: &std::ffi::CStr) {
+    set_config(
+        name,
+        value,
+        pg_sys::GucAction::GUC_ACTION_SET,
+        pg_sys::GucSource::PGC_S_OVERRIDE,
+    );
+}
+
 fn set_guc(name: &std::ffi::CStr, value: &std::ffi::CStr, action: pg_sys::GucAction::Type) {
+    set_config(name, value, action, pg_sys::GucSource::PGC_S_SESSION);
+}
+
+fn set_config(
+    name: &std::ffi::CStr,
+    value: &std::ffi::CStr,
+    action: pg_sys::GucAction::Type,
+    source: pg_sys::GucSource::Type,
+) {
     unsafe {
         pg_sys::set_config_option(
             name.as_ptr(),
             value.as_ptr(),
             pg_sys::GucContext::PGC_SUSET,
-            pg_sys::GucSource::PGC_S_SESSION,
+            source,
             action,
             true,
             0,

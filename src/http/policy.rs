@@ -180,8 +180,13 @@ impl Policy {
         })
     }
 
+    /// A host as the allowlist holds it: lower case, an IPv6 address without its brackets.
+    fn allowlist_form(host: &str) -> String {
+        host.trim_matches(['[', ']']).to_ascii_lowercase()
+    }
+
     fn listed(&self, host: &str) -> bool {
-        let host = host.trim_matches(['[', ']']).to_ascii_lowercase();
+        let host = Self::allowlist_form(host);
         self.allowed_hosts
             .iter()
             .any(|a| match a.strip_prefix("*.") {
@@ -201,8 +206,8 @@ impl Policy {
 
     /// Is `host` listed by name or address exactly (not through a `*.domain` entry)?
     fn listed_exactly(&self, host: &str) -> bool {
-        let host = host.trim_matches(['[', ']']).to_ascii_lowercase();
-        self.allowed_hosts.iter().any(|a| *a == host)
+        let host = Self::allowlist_form(host);
+        self.allowed_hosts.contains(&host)
     }
 
     /// May `host`, resolved to `addrs`, be called? ([`Policy::check_host`] first, then the

@@ -91,23 +91,7 @@ const WORKER_SETTINGS: [(&std::ffi::CStr, &std::ffi::CStr); 8] = [
 
 pub fn pin_worker_settings() {
     for (name, value) in WORKER_SETTINGS {
-        pin_setting(name, value);
-    }
-}
-
-/// Sets a setting for the rest of this worker's life (it wins over any configuration).
-pub fn pin_setting(name: &std::ffi::CStr, value: &std::ffi::CStr) {
-    unsafe {
-        pg_sys::set_config_option(
-            name.as_ptr(),
-            value.as_ptr(),
-            pg_sys::GucContext::PGC_SUSET,
-            pg_sys::GucSource::PGC_S_OVERRIDE,
-            pg_sys::GucAction::GUC_ACTION_SET,
-            true,
-            0,
-            false,
-        );
+        crate::pgutil::pin_guc(name, value);
     }
 }
 

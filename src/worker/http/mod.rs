@@ -87,7 +87,7 @@ pub extern "C-unwind" fn pulse_http_main(_arg: pg_sys::Datum) {
     // Its statements find waiting requests in the order of their index, so that the entries of
     // requests finished since the last vacuum are skipped (and marked dead) as they are passed:
     // a bitmap scan, which the planner picks when it expects few rows, reads them all every time.
-    super::pin_setting(c"enable_bitmapscan", c"off");
+    crate::pgutil::pin_guc(c"enable_bitmapscan", c"off");
     {
         let mut sh = SHARED.exclusive();
         sh.http_pid = unsafe { pg_sys::MyProcPid };
