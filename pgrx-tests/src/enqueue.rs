@@ -10,6 +10,22 @@ use std::time::{Duration, Instant};
 const N: usize = 5_000;
 const ROUNDS: usize = 5;
 
+/// The kernel's count of connections dropped because a listen queue was full (each is retried by
+/// its client a second later): `TcpExt ListenOverflows` in /proc/net/netstat, 0 where unreadable.
+fn listen_overflows() -> u64 {
+    let text = std::fs::read_to_string("/proc/net/netstat").unwrap_or_default();
+    let mut lines = text.lines().filter(|l| l.starts_with("TcpExt:"));
+    let (Some(names), Some(values)) = (lines.next(), lines.next()) else {
+        return 0;
+    };
+    names
+        .split_whitespace()
+        .zip(values.split_whitespace())
+        .find(|(n, _)| *n == "ListenOverflows")
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0)
+}
+
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
     v[v.len() / 2]
@@ -118,10 +134,17 @@ pub fn run(port: u16) {
     }
     eprintln!("[enqueue] (f) {N} requests end to end, {ROUNDS} rounds each ...");
     let mut rate: Vec<Vec<f64>> = vec![Vec::new(); systems.len()];
+    let mut overflows = vec![0u64; systems.len()];
     for round in 0..ROUNDS {
         for (i, s) in systems.iter().enumerate() {
+            let before = listen_overflows();
             rate[i].push(end_to_end(&mut c, &srv, s, round));
+            overflows[i] += listen_overflows().saturating_sub(before);
         }
+    }
+    for (i, s) in systems.iter().enumerate() {
+        let r: Vec<String> = rate[i].iter().map(|x| format!("{x:.0}")).collect();
+        eprintln!("[enqueue] (f) {s}: rounds {}", r.join(", "));
     }
     let e: Vec<f64> = per_call.iter_mut().map(|v| median(v)).collect();
     let f: Vec<f64> = rate.iter_mut().map(|v| median(v)).collect();
@@ -151,6 +174,10 @@ pub fn run(port: u16) {
             f[1] / f[0]
         );
         println!("    pg_net: {net_version} (as tuned in the issue), built from its source on this machine");
+        println!(
+            "    connections dropped by a full listen queue (retried a second later): pg_pulse {}, pg_net {}",
+            overflows[1], overflows[0]
+        );
     } else {
         println!(
             "(e) enqueue: ms per call (rolled back: nothing sent)        {:>14.4}",

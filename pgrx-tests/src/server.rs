@@ -82,12 +82,26 @@ impl Server {
         let port = listener.local_addr().unwrap().port();
         let state = Arc::new(State::default());
         let st = state.clone();
+        // The accepting thread only accepts: starting a thread per connection is slower than
+        // accepting one, and a client opening thousands at once (pg_net does) would otherwise
+        // overflow the accept queue, so that its dropped SYNs are retried a second later.
+        let (tx, rx) = std::sync::mpsc::channel::<std::net::TcpStream>();
+        std::thread::spawn(move || {
+            for conn in rx {
+                let st = st.clone();
+                let _ = std::thread::Builder::new()
+                    .stack_size(256 << 10)
+                    .spawn(move || serve(conn, st));
+            }
+        });
+        let st = state.clone();
         std::thread::spawn(move || {
             for conn in listener.incoming() {
                 let Ok(conn) = conn else { continue };
                 st.connections.fetch_add(1, Ordering::Relaxed);
-                let st = st.clone();
-                std::thread::spawn(move || serve(conn, st));
+                if tx.send(conn).is_err() {
+                    break;
+                }
             }
         });
         Server { port, state }
