@@ -119,6 +119,28 @@ pub fn role_name(oid: pg_sys::Oid) -> String {
     }
 }
 
+/// The value of setting `name` that `ALTER ROLE role [IN DATABASE db] SET` or `ALTER DATABASE db
+/// SET` gives a session of `role` in database `db` (the most specific first), if any.
+pub fn stored_setting(role: pg_sys::Oid, db: pg_sys::Oid, name: &str) -> Option<String> {
+    Spi::get_one_with_args::<String>(
+        "SELECT substr(cfg, length($3) + 2) FROM pg_catalog.pg_db_role_setting s, pg_catalog.unnest(s.setconfig) cfg
+          WHERE s.setrole IN ($1, 0) AND s.setdatabase IN (0, $2)
+            AND pg_catalog.lower(pg_catalog.split_part(cfg, '=', 1)) = pg_catalog.lower($3)
+          ORDER BY s.setrole <> 0 DESC, s.setdatabase <> 0 DESC LIMIT 1",
+        &[role.into(), db.into(), name.into()],
+    )
+    .ok()
+    .flatten()
+}
+
+/// An identifier as PostgreSQL's quote_ident writes it (quoted only when it must be).
+pub fn quote_ident(name: &str) -> String {
+    Spi::get_one_with_args::<String>("SELECT pg_catalog.quote_ident($1)", &[name.into()])
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| name.to_string())
+}
+
 pub fn current_database_name() -> String {
     unsafe {
         let p = pg_sys::get_database_name(pg_sys::MyDatabaseId);

@@ -61,6 +61,11 @@ pub fn run<R>(f: impl FnOnce() -> R + std::panic::UnwindSafe) -> Result<R, Failu
 /// Runs `f` in a subtransaction of the current transaction. On any error only the subtransaction
 /// is rolled back and `None` returned: the enclosing transaction goes on.
 pub fn in_subxact<R>(f: impl FnOnce() -> R + std::panic::UnwindSafe) -> Option<R> {
+    try_subxact(f).ok()
+}
+
+/// [`in_subxact`], keeping the error: its message, then its HINT when it has one.
+pub fn try_subxact<R>(f: impl FnOnce() -> R + std::panic::UnwindSafe) -> Result<R, String> {
     unsafe {
         let context = pg_sys::CurrentMemoryContext;
         let owner = pg_sys::CurrentResourceOwner;
@@ -70,15 +75,49 @@ pub fn in_subxact<R>(f: impl FnOnce() -> R + std::panic::UnwindSafe) -> Option<R
             pg_sys::ReleaseCurrentSubTransaction();
             pg_sys::MemoryContextSwitchTo(context);
             pg_sys::CurrentResourceOwner = owner;
-            Some(r)
+            Ok(r)
         })
-        .catch_others(|_| {
+        .catch_others(|e| {
             pg_sys::RollbackAndReleaseCurrentSubTransaction();
             pg_sys::MemoryContextSwitchTo(context);
             pg_sys::CurrentResourceOwner = owner;
-            None
+            let hint = match &e {
+                pg_sys::panic::CaughtError::PostgresError(r)
+                | pg_sys::panic::CaughtError::ErrorReport(r)
+                | pg_sys::panic::CaughtError::RustPanic { ereport: r, .. } => {
+                    r.hint().map(str::to_string)
+                }
+            };
+            let mut m = Failure::from_caught(e).message;
+            if let Some(h) = hint {
+                m.push_str(". ");
+                m.push_str(&h);
+            }
+            Err(m)
         })
         .execute()
+    }
+}
+
+/// Runs `f` in a subtransaction that is rolled back afterwards: whatever `f` changed is undone (a
+/// dry run), what it returns is kept. Its errors propagate.
+pub fn rolled_back<R>(f: impl FnOnce() -> R + std::panic::UnwindSafe) -> R {
+    unsafe {
+        let context = pg_sys::CurrentMemoryContext;
+        let owner = pg_sys::CurrentResourceOwner;
+        pg_sys::BeginInternalSubTransaction(std::ptr::null());
+        let r = PgTryBuilder::new(f)
+            .catch_others(|e| {
+                pg_sys::RollbackAndReleaseCurrentSubTransaction();
+                pg_sys::MemoryContextSwitchTo(context);
+                pg_sys::CurrentResourceOwner = owner;
+                e.rethrow()
+            })
+            .execute();
+        pg_sys::RollbackAndReleaseCurrentSubTransaction();
+        pg_sys::MemoryContextSwitchTo(context);
+        pg_sys::CurrentResourceOwner = owner;
+        r
     }
 }
 

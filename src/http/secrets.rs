@@ -60,22 +60,8 @@ fn opening_key() -> Result<Key, String> {
 }
 
 /// Checks and seals a value, and stores it as `owner`'s secret `name`; true when created.
-fn store(owner: pg_sys::Oid, name: &str, value: &str) -> bool {
-    if !valid_secret_name(name) {
-        invalid(format!("invalid secret name \"{name}\""), NAME_HINT);
-    }
-    if value.len() < MIN_VALUE {
-        invalid(
-            format!("the value of secret \"{name}\" is shorter than {MIN_VALUE} bytes"),
-            "Store the whole key or token: a short value is easy to guess and cannot be scrubbed reliably from what servers echo.",
-        );
-    }
-    if value.len() > MAX_VALUE {
-        invalid(
-            format!("the value of secret \"{name}\" is longer than {MAX_VALUE} bytes"),
-            "Store the key or token itself.",
-        );
-    }
+pub(crate) fn store(owner: pg_sys::Oid, name: &str, value: &str) -> bool {
+    check(name, value);
     if unsafe { pg_sys::RecoveryInProgress() } {
         // (and no key file is created on a standby: it would differ from the primary's)
         raise(
@@ -96,6 +82,25 @@ fn store(owner: pg_sys::Oid, name: &str, value: &str) -> bool {
     .ok()
     .flatten()
     .unwrap_or(false)
+}
+
+/// An ERROR (22023 with a HINT) unless `value` may be stored as secret `name`.
+pub(crate) fn check(name: &str, value: &str) {
+    if !valid_secret_name(name) {
+        invalid(format!("invalid secret name \"{name}\""), NAME_HINT);
+    }
+    if value.len() < MIN_VALUE {
+        invalid(
+            format!("the value of secret \"{name}\" is shorter than {MIN_VALUE} bytes"),
+            "Store the whole key or token: a short value is easy to guess and cannot be scrubbed reliably from what servers echo.",
+        );
+    }
+    if value.len() > MAX_VALUE {
+        invalid(
+            format!("the value of secret \"{name}\" is longer than {MAX_VALUE} bytes"),
+            "Store the key or token itself.",
+        );
+    }
 }
 
 #[pg_extern(volatile, parallel_unsafe)]

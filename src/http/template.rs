@@ -50,6 +50,11 @@ pub fn valid_secret_name(s: &str) -> bool {
     valid_name(s, false)
 }
 
+/// A setting a `{{setting:...}}` placeholder may name: dotted, letters, digits, `_`, `-`, `.`.
+pub fn valid_setting_name(s: &str) -> bool {
+    valid_name(s, true) && s.contains('.')
+}
+
 fn valid_name(s: &str, dots: bool) -> bool {
     !s.is_empty()
         && s.len() <= 128
@@ -76,7 +81,7 @@ pub fn parse(s: &str) -> Result<Vec<Part>, TemplateError> {
             Some(("secret", name)) if valid_name(name.trim(), false) => {
                 Part::Secret(name.trim().to_string())
             }
-            Some(("setting", name)) if valid_name(name.trim(), true) && name.contains('.') => {
+            Some(("setting", name)) if valid_setting_name(name.trim()) => {
                 Part::Setting(name.trim().to_string())
             }
             Some(("secret", _)) => {

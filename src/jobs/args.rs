@@ -125,19 +125,12 @@ pub(super) fn resolve_database(arg: Option<&str>, owner: pg_sys::Oid) -> Option<
                 format!("role \"{role}\" may not connect to database \"{name}\", where its job would run in a session of its own"),
                 format!(
                     "GRANT CONNECT ON DATABASE {quoted_db} TO {}; (as the database's owner or a superuser)",
-                    quote_ident(&role)
+                    pgutil::quote_ident(&role)
                 ),
             )
         }
         (Some(true), _, _) => Some(name.to_string()),
     }
-}
-
-fn quote_ident(name: &str) -> String {
-    Spi::get_one_with_args::<String>("SELECT pg_catalog.quote_ident($1)", &[name.into()])
-        .ok()
-        .flatten()
-        .unwrap_or_else(|| name.to_string())
 }
 
 /// Refuses a job owner that cannot log in: each job runs in a session of its owner (a
@@ -153,7 +146,7 @@ pub(super) fn require_login(owner: pg_sys::Oid) {
     .unwrap_or(false);
     if !can {
         let name = pgutil::role_name(owner);
-        let quoted = quote_ident(&name);
+        let quoted = pgutil::quote_ident(&name);
         raise(
             PgSqlErrorCode::ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION,
             format!("role \"{name}\" cannot own pg_pulse jobs because it cannot log in"),

@@ -195,13 +195,6 @@ unsafe fn role_spec(spec: *mut pg_sys::RoleSpec) -> Option<Role> {
     })
 }
 
-fn quote_ident(name: &str) -> String {
-    Spi::get_one_with_args::<String>("SELECT pg_catalog.quote_ident($1)", &[name.into()])
-        .ok()
-        .flatten()
-        .unwrap_or_else(|| name.to_string())
-}
-
 fn count(sql: &str, oid: pg_sys::Oid) -> i64 {
     Spi::get_one_with_args::<i64>(sql, &[oid.into()])
         .unwrap_or_else(|e| {
@@ -226,7 +219,7 @@ fn refuse_if_owner(roles: &[Role]) {
             raise(
                 PgSqlErrorCode::ERRCODE_DEPENDENT_OBJECTS_STILL_EXIST,
                 message,
-                owners::owns_hint(&quote_ident(&r.name)),
+                owners::owns_hint(&pgutil::quote_ident(&r.name)),
             );
         }
     }
@@ -331,7 +324,7 @@ fn reassign(from: &[Role], to: &Role) {
         )
         .set_hint(format!(
             "Jobs run in a session of their owner: ALTER ROLE {} LOGIN;",
-            quote_ident(&to.name)
+            pgutil::quote_ident(&to.name)
         ))
         .report(PgLogLevel::WARNING);
     }

@@ -208,16 +208,8 @@ impl Resolve for Ctx<'_> {
     /// ALTER ROLE owner [IN DATABASE] SET, then ALTER DATABASE SET, then the server's own value
     /// (postgresql.conf); settings only superusers may read are not resolved for other roles.
     fn setting(&self, name: &str) -> Option<String> {
-        let stored = Spi::get_one_with_args::<String>(
-            "SELECT substr(cfg, length($2) + 2) FROM pg_catalog.pg_db_role_setting s, unnest(s.setconfig) cfg
-              WHERE s.setrole IN ($1, 0)
-                AND s.setdatabase IN (0, (SELECT oid FROM pg_catalog.pg_database WHERE datname = current_database()))
-                AND lower(split_part(cfg, '=', 1)) = lower($2)
-              ORDER BY s.setrole <> 0 DESC, s.setdatabase <> 0 DESC LIMIT 1",
-            &[self.owner.into(), name.into()],
-        )
-        .ok()
-        .flatten();
+        let stored =
+            crate::pgutil::stored_setting(self.owner, unsafe { pg_sys::MyDatabaseId }, name);
         if stored.is_some() {
             return stored;
         }
