@@ -22,12 +22,18 @@ const FROZEN_0_2_0_SHA256: &str =
 const FROZEN_0_3_0_SHA256: &str =
     "5b4dde7473dcbcb21c51598fad8d3d4750706e70f581e0080f67527bb09aa169";
 
+/// sha256 of sql/pg_pulse--0.4.0.sql: the script 0.4.0 installed (`cargo pgrx schema` of commit
+/// 363b916). Frozen too.
+const FROZEN_0_4_0_SHA256: &str =
+    "5feffe436c161e3b498316899d06661e56b1b10374890a161405ae9eeb6198e5";
+
 #[test]
 fn frozen_install_scripts_are_unchanged() {
     for (version, sha) in [
         ("0.1.0", FROZEN_0_1_0_SHA256),
         ("0.2.0", FROZEN_0_2_0_SHA256),
         ("0.3.0", FROZEN_0_3_0_SHA256),
+        ("0.4.0", FROZEN_0_4_0_SHA256),
     ] {
         let path = format!(
             "{}/../sql/pg_pulse--{version}.sql",
@@ -421,8 +427,23 @@ fn upgrade_keeps_every_row_and_matches_a_fresh_install(version: &str) {
     let mut o = old.connect();
     o.batch_execute(&format!("CREATE EXTENSION pg_pulse VERSION '{version}'"))
         .unwrap_or_else(|e| panic!("install {version}: {e}"));
-    o.batch_execute(&rows_of_0_2_0_and_0_3_0(&one, &two))
-        .unwrap_or_else(|e| panic!("{version} rows: {e}"));
+    let rows = rows_of_0_2_0_and_0_3_0(&one, &two);
+    let (file, _gone) = secret_file("one-secret");
+    let rows = if version == "0.2.0" || version == "0.3.0" {
+        rows
+    } else {
+        // from 0.4.0 secrets are sealed: set through the function (as their owners)
+        rows.split("INSERT INTO pulse.secret").next().unwrap().to_string()
+            + &format!(
+                "SELECT pulse.set_secret_from_file('token', '{file}', '{one}');
+                 SELECT pulse.set_secret_from_file('token', '{file2}', '{two}');
+                 INSERT INTO pulse.http_request (owner, request, state)
+                      VALUES ('{one}'::regrole::oid, '{{\"method\": \"GET\", \"url\": \"https://example.com/y\"}}', 'pending');",
+                file2 = secret_file_named(&format!("{file}.2"), "two-secret")
+            )
+    };
+    o.batch_execute(&rows)
+        .unwrap_or_else(|e| panic!("{version} rows: {e:?}"));
     let before = snapshot(&mut o);
     assert!(before.len() >= 12, "{before:?}");
     let values = secret_values(&mut o);
@@ -464,6 +485,36 @@ fn upgrade_from_0_2_0_keeps_every_row_and_matches_a_fresh_install() {
 #[test]
 fn upgrade_from_0_3_0_keeps_every_row_and_matches_a_fresh_install() {
     upgrade_keeps_every_row_and_matches_a_fresh_install("0.3.0");
+}
+
+#[test]
+fn upgrade_from_0_4_0_keeps_every_row_and_matches_a_fresh_install() {
+    upgrade_keeps_every_row_and_matches_a_fresh_install("0.4.0");
+}
+
+/// Removes the files it names when dropped (also when the test fails).
+struct Files(Vec<String>);
+
+impl Drop for Files {
+    fn drop(&mut self) {
+        for f in &self.0 {
+            let _ = std::fs::remove_file(f);
+        }
+    }
+}
+
+/// A file the server can read holding `value` (for pulse.set_secret_from_file).
+fn secret_file(value: &str) -> (String, Files) {
+    let path = format!("/tmp/{}.secret", unique("upsecret"));
+    secret_file_named(&path, value);
+    (path.clone(), Files(vec![path.clone(), format!("{path}.2")]))
+}
+
+fn secret_file_named(path: &str, value: &str) -> String {
+    std::fs::write(path, value).unwrap_or_else(|e| panic!("write {path}: {e}"));
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    path.to_string()
 }
 
 /// 0.3.0 filled in placeholders in every body; 0.4.0 only in bodies marked `body_template`. The
