@@ -47,3 +47,6 @@ COMMENT ON FUNCTION pulse.scheduler_status() IS
 COMMENT ON FUNCTION pulse.restart_workers() IS
 'Superusers: stops the scheduler and the HTTP worker; the server starts them again within about a second. SQL runs in progress fail (and are retried if their job allows); requests being sent are sent again. Returns how many workers were signalled.';
 REVOKE ALL ON FUNCTION pulse.restart_workers() FROM PUBLIC;
+COMMENT ON FUNCTION pulse.import_pg_cron(boolean, boolean, text[]) IS
+'Superusers: makes pg_cron''s jobs (cron.job) pg_pulse jobs of the same owners, schedules, time zone (cron.timezone, else GMT) and databases; a command that is one net.http_post/get/delete call becomes an HTTP job, with {{setting:X}} for current_setting(''X'') or {{secret:...}} for the settings listed in settings_as_secrets (copied into the owner''s secrets). One row per pg_cron job: kind, action (create, update, unchanged, skip) and a note. dry_run (the default) changes nothing; disable_source sets the imported pg_cron jobs inactive in the same transaction. Repeatable.';
+REVOKE ALL ON FUNCTION pulse.import_pg_cron(boolean, boolean, text[]) FROM PUBLIC;

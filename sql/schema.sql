@@ -321,6 +321,17 @@ COMMENT ON COLUMN pulse.http_request.interrupted IS 'How many times the HTTP wor
 COMMENT ON VIEW pulse.http_requests IS 'Your after-commit HTTP requests (all for superusers): state pending, sending, succeeded, failed or timed_out';
 COMMENT ON VIEW pulse.http_responses IS 'Results of your finished HTTP requests: status, headers, body (content), timed_out, error (pg_net''s net._http_response)';
 
+-- Which job pulse.import_pg_cron() made from which pg_cron job: a later import updates only these
+-- (another job of the same name and owner is left alone). Written only by that function.
+CREATE TABLE pulse.job_import (
+    job_id      bigint      PRIMARY KEY REFERENCES pulse.job (job_id) ON DELETE CASCADE,
+    cron_jobid  bigint      NOT NULL,
+    imported_at timestamptz NOT NULL DEFAULT now()
+);
+REVOKE ALL ON pulse.job_import FROM PUBLIC;
+COMMENT ON TABLE pulse.job_import IS 'The jobs pulse.import_pg_cron() created from pg_cron jobs: the next import brings these up to date and leaves other jobs of the same name alone';
+COMMENT ON COLUMN pulse.job_import.cron_jobid IS 'The pg_cron job (cron.job.jobid) it was last imported from';
+
 -- jobs are part of a pg_dump of the database; run history is not
 SELECT pg_catalog.pg_extension_config_dump('pulse.job', '');
 SELECT pg_catalog.pg_extension_config_dump('pulse.job_job_id_seq', '');

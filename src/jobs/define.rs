@@ -167,7 +167,7 @@ fn upsert(spec: JobSpec) -> i64 {
 /// Creates or updates a recurring job and returns its id.
 #[pg_extern(volatile, parallel_unsafe)]
 #[allow(clippy::too_many_arguments)]
-fn schedule_job(
+pub(crate) fn schedule_job(
     job_name: Option<&str>,
     schedule: Option<&str>,
     command: default!(Option<&str>, "NULL"),

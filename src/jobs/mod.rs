@@ -11,10 +11,13 @@
 //! * `define`: `pulse.schedule_job` / `pulse.schedule_once`, one write of one `JobSpec`;
 //! * `alter`: `pulse.alter_job`, `pulse.toggle_job`, `pulse.unschedule_job`;
 //! * `control`: `pulse.run_job`, `pulse.cancel_run`, `pulse.next_runs`, `pulse.current_run`;
-//! * `roles`: the utility hook that makes DROP ROLE, REASSIGN OWNED and DROP OWNED see jobs.
+//! * `roles`: the utility hook that makes DROP ROLE, REASSIGN OWNED and DROP OWNED see jobs;
+//! * [`import`]: `pulse.import_pg_cron()`, pg_cron's jobs as pg_pulse jobs ([`import::command`]
+//!   pure: what a command becomes).
 //!
 //! Run rows (pulse.job_run) are written only by `crate::worker::runs`.
 
+pub mod import;
 pub mod spec;
 
 #[cfg(feature = "pg")]
