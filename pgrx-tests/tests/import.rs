@@ -840,6 +840,17 @@ fn import_pg_cron_moves_the_playbooks_jobs_and_sends_what_pg_net_would() {
         "create",
     ));
 
+    // a hostile command: a net.http_get whose URL is 50,000 `||` deep (the parser builds it
+    // without recursing); reading it must not exhaust the importing backend's stack: a SQL job
+    let deep = format!(
+        "SELECT net.http_get({}'{base}/ok/imp/deep')",
+        "'x' || ".repeat(50_000)
+    );
+    let id = cron_schedule(&mut a, "imp-deep", "6 5 * * *", &deep);
+    let mut e = Expect::sql(id, "imp-deep", "6 5 * * *", &deep, "create");
+    e.note_has = vec!["nested too deeply".into()];
+    expected.push(e);
+
     // an unnamed job (pg_cron's two-argument cron.schedule): named pg_cron_<jobid>
     let cleanup = "DELETE FROM cron.job_run_details WHERE end_time < now() - interval '7 days'";
     let id: i64 = a

@@ -133,7 +133,20 @@ unsafe fn stmt(n: *mut pg_sys::Node) -> Stmt {
     }
 }
 
+/// How deep an expression is read: deeper ones (`'a' || 'a' || ...` thousands of times, which the
+/// parser builds without recursing) are `Other`, so that no recursion here or in
+/// `super::command` can exhaust the stack.
+const MAX_DEPTH: usize = 100;
+
 unsafe fn expr(n: *mut pg_sys::Node) -> Expr {
+    expr_at(n, 0)
+}
+
+unsafe fn expr_at(n: *mut pg_sys::Node, depth: usize) -> Expr {
+    if depth > MAX_DEPTH {
+        return Expr::Other("an expression nested too deeply".into());
+    }
+    let expr = |n| expr_at(n, depth + 1);
     match tag(n) {
         pg_sys::NodeTag::T_A_Const => {
             let c = n as *mut pg_sys::A_Const;
@@ -197,10 +210,18 @@ unsafe fn expr(n: *mut pg_sys::Node) -> Expr {
                 .collect();
             Expr::Call { name, args }
         }
-        pg_sys::NodeTag::T_ColumnRef => Expr::Other("a column reference".into()),
-        pg_sys::NodeTag::T_ParamRef => Expr::Other("a parameter".into()),
-        pg_sys::NodeTag::T_SQLValueFunction => Expr::Other("CURRENT_DATE or the like".into()),
-        pg_sys::NodeTag::T_SubLink => Expr::Other("a subquery".into()),
+        pg_sys::NodeTag::T_ColumnRef => {
+            Expr::Other("a column reference (known only when the job runs)".into())
+        }
+        pg_sys::NodeTag::T_ParamRef => {
+            Expr::Other("a parameter (known only when the job runs)".into())
+        }
+        pg_sys::NodeTag::T_SQLValueFunction => {
+            Expr::Other("CURRENT_DATE or the like (known only when the job runs)".into())
+        }
+        pg_sys::NodeTag::T_SubLink => {
+            Expr::Other("a subquery (known only when the job runs)".into())
+        }
         _ => Expr::Other("an expression".into()),
     }
 }

@@ -158,7 +158,7 @@ pub(super) fn eval(e: &Expr) -> R<Val> {
         }
         Expr::Op(op, ..) => Err(format!("the operator {op}")),
         Expr::Call { name, args } => call(name, args),
-        Expr::Other(what) => Err(format!("{what} (known only when the job runs)")),
+        Expr::Other(what) => Err(what.clone()),
     }
 }
 
