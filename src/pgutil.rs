@@ -352,7 +352,7 @@ pub fn for_each_row(sql: &std::ffi::CStr, mut f: impl FnMut(&Columns)) {
         let desc = (*table).tupdesc;
         let natts = (*desc).natts as usize;
         let types: Vec<pg_sys::Oid> = (0..natts)
-            .map(|k| (*(*desc).attrs.as_ptr().add(k)).atttypid)
+            .map(|k| pg_sys::SPI_gettypeid(desc, k as i32 + 1))
             .collect();
         let mut values = vec![pg_sys::Datum::from(0); natts];
         let mut nulls = vec![true; natts];

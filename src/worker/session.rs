@@ -45,14 +45,22 @@ pub fn current_run() -> Option<RunContext> {
     CURRENT.with(|c| c.borrow().clone())
 }
 
+/// PostgreSQL's `pqsignal` (a macro over `pqsignal_be` in a backend from 18 on).
+unsafe fn pqsignal(signo: i32, handler: pg_sys::pqsigfunc) {
+    #[cfg(not(feature = "pg18"))]
+    pg_sys::pqsignal(signo, handler);
+    #[cfg(feature = "pg18")]
+    pg_sys::pqsignal_be(signo, handler);
+}
+
 #[pg_guard]
 #[unsafe(no_mangle)]
 pub extern "C-unwind" fn pulse_executor_main(arg: pg_sys::Datum) {
     let slot = arg.value();
     unsafe {
         // SIGTERM ends a running command at once (FATAL at the next interrupt check), as in a backend
-        pg_sys::pqsignal(libc::SIGTERM, Some(pg_die));
-        pg_sys::pqsignal(libc::SIGHUP, Some(pg_reload_handler));
+        pqsignal(libc::SIGTERM, Some(pg_die));
+        pqsignal(libc::SIGHUP, Some(pg_reload_handler));
         pg_sys::BackgroundWorkerUnblockSignals();
         pg_sys::before_shmem_exit(Some(on_exit), pg_sys::Datum::from(slot));
     }

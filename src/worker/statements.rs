@@ -220,10 +220,21 @@ unsafe fn run_in(
                 commandTag: command_tag,
                 nprocessed: 0,
             };
+            // (PostgreSQL 18 dropped the run_once argument)
+            #[cfg(not(feature = "pg18"))]
             pg_sys::PortalRun(
                 portal,
                 std::ffi::c_long::MAX,
                 true,
+                true,
+                receiver,
+                receiver,
+                &mut qc,
+            );
+            #[cfg(feature = "pg18")]
+            pg_sys::PortalRun(
+                portal,
+                std::ffi::c_long::MAX,
                 true,
                 receiver,
                 receiver,
