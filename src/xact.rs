@@ -61,11 +61,22 @@ pub fn run<R>(f: impl FnOnce() -> R + std::panic::UnwindSafe) -> Result<R, Failu
 /// Runs `f` in a subtransaction of the current transaction. On any error only the subtransaction
 /// is rolled back and `None` returned: the enclosing transaction goes on.
 pub fn in_subxact<R>(f: impl FnOnce() -> R + std::panic::UnwindSafe) -> Option<R> {
-    try_subxact(f).ok()
+    subxact(f, false).ok()
 }
 
-/// [`in_subxact`], keeping the error: its message, then its HINT when it has one.
-pub fn try_subxact<R>(f: impl FnOnce() -> R + std::panic::UnwindSafe) -> Result<R, String> {
+/// [`in_subxact`], keeping the error: its SQLSTATE, and its message followed by its HINT. A cancel
+/// (`statement_timeout`, pg_cancel_backend, a shutdown: SQLSTATE class 57) is not caught: it
+/// ends the whole statement, as the caller asked.
+pub fn try_subxact<R>(
+    f: impl FnOnce() -> R + std::panic::UnwindSafe,
+) -> Result<R, (pgrx::PgSqlErrorCode, String)> {
+    subxact(f, true)
+}
+
+fn subxact<R>(
+    f: impl FnOnce() -> R + std::panic::UnwindSafe,
+    pass_cancels: bool,
+) -> Result<R, (pgrx::PgSqlErrorCode, String)> {
     unsafe {
         let context = pg_sys::CurrentMemoryContext;
         let owner = pg_sys::CurrentResourceOwner;
@@ -81,19 +92,32 @@ pub fn try_subxact<R>(f: impl FnOnce() -> R + std::panic::UnwindSafe) -> Result<
             pg_sys::RollbackAndReleaseCurrentSubTransaction();
             pg_sys::MemoryContextSwitchTo(context);
             pg_sys::CurrentResourceOwner = owner;
-            let hint = match &e {
+            let (hint, cancel) = match &e {
                 pg_sys::panic::CaughtError::PostgresError(r)
                 | pg_sys::panic::CaughtError::ErrorReport(r)
-                | pg_sys::panic::CaughtError::RustPanic { ereport: r, .. } => {
-                    r.hint().map(str::to_string)
-                }
+                | pg_sys::panic::CaughtError::RustPanic { ereport: r, .. } => (
+                    r.hint().map(str::to_string),
+                    matches!(
+                        r.sql_error_code(),
+                        pgrx::PgSqlErrorCode::ERRCODE_OPERATOR_INTERVENTION
+                            | pgrx::PgSqlErrorCode::ERRCODE_QUERY_CANCELED
+                            | pgrx::PgSqlErrorCode::ERRCODE_ADMIN_SHUTDOWN
+                            | pgrx::PgSqlErrorCode::ERRCODE_CRASH_SHUTDOWN
+                            | pgrx::PgSqlErrorCode::ERRCODE_CANNOT_CONNECT_NOW
+                            | pgrx::PgSqlErrorCode::ERRCODE_DATABASE_DROPPED
+                    ),
+                ),
             };
-            let mut m = Failure::from_caught(e).message;
+            if pass_cancels && cancel {
+                e.rethrow()
+            }
+            let f = Failure::from_caught(e);
+            let mut m = f.message;
             if let Some(h) = hint {
                 m.push_str(". ");
                 m.push_str(&h);
             }
-            Err(m)
+            Err((f.sqlstate, m))
         })
         .execute()
     }

@@ -1362,3 +1362,122 @@ fn import_pg_cron_needs_a_superuser_and_cron_job() {
     assert_eq!(rows[0].action, "create");
     assert_eq!(state(&mut a), before);
 }
+
+/// What a hostile pg_cron user tried in review (as their own jobs, then a superuser imports):
+/// a job held locked, a name that another job of the same owner becomes, a cast that cuts the
+/// URL, and an ordinary owner whose setting becomes its secret.
+#[test]
+fn import_pg_cron_holds_up_against_a_hostile_job_owner() {
+    let cl = Cluster::start("hostile");
+    let mut a = cl.connect();
+    a.batch_execute(
+        "CREATE ROLE imp_mallory LOGIN; GRANT USAGE ON SCHEMA pulse, cron TO imp_mallory;
+         ALTER DATABASE postgres SET app.settings.mallory_key = 'mallorys-own-key-0123';",
+    )
+    .unwrap();
+    let mut m = Client::connect(
+        &format!(
+            "host=127.0.0.1 port={} user=imp_mallory dbname=postgres",
+            cl.port
+        ),
+        postgres::NoTls,
+    )
+    .expect("connect as imp_mallory");
+    let job = |m: &mut Client, name: Option<&str>, command: &str| -> i64 {
+        match name {
+            Some(n) => m.query_one("SELECT cron.schedule($1, '0 1 * * *', $2)", &[&n, &command]),
+            None => m.query_one("SELECT cron.schedule('0 1 * * *', $1)", &[&command]),
+        }
+        .expect("cron.schedule as imp_mallory")
+        .get(0)
+    };
+    let unnamed = job(&mut m, None, "SELECT 1");
+    let same_name = job(&mut m, Some(&format!("pg_cron_{unnamed}")), "SELECT 2");
+    let cut = job(
+        &mut m,
+        Some("cut"),
+        "SELECT net.http_get('http://127.0.0.1.attacker.example/'::varchar(16))",
+    );
+    let hook = job(
+        &mut m,
+        Some("hook"),
+        "SELECT net.http_post(url := 'http://127.0.0.1:9/ok/hook', headers := jsonb_build_object('Authorization', 'Bearer ' || current_setting('app.settings.mallory_key')))",
+    );
+    let locked = job(&mut m, Some("locked"), "SELECT 3");
+    let rows = import(&mut a, false, false, &["app.settings.mallory_key"]).expect("import");
+    let row = |id: i64| rows.iter().find(|r| r.source_jobid == id).unwrap().clone();
+    assert_eq!(row(unnamed).action, "create");
+    let r = row(same_name);
+    assert_eq!(r.action, "skip", "{r:?}");
+    assert!(
+        r.note
+            .as_deref()
+            .unwrap_or_default()
+            .contains(&format!("pg_cron job {unnamed}")),
+        "{r:?}"
+    );
+    let r = row(cut);
+    assert_eq!(
+        (r.kind.as_str(), r.action.as_str()),
+        ("sql", "create"),
+        "{r:?}"
+    );
+    assert!(
+        r.note.as_deref().unwrap_or_default().contains("length"),
+        "a cut URL is not followed: {r:?}"
+    );
+    let r = row(hook);
+    assert_eq!(
+        (r.kind.as_str(), r.action.as_str()),
+        ("http", "create"),
+        "{r:?}"
+    );
+    let secrets: Vec<(String, String)> = a
+        .query("SELECT owner, name FROM pulse.secrets", &[])
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(
+        secrets,
+        vec![("imp_mallory".to_string(), "mallory_key".to_string())],
+        "an ordinary owner's setting becomes its secret"
+    );
+    assert_eq!(row(locked).action, "create");
+
+    // the owner holds its pg_pulse job locked: the import skips it after a few seconds
+    let mut tx = m.transaction().unwrap();
+    tx.query_one("SELECT pulse.alter_job('locked', comment => 'held')", &[])
+        .expect("lock the job");
+    let started = std::time::Instant::now();
+    let again = import(&mut a, false, false, &["app.settings.mallory_key"]).expect("import");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(30),
+        "the import waited {:?}",
+        started.elapsed()
+    );
+    let r = again.iter().find(|r| r.source_jobid == locked).unwrap();
+    assert_eq!(r.action, "skip", "{r:?}");
+    assert!(
+        r.note.as_deref().unwrap_or_default().contains("locked"),
+        "{r:?}"
+    );
+    let r = again.iter().find(|r| r.source_jobid == hook).unwrap();
+    assert_eq!(r.action, "unchanged", "the other jobs go on: {r:?}");
+    tx.rollback().unwrap();
+
+    // a cancel (statement_timeout) ends the whole call, it is not taken for one job's failure
+    let mut tx = m.transaction().unwrap();
+    tx.query_one("SELECT pulse.alter_job('locked', comment => 'held')", &[])
+        .unwrap();
+    a.batch_execute("SET statement_timeout = '2s'").unwrap();
+    expect_error(
+        a.query(
+            "SELECT * FROM pulse.import_pg_cron(dry_run => false, settings_as_secrets => '{app.settings.mallory_key}')",
+            &[],
+        ),
+        "57014",
+    );
+    a.batch_execute("RESET statement_timeout").unwrap();
+    tx.rollback().unwrap();
+}

@@ -22,6 +22,9 @@ type Row = (
     String,
 );
 
+/// How long the import waits for a row lock (a job's, or a pg_cron job's).
+const LOCK_TIMEOUT: &std::ffi::CStr = c"5s";
+
 const SECRETS_HINT: &str =
     "settings_as_secrets lists dotted settings such as '{app.settings.service_role_key}'.";
 
@@ -79,6 +82,9 @@ fn import_pg_cron(
     // as the extension's owner with search_path pinned (no operator or function of the caller's
     // path is ever resolved); each job is then written as its owner
     let rows = pgutil::privileged(move || {
+        // a job whose rows another transaction holds locked is skipped after this long (the
+        // whole call fails if that is a pg_cron job to set inactive), instead of waiting for it
+        unsafe { pgutil::set_local_guc(c"lock_timeout", LOCK_TIMEOUT) };
         if dry_run {
             crate::xact::rolled_back(work)
         } else {
@@ -121,14 +127,27 @@ fn secret_settings(list: Vec<Option<String>>) -> Vec<String> {
 fn import(disable_source: bool, secrets: &[String], dry_run: bool) -> Vec<Row> {
     let tz = source::timezone();
     let here = pgutil::current_database_name();
+    // (owner, job name) -> the pg_cron job that became it
+    let mut taken: std::collections::HashMap<(String, String), i64> = Default::default();
     source::jobs()
         .into_iter()
         .map(|j| {
-            let name = match j.jobname.as_deref().map(str::trim) {
+            let name = match j.jobname.as_deref() {
                 Some(n) if !n.is_empty() => n.to_string(),
                 _ => format!("pg_cron_{}", j.jobid),
             };
-            let (kind, action, note) = one(&j, &name, &tz, &here, secrets, dry_run);
+            let (kind, action, note) = match taken.get(&(j.username.clone(), name.clone())) {
+                // an unnamed job N and one named pg_cron_N of the same owner
+                Some(first) => (
+                    "sql",
+                    "skip",
+                    format!("pg_cron job {first} of the same owner becomes pg_pulse job \"{name}\" already: give this one another name in pg_cron (cron.alter_job or cron.schedule with a name), then import again."),
+                ),
+                None => {
+                    taken.insert((j.username.clone(), name.clone()), j.jobid);
+                    parse::scratch(|| one(&j, &name, &tz, &here, secrets, dry_run))
+                }
+            };
             let note = if disable_source && action != "skip" {
                 format!("{note} The pg_cron job is set inactive.")
             } else {
@@ -248,33 +267,43 @@ fn one(
     let (name_owned, tz_owned, jobid) = (name.to_string(), tz.to_string(), j.jobid);
     let source_db = j.database.clone();
     let created = crate::xact::try_subxact(move || {
-        as_role(owner, || {
+        parse::scratch(move || {
+            // (as the catalog's owner: the secret is written for the owner, by OID)
             for u in &settings {
                 if let Some(secret) = &u.secret {
                     copy_secret(owner, db_oid, &source_db, &u.setting, secret, dry_run);
                 }
             }
-            super::super::define::schedule_job(
-                Some(&name_owned),
-                Some(&schedule),
-                command_text.as_deref(),
-                Some(&tz_owned),
-                Some(enabled),
-                None,
-                Some("skip"),
-                Some(&format!("imported from pg_cron job {jobid}")),
-                None,
-                None,
-                None,
-                None,
-                http.map(pgrx::JsonB),
-                database.as_deref(),
-            )
+            as_role(owner, || {
+                super::super::define::schedule_job(
+                    Some(&name_owned),
+                    Some(&schedule),
+                    command_text.as_deref(),
+                    Some(&tz_owned),
+                    Some(enabled),
+                    None,
+                    Some("skip"),
+                    Some(&format!("imported from pg_cron job {jobid}")),
+                    None,
+                    None,
+                    None,
+                    None,
+                    http.map(pgrx::JsonB),
+                    database.as_deref(),
+                )
+            })
         })
     });
     let job_id = match created {
         Ok(id) => id,
-        Err(e) => {
+        Err((code, _)) if code == PgSqlErrorCode::ERRCODE_LOCK_NOT_AVAILABLE => {
+            return (
+                kind,
+                "skip",
+                "Another transaction holds its pg_pulse job (or the owner's secret) locked, and the import waits at most 5 seconds: import again once it has finished.".into(),
+            )
+        }
+        Err((_, e)) => {
             return (
                 kind,
                 "skip",

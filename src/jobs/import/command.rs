@@ -286,20 +286,29 @@ fn template(
     as_secret: &dyn Fn(&str) -> bool,
     settings: &mut Vec<SettingUse>,
 ) -> R<String> {
+    use crate::http::template::{self as t, Part};
     let mut out = String::new();
+    let mut parts: Vec<Part> = Vec::new();
     for piece in p {
         match piece {
-            Piece::Lit(s) if s.contains("{{") => {
-                return Err(format!(
-                    "{what} contains {{{{, which pg_pulse would read as a placeholder"
-                ))
+            Piece::Lit(s) => {
+                out.push_str(s);
+                match parts.last_mut() {
+                    Some(Part::Text(x)) => x.push_str(s),
+                    _ => parts.push(Part::Text(s.clone())),
+                }
             }
-            Piece::Lit(s) => out.push_str(s),
             Piece::Setting(n) => {
                 let secret = as_secret(n).then(|| secret_name(n));
                 match &secret {
-                    Some(s) => out.push_str(&format!("{{{{secret:{s}}}}}")),
-                    None => out.push_str(&format!("{{{{setting:{n}}}}}")),
+                    Some(s) => {
+                        out.push_str(&format!("{{{{secret:{s}}}}}"));
+                        parts.push(Part::Secret(s.clone()));
+                    }
+                    None => {
+                        out.push_str(&format!("{{{{setting:{n}}}}}"));
+                        parts.push(Part::Setting(n.clone()));
+                    }
                 }
                 let u = SettingUse {
                     setting: n.clone(),
@@ -310,6 +319,16 @@ fn template(
                 }
             }
         }
+    }
+    if parts.is_empty() {
+        parts.push(Part::Text(String::new()));
+    }
+    // pg_pulse must read back exactly these pieces: literal text that contains `{{`, alone or
+    // with its neighbours, would be read as a placeholder
+    if t::parse(&out).as_ref() != Ok(&parts) {
+        return Err(format!(
+            "{what} contains {{{{, which pg_pulse would read as a placeholder"
+        ));
     }
     Ok(out)
 }

@@ -276,3 +276,46 @@ fn secret_names_are_the_last_part_of_the_setting() {
     );
     assert_eq!(secret_name("app.key"), "key");
 }
+
+/// Found in review: pieces that only together make `{{`, and text (typed) next to JSON, which
+/// PostgreSQL concatenates as text.
+#[test]
+fn braces_split_over_pieces_and_typed_text_next_to_json_keep_the_command_sql() {
+    let split = [Stmt::Select(vec![call(
+        "net.http_get",
+        vec![cat(
+            s("http://127.0.0.1/"),
+            cat(s("{"), s("{secret:mtok}}")),
+        )],
+    )])];
+    assert!(why(&split).contains("{{"), "{}", why(&split));
+    let before_setting = [Stmt::Select(vec![call(
+        "net.http_get",
+        vec![cat(s("http://h/{"), setting("app.x"))],
+    )])];
+    assert!(
+        why(&before_setting).contains("{{"),
+        "{}",
+        why(&before_setting)
+    );
+    let typed = |a: Expr| {
+        [Stmt::Select(vec![named(
+            "net.http_post",
+            vec![("url", s("https://x/")), ("body", a)],
+        )])]
+    };
+    let text_json = typed(cat(
+        cast(s(r#"{"a": 1}"#), "text"),
+        cast(s(r#"{"b": 2}"#), "jsonb"),
+    ));
+    assert!(
+        why(&text_json).contains("typed text"),
+        "{}",
+        why(&text_json)
+    );
+    let untyped_json = typed(cat(s(r#"{"a": 1}"#), cast(s(r#"{"b": 2}"#), "jsonb")));
+    assert_eq!(
+        http(&untyped_json, &none).0["body"],
+        json!({"a": 1, "b": 2})
+    );
+}

@@ -11,17 +11,30 @@ pub(super) fn statements(command: &str) -> Result<Vec<Stmt>, String> {
     let Ok(text) = std::ffi::CString::new(command) else {
         return Err("it contains a NUL character".into());
     };
-    // a syntax error is an ERROR: caught in a subtransaction, its message kept
-    crate::xact::try_subxact(|| unsafe {
-        let list = pg_sys::raw_parser(text.as_ptr(), pg_sys::RawParseMode::RAW_PARSE_DEFAULT);
-        nodes(list)
-            .into_iter()
-            .map(|raw| {
-                let raw = raw as *mut pg_sys::RawStmt;
-                stmt((*raw).stmt)
-            })
-            .collect()
+    // a syntax error is an ERROR: caught in a subtransaction, its message kept; the parse tree
+    // lives in a memory context of its own, freed once it is read (a command of megabytes makes
+    // a tree of hundreds)
+    crate::xact::try_subxact(|| {
+        scratch(|| unsafe {
+            let list = pg_sys::raw_parser(text.as_ptr(), pg_sys::RawParseMode::RAW_PARSE_DEFAULT);
+            nodes(list)
+                .into_iter()
+                .map(|raw| {
+                    let raw = raw as *mut pg_sys::RawStmt;
+                    stmt((*raw).stmt)
+                })
+                .collect()
+        })
     })
+    .map_err(|(_, m)| m)
+}
+
+/// Runs `f` with a memory context of its own as the current one, deleted afterwards (also when
+/// `f` fails): what PostgreSQL allocates for it does not outlive it.
+pub(super) fn scratch<R>(f: impl FnOnce() -> R) -> R {
+    let mut cx = pgrx::PgMemoryContexts::new("pg_pulse import_pg_cron");
+    // SAFETY: f returns Rust values only; nothing allocated in the context is kept
+    unsafe { cx.switch_to(|_| f()) }
 }
 
 unsafe fn nodes(list: *mut pg_sys::List) -> Vec<*mut pg_sys::Node> {
@@ -167,6 +180,10 @@ unsafe fn expr_at(n: *mut pg_sys::Node, depth: usize) -> Expr {
             let t = (*c).typeName;
             if t.is_null() || !(*t).arrayBounds.is_null() {
                 return Expr::Other("a cast to an array type".into());
+            }
+            if !(*t).typmods.is_null() {
+                // varchar(16) cuts the value: not followed here
+                return Expr::Other("a cast with a length or precision".into());
             }
             let name = names((*t).names).pop().unwrap_or_default();
             Expr::Cast(Box::new(expr((*c).arg)), name)

@@ -83,6 +83,7 @@ pub(super) fn disable(jobids: &[i64]) {
             &[ids.into()],
         )
     })
+    .map_err(|(_, m)| m)
     .and_then(|r| r.map_err(|e| e.to_string()))
     {
         raise(

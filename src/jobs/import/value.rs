@@ -136,10 +136,16 @@ pub(super) fn eval(e: &Expr) -> R<Val> {
             }
         }
         Expr::Op(op, a, b) if op == "||" => {
+            // an untyped literal next to JSON is read as JSON; typed text next to JSON makes
+            // PostgreSQL concatenate text, which is not followed here
+            let untyped = |e: &Expr| matches!(e, Expr::Str(_));
+            let (ua, ub) = (untyped(a), untyped(b));
             let (a, b) = (eval(a)?, eval(b)?);
             match (a, b) {
+                (Val::Json(_), Val::Text(_)) if !ub => Err("|| of JSON and typed text".into()),
+                (Val::Text(_), Val::Json(_)) if !ua => Err("|| of typed text and JSON".into()),
                 (a @ Val::Json(_), b) | (a, b @ Val::Json(_)) => {
-                    // jsonb || jsonb (an untyped literal is read as jsonb): the right's keys win
+                    // jsonb || jsonb: the right's keys win
                     match (to_json(a, "a JSON value")?, to_json(b, "a JSON value")?) {
                         (Value::Object(mut x), Value::Object(y)) => {
                             x.extend(y);
