@@ -74,6 +74,10 @@ fn null_arguments_give_22004_unless_documented() {
         ("pulse.set_secret(NULL, 'value-long-enough')".into(), "22004"),
         ("pulse.set_secret('k', NULL)".into(), "22004"),
         // (owner NULL: you, its default)
+        ("pulse.import_pg_cron(NULL)".into(), "22004"),
+        ("pulse.import_pg_cron(true, NULL)".into(), "22004"),
+        ("pulse.import_pg_cron(true, false, NULL)".into(), "22004"),
+        ("pulse.import_pg_cron(true, false, '{NULL}')".into(), "22004"),
         ("pulse.set_secret_from_file(NULL, 'f')".into(), "22004"),
         ("pulse.set_secret_from_file('k', NULL)".into(), "22004"),
         ("pulse.run_job(NULL)".into(), "22004"),
