@@ -42,3 +42,18 @@ AS 'MODULE_PATHNAME', 'import_pg_cron_wrapper';
 COMMENT ON FUNCTION pulse.import_pg_cron(boolean, boolean, text[]) IS
 'Superusers: makes pg_cron''s jobs (cron.job) pg_pulse jobs of the same owners, schedules, time zone (cron.timezone, else GMT) and databases; a command that is one net.http_post/get/delete call becomes an HTTP job, with {{setting:X}} for current_setting(''X'') or {{secret:...}} for the settings listed in settings_as_secrets (copied into the owner''s secrets). One row per pg_cron job: kind, action (create, update, unchanged, skip) and a note. dry_run (the default) changes nothing; disable_source sets the imported pg_cron jobs inactive in the same transaction. Repeatable.';
 REVOKE ALL ON FUNCTION pulse.import_pg_cron(boolean, boolean, text[]) FROM PUBLIC;
+
+------------------------------------------------------------------------------------------------
+-- 2. PostgreSQL 18 names NOT NULL constraints, and 0.4.0's rename of pulse.secret.value to
+--    sealed kept the old name (secret_value_not_null): the name a fresh install gives it.
+--    Nothing to do before 18 (NOT NULL is no named constraint there).
+------------------------------------------------------------------------------------------------
+
+DO $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM pg_catalog.pg_constraint
+                WHERE conrelid = 'pulse.secret'::pg_catalog.regclass AND conname = 'secret_value_not_null') THEN
+        ALTER TABLE pulse.secret RENAME CONSTRAINT secret_value_not_null TO secret_sealed_not_null;
+    END IF;
+END
+$$;
