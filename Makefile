@@ -21,7 +21,7 @@ PSQL        = psql -X -h 127.0.0.1 -U postgres
 export PG_BIN = $(shell $(PG_CONFIG) --bindir 2>/dev/null)
 export PG_MAJOR PG_HOME
 
-.PHONY: setup install unit e2e test demo demo-stop bench clean-clusters fmt
+.PHONY: setup install unit e2e test demo demo-stop bench clean-clusters fmt package package-test
 
 setup:
 	@scripts/setup.sh
@@ -63,6 +63,14 @@ demo: install
 	@echo "then try:  SELECT * FROM pulse.jobs;   SELECT * FROM pulse.job_runs ORDER BY run_id DESC LIMIT 20;"
 	@echo "           SELECT * FROM pulse.http_responses ORDER BY id DESC LIMIT 5;"
 	@echo "Stop it with: make demo-stop"
+
+# A Debian package for PostgreSQL 15 and tarballs for 16 and 18 (when fetched), in dist/.
+package: setup
+	@scripts/package.sh
+
+# Installs that package with dpkg -i and runs the demo's jobs on a fresh server (root).
+package-test: package
+	@scripts/package_test.sh
 
 demo-stop:
 	@if [ -f $(DEMO_DIR)/http.pid ]; then kill $$(cat $(DEMO_DIR)/http.pid) 2>/dev/null || true; rm -f $(DEMO_DIR)/http.pid; fi
