@@ -22,54 +22,20 @@ const ANON: &str = "anon-key-of-the-import-test-0123456789";
 /// What the real runs pass as `settings_as_secrets`.
 const AS_SECRETS: &[&str] = &["app.settings.service_role_key"];
 
-/// A cluster of this suite's own (scripts/pgctl.sh: initdb, pg_pulse and pg_cron preloaded,
-/// 127.0.0.1 allowed for HTTP), in a fresh directory under /tmp on a free port; stopped and
-/// removed when the test ends, also when it fails.
-struct Cluster {
-    dir: String,
-    port: u16,
-}
-
-impl Cluster {
-    fn start(tag: &str) -> Cluster {
-        let port = {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-            l.local_addr().unwrap().port()
-        };
-        let c = Cluster {
-            dir: format!("/tmp/pg_pulse_import_{tag}_{}_{port}", std::process::id()),
-            port,
-        };
-        let _ = std::fs::remove_dir_all(&c.dir);
-        // later lines of postgresql.conf override pgctl.sh's own shared_preload_libraries line
-        pgctl(&[
-            "start",
-            &c.dir,
-            &port.to_string(),
+/// This suite's own cluster: pg_cron must be preloaded.
+fn start_cluster(tag: &str) -> Cluster {
+    let c = Cluster::start(
+        &format!("import_{tag}"),
+        &[
             "shared_preload_libraries = 'pg_pulse,pg_cron'",
             "cron.database_name = 'postgres'",
             "pulse.http_allowed_hosts = '127.0.0.1'",
-        ]);
-        c.connect()
-            .batch_execute("CREATE EXTENSION pg_cron; CREATE EXTENSION pg_pulse;")
-            .expect("create the extensions pg_cron and pg_pulse");
-        c
-    }
-
-    /// A superuser session in database postgres (pg_pulse's and pg_cron's database).
-    fn connect(&self) -> Client {
-        connect_port("postgres", self.port)
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/pgctl.sh");
-        let _ = std::process::Command::new(script)
-            .args(["stop", &self.dir])
-            .status();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
+        ],
+    );
+    c.connect()
+        .batch_execute("CREATE EXTENSION pg_cron; CREATE EXTENSION pg_pulse;")
+        .expect("create the extensions pg_cron and pg_pulse");
+    c
 }
 
 /// Whether pg_cron is installed into the PostgreSQL under test (`PG_BIN`): Debian packages it for
@@ -752,7 +718,7 @@ fn import_pg_cron_moves_the_playbooks_jobs_and_sends_what_pg_net_would() {
     }
     let srv = Server::start();
     let base = srv.url("");
-    let cl = Cluster::start("main");
+    let cl = start_cluster("main");
     let mut a = cl.connect();
 
     // ---- the settings the commands read (playbook 004's ALTER DATABASE), roles, a database
@@ -1338,7 +1304,7 @@ fn import_pg_cron_needs_a_superuser_and_cron_job() {
     if without_pg_cron() {
         return;
     }
-    let cl = Cluster::start("errors");
+    let cl = start_cluster("errors");
     let mut a = cl.connect();
     a.batch_execute(
         "CREATE ROLE imp_user LOGIN; GRANT USAGE ON SCHEMA pulse TO imp_user;
@@ -1397,7 +1363,7 @@ fn import_pg_cron_holds_up_against_a_hostile_job_owner() {
     if without_pg_cron() {
         return;
     }
-    let cl = Cluster::start("hostile");
+    let cl = start_cluster("hostile");
     let mut a = cl.connect();
     a.batch_execute(
         "CREATE ROLE imp_mallory LOGIN; GRANT USAGE ON SCHEMA pulse, cron TO imp_mallory;

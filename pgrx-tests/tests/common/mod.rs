@@ -366,3 +366,45 @@ pub fn pg_program(program: &str, port: u16, args: &[&str], stdin: &str) -> Strin
     );
     String::from_utf8(out.stdout).expect("utf-8 output")
 }
+
+/// A cluster of a suite's own (scripts/pgctl.sh: initdb, pg_pulse preloaded, plus `conf` lines,
+/// which override earlier ones), in a fresh directory under /tmp on a free port; stopped and
+/// removed when dropped, also when the test fails.
+pub struct Cluster {
+    pub dir: String,
+    pub port: u16,
+}
+
+impl Cluster {
+    pub fn start(tag: &str, conf: &[&str]) -> Cluster {
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+            l.local_addr().unwrap().port()
+        };
+        let c = Cluster {
+            dir: format!("/tmp/pg_pulse_{tag}_{}_{port}", std::process::id()),
+            port,
+        };
+        let _ = std::fs::remove_dir_all(&c.dir);
+        let port_text = port.to_string();
+        let mut args = vec!["start", c.dir.as_str(), port_text.as_str()];
+        args.extend_from_slice(conf);
+        pgctl(&args);
+        c
+    }
+
+    /// A superuser session in database postgres (pg_pulse's database).
+    pub fn connect(&self) -> Client {
+        connect_port("postgres", self.port)
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/pgctl.sh");
+        let _ = std::process::Command::new(script)
+            .args(["stop", &self.dir])
+            .status();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
