@@ -583,41 +583,6 @@ fn upgrade_from_0_3_0_keeps_body_templates_working() {
     );
 }
 
-/// A second cluster started by the test (scripts/pgctl.sh: initdb, pg_pulse preloaded), stopped
-/// and removed when the test ends, also when it fails. Port `PULSE_TEST_PORT2` (default: the
-/// test server's port + 2, so 5436 next to make's 5434 and bench's 5435), data directory
-/// `PULSE_TEST_PGDATA2` (default: the test server's with `_restore` appended).
-struct Cluster {
-    dir: String,
-    port: u16,
-}
-
-impl Cluster {
-    fn start() -> Cluster {
-        let port = std::env::var("PULSE_TEST_PORT2")
-            .ok()
-            .and_then(|p| p.parse().ok())
-            .unwrap_or(port() + 2);
-        let dir =
-            std::env::var("PULSE_TEST_PGDATA2").unwrap_or_else(|_| format!("{}_restore", pgdata()));
-        pgctl(&["stop", &dir]);
-        let _ = std::fs::remove_dir_all(&dir);
-        let c = Cluster { dir, port };
-        pgctl(&["start", &c.dir, &port.to_string()]);
-        c
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/pgctl.sh");
-        let _ = std::process::Command::new(script)
-            .args(["stop", &self.dir])
-            .status();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
 #[test]
 fn job_owners_survive_dumpall_roles_and_dump_into_another_cluster_by_name() {
     let _a = admin();
@@ -661,7 +626,8 @@ fn job_owners_survive_dumpall_roles_and_dump_into_another_cluster_by_name() {
     );
     let dump = pg_program("pg_dump", port(), &["-d", &src.name], "");
 
-    let cluster = Cluster::start();
+    // a second server (tests/common: a free port, removed when the test ends)
+    let cluster = Cluster::start("upgrade_restore", &[]);
     let mut b = connect_port("postgres", cluster.port);
     b.batch_execute(&format!("CREATE ROLE {base}_decoy"))
         .unwrap();
