@@ -197,7 +197,6 @@ fn http_request(
         Some(_) => return Err("the URL is not text".into()),
     };
     let mut headers = match arg("headers") {
-        None if function == "http_post" => Map::new(),
         None => Map::new(),
         Some(v) => text_map(v, "headers")?,
     };
