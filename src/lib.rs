@@ -2,7 +2,9 @@
 //!
 //! Module map, along the flow of a job: schedule → job → run → outcome → health.
 //!
-//! * [`schedule`] (pure): cron, macro and seconds schedules, time zones, next-run math with DST.
+//! * [`schedule`] (pure): cron, macro and seconds schedules, zone rules as data (`zone`, read at
+//!   run time by `zonedb`), next-run math with DST. `zones`: PostgreSQL's zone directory and its
+//!   check of zone names.
 //! * [`jobs`]: the SQL API that defines jobs. [`jobs::spec`] (pure): checks and defaults; the
 //!   rest is PostgreSQL glue along a call (`args` → `catalog` → `define` / `alter` / `control`);
 //!   `jobs::roles`: the utility hook that makes DROP ROLE, REASSIGN OWNED and DROP OWNED see
@@ -41,6 +43,8 @@ mod pgutil;
 mod worker;
 #[cfg(feature = "pg")]
 mod xact;
+#[cfg(feature = "pg")]
+mod zones;
 
 #[cfg(feature = "pg")]
 mod settings;

@@ -8,7 +8,7 @@ use super::args::{
 use super::catalog::{find_job, must_find_job, next_for_job, next_from_now};
 use super::{spec, wake};
 use crate::pgutil::{self, from_pg_ts, invalid, privileged, raise};
-use crate::schedule::{self, Schedule};
+use crate::schedule::{Schedule, Zone};
 use pgrx::prelude::*;
 use pgrx::PgSqlErrorCode;
 
@@ -123,17 +123,17 @@ fn alter_job(
         };
         let tz = match timezone {
             Some(t) => resolve_timezone(Some(t)),
-            None => schedule::parse_timezone(&job.timezone).unwrap_or(chrono_tz::Tz::UTC),
+            None => crate::zones::load(&job.timezone).unwrap_or_else(|_| Zone::utc()),
         };
         let new_schedule: Option<String> = match (schedule, run_at) {
             (Some(s), _) => {
-                parse_schedule(s, tz);
+                parse_schedule(s, &tz);
                 Some(s.trim().to_string())
             }
             (None, Some(_)) => None,
             (None, None) => {
                 if let Some(s) = &job.schedule {
-                    parse_schedule(s, tz);
+                    parse_schedule(s, &tz);
                 }
                 job.schedule.clone()
             }
@@ -153,7 +153,7 @@ fn alter_job(
             match &new_schedule {
                 Some(s) => Schedule::parse(s)
                     .ok()
-                    .and_then(|sc| next_from_now(&sc, tz)),
+                    .and_then(|sc| next_from_now(&sc, &tz)),
                 None => new_run_at,
             }
         } else if !job.enabled {

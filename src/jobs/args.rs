@@ -5,7 +5,7 @@
 use super::spec::{self, Invalid};
 use crate::owners::{database_choice, DatabaseChoice};
 use crate::pgutil::{self, invalid, raise};
-use crate::schedule::{self, Schedule};
+use crate::schedule::{self, Schedule, Zone};
 use chrono::Utc;
 use pgrx::prelude::*;
 use pgrx::{pg_sys, PgSqlErrorCode};
@@ -38,26 +38,32 @@ fn check_command(command: &str) {
     }
 }
 
-pub(super) fn resolve_timezone(tz: Option<&str>) -> chrono_tz::Tz {
+/// The zone a user names, or `pulse.timezone`: checked by PostgreSQL, rules read now.
+pub(super) fn resolve_timezone(tz: Option<&str>) -> Zone {
     match tz {
-        Some(t) => schedule::parse_timezone(t)
-            .unwrap_or_else(|e| invalid(e.to_string(), schedule::TIMEZONE_HINT)),
+        Some(t) => crate::zones::resolve(t),
         None => {
             let d = crate::default_timezone();
-            schedule::parse_timezone(&d).unwrap_or_else(|e| {
+            let known = std::ffi::CString::new(d.trim())
+                .map(|c| !unsafe { pgrx::pg_sys::pg_tzset(c.as_ptr()) }.is_null())
+                .unwrap_or(false);
+            if !known {
                 invalid(
-                    format!("pulse.timezone: {e}"),
+                    format!(
+                        "pulse.timezone: invalid time zone \"{d}\": PostgreSQL does not know it"
+                    ),
                     format!(
                         "SET pulse.timezone to a valid zone, or pass timezone =>. {}",
                         schedule::TIMEZONE_HINT
                     ),
-                )
-            })
+                );
+            }
+            crate::zones::resolve(&d)
         }
     }
 }
 
-pub(super) fn parse_schedule(text: &str, tz: chrono_tz::Tz) -> Schedule {
+pub(super) fn parse_schedule(text: &str, tz: &Zone) -> Schedule {
     Schedule::parse_firing(text, tz, Utc::now())
         .unwrap_or_else(|e| invalid(e.to_string(), schedule::SCHEDULE_HINT))
 }

@@ -2,7 +2,7 @@
 //! when a job runs next.
 
 use crate::pgutil::{self, invalid, raise, to_pg_ts};
-use crate::schedule::{self, Schedule};
+use crate::schedule::{Schedule, Zone};
 use chrono::Utc;
 use pgrx::prelude::*;
 use pgrx::{pg_sys, PgSqlErrorCode};
@@ -154,7 +154,7 @@ pub(super) fn find_job_owned(name: &str) -> Option<Job> {
 }
 
 /// The next run instant of a recurring schedule from now, as stored in `next_run_at`.
-pub(super) fn next_from_now(sched: &Schedule, tz: chrono_tz::Tz) -> Option<TimestampWithTimeZone> {
+pub(super) fn next_from_now(sched: &Schedule, tz: &Zone) -> Option<TimestampWithTimeZone> {
     sched.next_after(tz, Utc::now()).map(to_pg_ts)
 }
 
@@ -163,10 +163,10 @@ pub(super) fn next_from_now(sched: &Schedule, tz: chrono_tz::Tz) -> Option<Times
 pub(super) fn next_for_job(job: &Job) -> Option<TimestampWithTimeZone> {
     match &job.schedule {
         Some(text) => {
-            let tz = schedule::parse_timezone(&job.timezone).unwrap_or(chrono_tz::Tz::UTC);
+            let tz = crate::zones::load(&job.timezone).unwrap_or_else(|_| Zone::utc());
             Schedule::parse(text)
                 .ok()
-                .and_then(|s| next_from_now(&s, tz))
+                .and_then(|s| next_from_now(&s, &tz))
         }
         None => {
             let ran = Spi::get_one_with_args::<bool>(

@@ -109,7 +109,7 @@ fn next_runs(
         }
     };
     let runs: Vec<TimestampWithTimeZone> = sched
-        .next_runs(tz, after, count as usize)
+        .next_runs(&tz, after, count as usize)
         .into_iter()
         .map(to_pg_ts)
         .collect();

@@ -9,7 +9,7 @@ use super::args::{
 use super::catalog::{find_job_owned, next_from_now};
 use super::{spec, wake};
 use crate::pgutil::{self, from_pg_ts, interval_micros, invalid, privileged};
-use crate::schedule::Schedule;
+use crate::schedule::{Schedule, Zone};
 use pgrx::prelude::*;
 
 /// Everything a job row holds; `None` in `schedule` means a one-shot at `run_at`.
@@ -17,7 +17,7 @@ struct JobSpec<'a> {
     name: &'a str,
     schedule: Option<(&'a str, Schedule)>,
     run_at: Option<TimestampWithTimeZone>,
-    tz: chrono_tz::Tz,
+    tz: Zone,
     action: Action,
     enabled: bool,
     timeout: Option<Interval>,
@@ -39,7 +39,7 @@ impl JobSpec<'_> {
 
     fn initial_next(&self) -> Option<TimestampWithTimeZone> {
         match &self.schedule {
-            Some((_, s)) => next_from_now(s, self.tz),
+            Some((_, s)) => next_from_now(s, &self.tz),
             None => self.run_at,
         }
     }
@@ -190,7 +190,7 @@ pub(crate) fn schedule_job(
     let action = Action::new(command, http);
     check(spec::check_name(name));
     let tz = resolve_timezone(timezone);
-    let sched = parse_schedule(schedule_text, tz);
+    let sched = parse_schedule(schedule_text, &tz);
     check_timeout(&timeout);
     let overlap = pgutil::not_null(
         overlap,

@@ -3,8 +3,13 @@
 //! A schedule is one of
 //! * a standard five-field cron expression (see [`cron`]) evaluated in an IANA time zone,
 //! * a macro (`@yearly`, `@annually`, `@monthly`, `@weekly`, `@daily`, `@midnight`, `@hourly`),
-//! * `'N seconds'` with N in 1..=59, aligned to the wall clock (`'15 seconds'` fires at :00, :15,
-//!   :30 and :45 of every minute).
+//! * `'N seconds'` with N in 1..=59: a true period, firing at every instant whose Unix time is a
+//!   multiple of N. For divisors of 60 that is every minute at the same seconds (`'15 seconds'`
+//!   fires at :00, :15, :30 and :45); `'45 seconds'` fires every 45 seconds, on the minute only
+//!   every third minute.
+//!
+//! Cron schedules are evaluated in a [`Zone`], whose rules are data read at run time
+//! ([`zonedb`]), never compiled in.
 //!
 //! Daylight saving time, for cron schedules in a zone that has it:
 //! * a local time that does not exist that day (spring forward) runs once, at the first instant
@@ -13,10 +18,12 @@
 //! * a local time that occurs twice (fall back) runs once, at its first occurrence.
 
 pub mod cron;
+pub mod zone;
+pub mod zonedb;
 
-use chrono::{DateTime, Datelike, Duration, NaiveDate, NaiveDateTime, TimeZone, Timelike, Utc};
-use chrono_tz::Tz;
+use chrono::{DateTime, Datelike, Duration, NaiveDate, TimeZone, Utc};
 pub use cron::{CronExpr, ParseError};
+pub use zone::Zone;
 
 /// How far ahead we look for the next matching day before declaring that a schedule never fires.
 /// Eight years always contain a 29 February (the Gregorian gap around 2100 is 8 years).
@@ -35,8 +42,8 @@ pub const SCHEDULE_HINT: &str =
      a macro such as '@daily', or '30 seconds'. Preview with SELECT * FROM pulse.next_runs('0 3 * * *');";
 
 pub const TIMEZONE_HINT: &str =
-    "Use an IANA time zone name such as 'UTC', 'Europe/Berlin' or 'America/Los_Angeles' \
-     (see SELECT name FROM pg_timezone_names).";
+    "Use a time zone name PostgreSQL knows, such as 'UTC', 'Europe/Berlin' or 'America/Los_Angeles' \
+     (SELECT name FROM pg_timezone_names lists them), or a POSIX spec such as '<+03>-03'.";
 
 impl Schedule {
     /// Parses a schedule; the error names the bad field and value.
@@ -74,7 +81,7 @@ impl Schedule {
     }
 
     /// The first run instant strictly after `after`, or None if the schedule never fires again.
-    pub fn next_after(&self, tz: Tz, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    pub fn next_after(&self, tz: &Zone, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
         match self {
             Schedule::EverySeconds(n) => Some(next_seconds(*n, after)),
             Schedule::Cron(c) => next_cron(c, tz, after),
@@ -82,7 +89,7 @@ impl Schedule {
     }
 
     /// The next `count` instants strictly after `after`.
-    pub fn next_runs(&self, tz: Tz, after: DateTime<Utc>, count: usize) -> Vec<DateTime<Utc>> {
+    pub fn next_runs(&self, tz: &Zone, after: DateTime<Utc>, count: usize) -> Vec<DateTime<Utc>> {
         let mut out = Vec::with_capacity(count.min(1024));
         let mut t = after;
         while out.len() < count {
@@ -98,7 +105,7 @@ impl Schedule {
     }
 
     /// Parses and checks that the schedule fires at all (e.g. `0 0 31 2 *` never does).
-    pub fn parse_firing(text: &str, tz: Tz, now: DateTime<Utc>) -> Result<Schedule, ParseError> {
+    pub fn parse_firing(text: &str, tz: &Zone, now: DateTime<Utc>) -> Result<Schedule, ParseError> {
         let s = Schedule::parse(text)?;
         if s.next_after(tz, now).is_none() {
             return Err(ParseError {
@@ -138,17 +145,12 @@ fn parse_seconds(t: &str) -> Option<Result<u32, ParseError>> {
     }
 }
 
-/// Wall-clock aligned: seconds-of-minute that are multiples of n (so `7 seconds` fires at
-/// :00, :07, ... :56, then :00 again, as a `*/7` field would).
+/// A true period: the first instant after `after` whose Unix time is a multiple of n. Minutes
+/// start at multiples of 60, so for divisors of 60 these are the same seconds of every minute.
 fn next_seconds(n: u32, after: DateTime<Utc>) -> DateTime<Utc> {
-    let base = after.with_nanosecond(0).expect("0 ns is valid");
-    for k in 1..=60 {
-        let cand = base + Duration::seconds(k);
-        if cand.second() % n == 0 {
-            return cand;
-        }
-    }
-    unreachable!("second 0 of the next minute always matches")
+    let n = i64::from(n.max(1));
+    let next = after.timestamp().div_euclid(n) * n + n;
+    Utc.timestamp_opt(next, 0).single().unwrap_or(after)
 }
 
 fn days_in_month(year: i32, month: u32) -> u32 {
@@ -161,35 +163,11 @@ fn days_in_month(year: i32, month: u32) -> u32 {
     first_next.pred_opt().expect("valid date").day()
 }
 
-/// Maps a local wall-clock time to an instant with the DST rules described in the module docs.
-pub fn resolve_local(tz: Tz, naive: NaiveDateTime) -> DateTime<Utc> {
-    use chrono::LocalResult;
-    match tz.from_local_datetime(&naive) {
-        LocalResult::Single(t) => t.with_timezone(&Utc),
-        LocalResult::Ambiguous(a, b) => a.min(b).with_timezone(&Utc),
-        LocalResult::None => {
-            // In a gap: the first valid local minute after it is the end of the gap.
-            let mut probe = naive;
-            for _ in 0..(60 * 48) {
-                probe += Duration::minutes(1);
-                let probe_floor = probe.with_second(0).expect("valid");
-                match tz.from_local_datetime(&probe_floor) {
-                    LocalResult::Single(t) => return t.with_timezone(&Utc),
-                    LocalResult::Ambiguous(a, b) => return a.min(b).with_timezone(&Utc),
-                    LocalResult::None => {}
-                }
-            }
-            // No zone has a gap of two days; treat the local time as UTC rather than fail.
-            Utc.from_utc_datetime(&naive)
-        }
-    }
-}
-
-fn next_cron(c: &CronExpr, tz: Tz, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
+fn next_cron(c: &CronExpr, tz: &Zone, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
     // Candidates in local wall-clock order map to non-decreasing instants, and every candidate
     // whose wall-clock time is not later than `after`'s maps to an instant <= `after`. So we can
     // start at `after`'s local time and return the first candidate that lands after it.
-    let local_after = after.with_timezone(&tz).naive_local();
+    let local_after = tz.local(after);
     let mut date = local_after.date();
     for _ in 0..SEARCH_DAYS {
         let dim = days_in_month(date.year(), date.month());
@@ -209,7 +187,7 @@ fn next_cron(c: &CronExpr, tz: Tz, after: DateTime<Utc>) -> Option<DateTime<Utc>
                     if naive <= local_after {
                         continue;
                     }
-                    let inst = resolve_local(tz, naive);
+                    let inst = tz.resolve(naive);
                     if inst > after {
                         return Some(inst);
                     }
@@ -219,25 +197,6 @@ fn next_cron(c: &CronExpr, tz: Tz, after: DateTime<Utc>) -> Option<DateTime<Utc>
         date = date.succ_opt()?;
     }
     None
-}
-
-/// Parses an IANA time zone name (exact, or ignoring case) and returns it with its canonical name.
-pub fn parse_timezone(name: &str) -> Result<Tz, ParseError> {
-    let n = name.trim();
-    if let Ok(tz) = n.parse::<Tz>() {
-        return Ok(tz);
-    }
-    if let Some(tz) = chrono_tz::TZ_VARIANTS
-        .iter()
-        .find(|t| t.name().eq_ignore_ascii_case(n))
-    {
-        return Ok(*tz);
-    }
-    Err(ParseError {
-        field: "time zone",
-        value: name.to_string(),
-        reason: "is not a known IANA time zone".into(),
-    })
 }
 
 #[cfg(test)]

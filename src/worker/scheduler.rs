@@ -4,7 +4,7 @@ use super::dispatch::Pool;
 use super::SHARED;
 use crate::pgutil::{from_pg_ts, to_pg_ts};
 use crate::run::RunStatus;
-use crate::schedule::{self, Schedule};
+use crate::schedule::Schedule;
 use crate::xact::{self, Failure};
 use chrono::Utc;
 use pgrx::bgworkers::{BackgroundWorker, SignalWakeFlags};
@@ -32,6 +32,7 @@ pub extern "C-unwind" fn pulse_scheduler_main(_arg: pg_sys::Datum) {
     let mut s = Scheduler {
         recovered: false,
         housekept_at: None,
+        zones_looked_at: None,
         rescued_at: None,
         rescue_wanted: false,
         stale_looked_at: None,
@@ -158,6 +159,8 @@ enum Tick {
 struct Scheduler {
     recovered: bool,
     housekept_at: Option<Instant>,
+    /// when housekeeping last looked for changed zone files (None: not yet since start)
+    zones_looked_at: Option<std::time::SystemTime>,
     /// when the rescuer last looked for lost runs
     rescued_at: Option<Instant>,
     /// the last tick saw a SQL run `running` for longer than RESCUE_EVERY
@@ -230,6 +233,16 @@ impl Scheduler {
             Ok(true) => {}
             Ok(false) => return,
             Err(f) => warning!("pg_pulse scheduler: overdue check failed: {}", f.message),
+        }
+        // zone files changed since the previous look (every zone at the first look after start,
+        // as the files may have changed while the server was down)
+        let looked = std::time::SystemTime::now();
+        match xact::run(|| follow_zone_updates(self.zones_looked_at)) {
+            Ok(()) => self.zones_looked_at = Some(looked - Duration::from_secs(2)),
+            Err(f) => warning!(
+                "pg_pulse scheduler: following zone updates failed: {}",
+                f.message
+            ),
         }
         while start.elapsed() < budget.min(Duration::from_millis(500)) {
             match xact::run(|| {
@@ -382,6 +395,87 @@ fn rescue_lost_runs(pool: &Pool) {
     }
 }
 
+/// Jobs whose zone file changed on disk since `since` (a tzdata update; None: any time): their
+/// next run is computed again with the zone's rules now, from their last slot or now. Jobs due
+/// within a second are left to fire as they are.
+fn follow_zone_updates(since: Option<std::time::SystemTime>) {
+    let zones: Vec<String> = Spi::connect(|c| {
+        c.select(
+            "SELECT DISTINCT timezone FROM pulse.job WHERE enabled AND schedule IS NOT NULL",
+            None,
+            &[],
+        )
+        .map(|t| {
+            t.filter_map(|r| r.get::<String>(1).ok().flatten())
+                .collect()
+        })
+        .unwrap_or_default()
+    });
+    let changed: Vec<String> = zones
+        .into_iter()
+        .filter(|z| match (since, crate::zones::modified(z)) {
+            (_, None) => false,
+            (None, Some(_)) => true,
+            (Some(s), Some(m)) => m >= s,
+        })
+        .collect();
+    if changed.is_empty() {
+        return;
+    }
+    let now = Utc::now();
+    // rows another transaction holds are left to it (the worker never waits for a row lock)
+    let jobs: Vec<(i64, String, String, Option<TimestampWithTimeZone>)> = Spi::connect_mut(|c| {
+        c.update(
+            "SELECT j.job_id, j.schedule, j.timezone,
+                    (SELECT max(r.scheduled_for) FROM pulse.job_run r
+                      WHERE r.job_id = j.job_id AND r.trigger = 'schedule')
+               FROM pulse.job j
+              WHERE j.enabled AND j.schedule IS NOT NULL
+                AND j.next_run_at > pg_catalog.now() + interval '1 second'
+                AND j.timezone = ANY($1)
+                FOR UPDATE OF j SKIP LOCKED",
+            None,
+            &[changed.clone().into()],
+        )
+        .map(|t| {
+            t.filter_map(|r| {
+                Some((
+                    r.get::<i64>(1).ok()??,
+                    r.get::<String>(2).ok()??,
+                    r.get::<String>(3).ok()??,
+                    r.get::<TimestampWithTimeZone>(4).ok()?,
+                ))
+            })
+            .collect()
+        })
+        .unwrap_or_default()
+    });
+    let mut ids = Vec::new();
+    let mut nexts = Vec::new();
+    for (id, text, tz, last) in jobs {
+        let (Ok(s), Ok(tz)) = (Schedule::parse(&text), crate::zones::load(&tz)) else {
+            continue;
+        };
+        let from = last.map_or(now, |l| now.max(from_pg_ts(l)));
+        ids.push(id);
+        nexts.push(s.next_after(&tz, from).map(to_pg_ts));
+    }
+    let r = Spi::run_with_args(
+        "UPDATE pulse.job j SET next_run_at = u.next FROM unnest($1::bigint[], $2::timestamptz[]) AS u(id, next)
+          WHERE j.job_id = u.id AND j.enabled AND j.next_run_at IS DISTINCT FROM u.next",
+        &[ids.into(), nexts.into()],
+    );
+    if let Err(e) = r {
+        pgrx::error!("could not move jobs to their zones' new rules: {e}");
+    }
+    if since.is_some() {
+        log!(
+            "pg_pulse scheduler: zone files changed ({}): next runs computed again",
+            changed.join(", ")
+        );
+    }
+}
+
 /// Turns every due slot into one run row and moves each job's next_run_at past now. Returns the
 /// horizon it used: a job still due up to it afterwards was locked by another transaction.
 fn fire_due_jobs() -> chrono::DateTime<Utc> {
@@ -451,13 +545,13 @@ fn fire(now: chrono::DateTime<Utc>, due: Vec<Due>) {
                 (status, None, None)
             }
             Some(text) => {
-                let tz = schedule::parse_timezone(&d.timezone);
+                let tz = crate::zones::load(&d.timezone);
                 match (Schedule::parse(text), tz) {
                     (Ok(s), Ok(tz)) => {
                         // after downtime the missed slots collapse into this one run
                         // (a slot queued ahead of time is in the future: count from it)
                         let from = now.max(from_pg_ts(d.slot));
-                        let next = s.next_after(tz, from).map(to_pg_ts);
+                        let next = s.next_after(&tz, from).map(to_pg_ts);
                         if d.active && d.overlap == "skip" {
                             (RunStatus::Skipped, Some("the previous run was still queued or running (overlap = 'skip')".to_string()), next)
                         } else {

@@ -1,0 +1,151 @@
+//! Zones by name, read at run time from a zone directory (PostgreSQL's: see `crate::zones`).
+//! Pure Rust with std only, no pgrx.
+//!
+//! A name is looked up as PostgreSQL looks it up: a file of that path under the directory
+//! (exact, else ignoring case), else a POSIX TZ spec. Loaded zones are kept, and a file is read
+//! again when its size, inode or modification time changes, so an updated zone database is
+//! followed by a running server.
+
+use super::cron::ParseError;
+use super::zone::Zone;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+/// TZif files are a few kilobytes; a larger file is not a zone.
+const MAX_FILE_BYTES: u64 = 1 << 20;
+/// Names kept per process before the cache starts over (there are about 600 zones).
+const MAX_CACHED: usize = 2048;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Stamp {
+    len: u64,
+    ino: u64,
+    modified: Option<SystemTime>,
+}
+
+#[derive(Debug)]
+struct Cached {
+    /// the file and how it looked when read; None for a POSIX spec
+    file: Option<(PathBuf, Stamp)>,
+    zone: Zone,
+}
+
+/// The zones of one directory, cached.
+#[derive(Debug)]
+pub struct ZoneDb {
+    dir: PathBuf,
+    cache: HashMap<String, Cached>,
+}
+
+fn bad(name: &str, reason: &str) -> ParseError {
+    ParseError {
+        field: "time zone",
+        value: name.to_string(),
+        reason: reason.into(),
+    }
+}
+
+fn stamp_of(path: &Path) -> Option<Stamp> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).ok()?;
+    m.is_file().then(|| Stamp {
+        len: m.len(),
+        ino: m.ino(),
+        modified: m.modified().ok(),
+    })
+}
+
+/// A name that can be a relative path under the directory: no empty, `.` or `..` component, not
+/// absolute, no NUL. Anything else can only be a POSIX spec.
+fn is_relative_path(name: &str) -> bool {
+    !name.is_empty()
+        && !name.starts_with('/')
+        && !name.contains('\0')
+        && name
+            .split('/')
+            .all(|c| !c.is_empty() && c != "." && c != "..")
+}
+
+impl ZoneDb {
+    pub fn new(dir: impl Into<PathBuf>) -> ZoneDb {
+        ZoneDb {
+            dir: dir.into(),
+            cache: HashMap::new(),
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The file of a zone name: the exact path, else one that matches ignoring ASCII case in every
+    /// component (hidden entries skipped), as PostgreSQL finds it.
+    fn find_file(&self, name: &str) -> Option<(PathBuf, Stamp)> {
+        if !is_relative_path(name) {
+            return None;
+        }
+        let exact = self.dir.join(name);
+        if let Some(s) = stamp_of(&exact) {
+            return Some((exact, s));
+        }
+        let mut path = self.dir.clone();
+        for part in name.split('/') {
+            let found = std::fs::read_dir(&path)
+                .ok()?
+                .filter_map(|e| e.ok())
+                .map(|e| e.file_name())
+                .find(|f| {
+                    let f = f.to_string_lossy();
+                    !f.starts_with('.') && f.eq_ignore_ascii_case(part)
+                })?;
+            path.push(found);
+        }
+        stamp_of(&path).map(|s| (path, s))
+    }
+
+    /// When the file of a zone was last modified (None for a POSIX spec or an unknown name).
+    pub fn modified(&self, name: &str) -> Option<SystemTime> {
+        self.find_file(name).and_then(|(_, s)| s.modified)
+    }
+
+    /// The rules of a zone, read from its file (again if the file changed) or parsed as a POSIX
+    /// spec.
+    pub fn load(&mut self, name: &str) -> Result<Zone, ParseError> {
+        if name.is_empty() || name.len() > 255 {
+            return Err(bad(name, "is not a known time zone"));
+        }
+        if let Some(c) = self.cache.get(name) {
+            match &c.file {
+                None => return Ok(c.zone.clone()),
+                Some((path, stamp)) if stamp_of(path) == Some(*stamp) => return Ok(c.zone.clone()),
+                Some(_) => {}
+            }
+        }
+        let (zone, file) = match self.find_file(name) {
+            Some((path, stamp)) => {
+                if stamp.len > MAX_FILE_BYTES {
+                    return Err(bad(name, "its zone file is too large to be a zone"));
+                }
+                let data = std::fs::read(&path)
+                    .map_err(|_| bad(name, "its zone file could not be read"))?;
+                (Zone::from_tzif(name, &data)?, Some((path, stamp)))
+            }
+            None if name.eq_ignore_ascii_case("GMT") || name.eq_ignore_ascii_case("UTC") => {
+                (Zone::utc(), None)
+            }
+            None => (Zone::from_posix(name)?, None),
+        };
+        if self.cache.len() >= MAX_CACHED {
+            self.cache.clear();
+        }
+        self.cache.insert(
+            name.to_string(),
+            Cached {
+                file,
+                zone: zone.clone(),
+            },
+        );
+        Ok(zone)
+    }
+}
