@@ -28,7 +28,7 @@ setup:
 
 # Build the extension (release) and install it into the Debian PostgreSQL.
 # pgrx writes pg_pulse--<version>.sql and copies the upgrade scripts sql/pg_pulse--A--B.sql; the
-# frozen install scripts of released versions (sql/pg_pulse--0.1.0.sql, 0.2.0, 0.3.0, 0.4.0: CREATE EXTENSION ...
+# frozen install scripts of released versions (sql/pg_pulse--0.1.0.sql, 0.2.0, 0.3.0, 0.4.0, 0.5.0: CREATE EXTENSION ...
 # VERSION '0.1.0') are copied here.
 install: setup
 	cargo pgrx install --release --pg-config $(PG_CONFIG)

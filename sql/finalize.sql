@@ -14,7 +14,7 @@ COMMENT ON FUNCTION pulse.run_job(text) IS
 COMMENT ON FUNCTION pulse.cancel_run(bigint) IS
 'Cancels a queued run, or stops a running one (status cancelled). Returns true if the run was queued or running.';
 COMMENT ON FUNCTION pulse.next_runs(text, text, integer, timestamptz) IS
-'The next count instants (default 5) of a schedule strictly after after (default now()), in a time zone (default pulse.timezone): a preview and a validator.';
+'The next count instants (default 5) of a schedule strictly after after (default now()), in a time zone (default pulse.timezone; any name SET timezone accepts, with the rules of PostgreSQL''s zone files as they are now): a preview and a validator. ''N seconds'' fires whenever Unix time is a multiple of N.';
 COMMENT ON FUNCTION pulse.current_run() IS
 'Inside a job''s command: the run being executed (run_id, job_id, job_name, scheduled_for, attempt, trigger). No row elsewhere.';
 COMMENT ON FUNCTION pulse._wake_scheduler() IS

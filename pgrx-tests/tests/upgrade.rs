@@ -1,4 +1,4 @@
-//! End-to-end: upgrading 0.1.0, 0.2.0 or 0.3.0 to the current version with ALTER EXTENSION keeps every
+//! End-to-end: upgrading 0.1.0 to 0.5.0 to the current version with ALTER EXTENSION keeps every
 //! row and gives what a fresh install gives, and job owners survive pg_dumpall --roles-only + pg_dump into another
 //! cluster by name. Each test works in databases of its own (the scheduler serves only
 //! `postgres`, so nothing runs there: these tests check the catalog, not runs).
@@ -27,6 +27,11 @@ const FROZEN_0_3_0_SHA256: &str =
 const FROZEN_0_4_0_SHA256: &str =
     "5feffe436c161e3b498316899d06661e56b1b10374890a161405ae9eeb6198e5";
 
+/// sha256 of sql/pg_pulse--0.5.0.sql: the script 0.5.0 installed (`cargo pgrx schema` of commit
+/// a364f06). Frozen too.
+const FROZEN_0_5_0_SHA256: &str =
+    "cdfa9d51394f9410f990423bfd0642230be1d8ef6ee4a59764505dcde02d7175";
+
 #[test]
 fn frozen_install_scripts_are_unchanged() {
     for (version, sha) in [
@@ -34,6 +39,7 @@ fn frozen_install_scripts_are_unchanged() {
         ("0.2.0", FROZEN_0_2_0_SHA256),
         ("0.3.0", FROZEN_0_3_0_SHA256),
         ("0.4.0", FROZEN_0_4_0_SHA256),
+        ("0.5.0", FROZEN_0_5_0_SHA256),
     ] {
         let path = format!(
             "{}/../sql/pg_pulse--{version}.sql",
@@ -490,6 +496,11 @@ fn upgrade_from_0_3_0_keeps_every_row_and_matches_a_fresh_install() {
 #[test]
 fn upgrade_from_0_4_0_keeps_every_row_and_matches_a_fresh_install() {
     upgrade_keeps_every_row_and_matches_a_fresh_install("0.4.0");
+}
+
+#[test]
+fn upgrade_from_0_5_0_keeps_every_row_and_matches_a_fresh_install() {
+    upgrade_keeps_every_row_and_matches_a_fresh_install("0.5.0");
 }
 
 /// Removes the files it names when dropped (also when the test fails).
