@@ -2,8 +2,7 @@
 //! from, and names checked by PostgreSQL itself. The rules are read (and read again when a file
 //! changes) by the pure [`crate::schedule::zonedb`].
 
-use crate::pgutil::invalid;
-use crate::schedule::{self, zonedb::ZoneDb, ParseError, Zone};
+use crate::schedule::{zonedb::ZoneDb, ParseError, Zone};
 use pgrx::pg_sys;
 use std::ffi::{c_char, CStr, CString};
 use std::path::PathBuf;
@@ -82,29 +81,18 @@ pub fn modified(name: &str) -> Option<std::time::SystemTime> {
 }
 
 /// A zone a user names: accepted when PostgreSQL accepts it for `SET timezone` (every name of
-/// `pg_timezone_names`, POSIX specs), under PostgreSQL's own spelling of it; 22023 otherwise.
-pub fn resolve(name: &str) -> Zone {
-    let refuse = || -> ! {
-        invalid(
-            format!("invalid time zone \"{name}\": PostgreSQL does not know it"),
-            schedule::TIMEZONE_HINT,
-        )
-    };
-    let Ok(c) = CString::new(name.trim()) else {
-        refuse()
-    };
+/// `pg_timezone_names`, POSIX specs), under PostgreSQL's own spelling of it. The error is a
+/// message for 22023.
+pub fn resolve(name: &str) -> Result<Zone, String> {
+    let refused = || format!("invalid time zone \"{name}\": PostgreSQL does not know it");
+    let c = CString::new(name.trim()).map_err(|_| refused())?;
     // SAFETY: pg_tzset takes a C string and returns NULL or a zone it keeps for the session
     let tz = unsafe { pg_sys::pg_tzset(c.as_ptr()) };
     if tz.is_null() || !unsafe { pg_sys::pg_tz_acceptable(tz) } {
-        refuse();
+        return Err(refused());
     }
     let canonical = unsafe { CStr::from_ptr(pg_sys::pg_get_timezone_name(tz)) }
         .to_string_lossy()
         .into_owned();
-    load(&canonical).unwrap_or_else(|e| {
-        invalid(
-            format!("{e} (in {})", zone_dir().display()),
-            schedule::TIMEZONE_HINT,
-        )
-    })
+    load(&canonical).map_err(|e| format!("{e} (in {})", zone_dir().display()))
 }

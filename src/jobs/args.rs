@@ -41,25 +41,16 @@ fn check_command(command: &str) {
 /// The zone a user names, or `pulse.timezone`: checked by PostgreSQL, rules read now.
 pub(super) fn resolve_timezone(tz: Option<&str>) -> Zone {
     match tz {
-        Some(t) => crate::zones::resolve(t),
-        None => {
-            let d = crate::default_timezone();
-            let known = std::ffi::CString::new(d.trim())
-                .map(|c| !unsafe { pgrx::pg_sys::pg_tzset(c.as_ptr()) }.is_null())
-                .unwrap_or(false);
-            if !known {
-                invalid(
-                    format!(
-                        "pulse.timezone: invalid time zone \"{d}\": PostgreSQL does not know it"
-                    ),
-                    format!(
-                        "SET pulse.timezone to a valid zone, or pass timezone =>. {}",
-                        schedule::TIMEZONE_HINT
-                    ),
-                );
-            }
-            crate::zones::resolve(&d)
-        }
+        Some(t) => crate::zones::resolve(t).unwrap_or_else(|e| invalid(e, schedule::TIMEZONE_HINT)),
+        None => crate::zones::resolve(&crate::default_timezone()).unwrap_or_else(|e| {
+            invalid(
+                format!("pulse.timezone: {e}"),
+                format!(
+                    "SET pulse.timezone to a valid zone, or pass timezone =>. {}",
+                    schedule::TIMEZONE_HINT
+                ),
+            )
+        }),
     }
 }
 
