@@ -213,14 +213,17 @@ fn a_changed_zone_file_is_followed_without_a_rebuild() {
         &[&job, &zone],
     )
     .unwrap();
-    // the next noon from now: 10:00 or 11:00 UTC, whatever the season
-    let first: String = c
-        .query_one(
+    // the hour (UTC) of the job's next run
+    let hour = |c: &mut Client| -> String {
+        c.query_one(
             "SELECT extract(hour FROM next_run_at AT TIME ZONE 'UTC')::text FROM pulse.job WHERE job_name = $1",
             &[&job],
         )
         .unwrap()
-        .get(0);
+        .get(0)
+    };
+    // the next noon from now: 10:00 or 11:00 UTC, whatever the season
+    let first = hour(&mut c);
     assert!(first == "10" || first == "11", "{first}");
 
     // ...abolishes summer time and moves to +03 (the file is replaced, as a tzdata update does)
@@ -240,14 +243,6 @@ fn a_changed_zone_file_is_followed_without_a_rebuild() {
     );
     // the scheduler moves the job's next run to the new rule by itself (it looks for changed
     // zone files at every housekeeping turn, at most a minute apart)
-    let hour = |c: &mut Client| -> String {
-        c.query_one(
-            "SELECT extract(hour FROM next_run_at AT TIME ZONE 'UTC')::text FROM pulse.job WHERE job_name = $1",
-            &[&job],
-        )
-        .unwrap()
-        .get(0)
-    };
     wait_for(120, "the job's next run to follow the new rule", || {
         (hour(&mut fresh) == "9").then_some(())
     });

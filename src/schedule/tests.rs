@@ -408,6 +408,37 @@ fn a_footer_that_does_not_parse_is_ignored_as_postgresql_ignores_it() {
 }
 
 #[test]
+fn a_footer_that_disagrees_with_the_file_takes_over_after_the_last_transition() {
+    // PostgreSQL 16.2's own copy of America/Ojinaga is such a file: jiff refuses it, tzcode reads
+    // it. Made here from Berlin's file with a US Central footer.
+    let mut data = std::fs::read("/usr/share/zoneinfo/Europe/Berlin").unwrap();
+    let end = data.len() - 1;
+    let start = data[..end].iter().rposition(|&b| b == b'\n').unwrap();
+    data.splice(start + 1..end, b"CST6CDT,M3.2.0,M11.1.0".iter().copied());
+    assert!(jiff::tz::TimeZone::tzif("x", &data).is_err());
+    let z = Zone::from_tzif("Mixed", &data).unwrap();
+    // after the file's last transition the footer's rules hold (CDT in July 2040)
+    assert_eq!(
+        z.offset_at(utc(2040, 7, 1, 12, 0, 0).timestamp()),
+        -5 * 3600
+    );
+    assert_eq!(
+        z.offset_at(utc(2040, 1, 1, 12, 0, 0).timestamp()),
+        -6 * 3600
+    );
+    // wall times resolve with the rules of their instant: 2040-03-11 02:30 is in a US gap
+    let gap = NaiveDate::from_ymd_opt(2040, 3, 11)
+        .unwrap()
+        .and_hms_opt(2, 30, 0)
+        .unwrap();
+    assert_eq!(z.resolve(gap), utc(2040, 3, 11, 8, 0, 0));
+    if data.len() > 2000 {
+        // Debian's files are "fat": Berlin's transitions are written out until 2037
+        assert_eq!(z.local(utc(2026, 7, 1, 12, 0, 0)).hour(), 14);
+    }
+}
+
+#[test]
 fn zone_files_are_read_again_when_they_change() {
     let dir = std::env::temp_dir().join(format!("pulse-zonedb-{}", std::process::id()));
     struct Gone(std::path::PathBuf);

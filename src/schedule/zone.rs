@@ -18,6 +18,11 @@ use jiff::tz::{AmbiguousOffset, TimeZone};
 pub struct Zone {
     name: String,
     rules: TimeZone,
+    /// A TZif footer that does not agree with the file's last transition (jiff refuses such files;
+    /// PostgreSQL's tzcode uses them): the footer's rules apply from `switch` on, `rules` (the
+    /// file without its footer) before it, as tzcode extends a file's transitions with the
+    /// footer's after the last one.
+    later: Option<(i64, TimeZone)>,
 }
 
 fn bad(name: &str, reason: impl Into<String>) -> ParseError {
@@ -34,22 +39,45 @@ impl Zone {
         Zone {
             name: "UTC".into(),
             rules: TimeZone::UTC,
+            later: None,
         }
     }
 
-    /// Rules from the contents of a TZif file (RFC 8536, versions 1 to 4). A footer (the POSIX
-    /// rule for times after the last transition) that does not parse is ignored, as PostgreSQL
-    /// ignores it: the last transition's offset then stays in effect.
+    /// Rules from the contents of a TZif file (RFC 8536, versions 1 to 4), read as PostgreSQL's
+    /// tzcode reads it: after the file's last transition the footer's rules (the POSIX spec at
+    /// the end) take over at their next transition; a footer that does not parse is ignored.
     pub fn from_tzif(name: &str, data: &[u8]) -> Result<Zone, ParseError> {
-        let rules = TimeZone::tzif(name, data)
-            .or_else(|e| match without_footer(data) {
-                Some(d) => TimeZone::tzif(name, &d).map_err(|_| e),
-                None => Err(e),
-            })
-            .map_err(|e| bad(name, format!("its zone file could not be read: {e}")))?;
+        let unreadable =
+            |e: jiff::Error| bad(name, format!("its zone file could not be read: {e}"));
+        let first_error = match TimeZone::tzif(name, data) {
+            Ok(rules) => {
+                return Ok(Zone {
+                    name: name.to_string(),
+                    rules,
+                    later: None,
+                })
+            }
+            Err(e) => e,
+        };
+        let Some((body, footer)) = split_footer(data) else {
+            return Err(unreadable(first_error));
+        };
+        let rules = TimeZone::tzif(name, &body).map_err(|_| unreadable(first_error))?;
+        let later = std::str::from_utf8(footer)
+            .ok()
+            .and_then(|f| TimeZone::posix(f).ok())
+            .and_then(|footer| {
+                let last = rules
+                    .preceding(jiff::Timestamp::MAX)
+                    .next()
+                    .map_or(jiff::Timestamp::MIN, |t| t.timestamp());
+                let switch = footer.following(last).next()?.timestamp().as_second();
+                Some((switch, footer))
+            });
         Ok(Zone {
             name: name.to_string(),
             rules,
+            later,
         })
     }
 
@@ -68,6 +96,7 @@ impl Zone {
         Ok(Zone {
             name: spec.to_string(),
             rules,
+            later: None,
         })
     }
 
@@ -75,10 +104,18 @@ impl Zone {
         &self.name
     }
 
+    /// The rules in effect at instant `t`.
+    fn rules_at(&self, t: i64) -> &TimeZone {
+        match &self.later {
+            Some((switch, footer)) if t >= *switch => footer,
+            _ => &self.rules,
+        }
+    }
+
     /// Seconds east of UTC in effect at `t`.
     pub fn offset_at(&self, t: i64) -> i32 {
         match jiff::Timestamp::from_second(t) {
-            Ok(ts) => self.rules.to_offset(ts).seconds(),
+            Ok(ts) => self.rules_at(t).to_offset(ts).seconds(),
             Err(_) => 0,
         }
     }
@@ -97,7 +134,10 @@ impl Zone {
             Some(c) => c,
             None => return Utc.from_utc_datetime(&naive),
         };
-        let secs = match self.rules.to_ambiguous_timestamp(civil).offset() {
+        // the rules of the instant this wall time is near (they differ only for a zone with a
+        // footer that disagrees with its file, and only from the footer's first transition on)
+        let near = as_utc - self.offset_at(as_utc) as i64;
+        let secs = match self.rules_at(near).to_ambiguous_timestamp(civil).offset() {
             AmbiguousOffset::Unambiguous { offset } => as_utc - offset.seconds() as i64,
             AmbiguousOffset::Fold { before, after } => {
                 (as_utc - before.seconds() as i64).min(as_utc - after.seconds() as i64)
@@ -127,8 +167,9 @@ impl Zone {
     }
 }
 
-/// TZif data of version 2 or later with its footer emptied (`\n<spec>\n` becomes `\n\n`).
-fn without_footer(data: &[u8]) -> Option<Vec<u8>> {
+/// TZif data of version 2 or later split into the data with its footer emptied (`\n<spec>\n`
+/// becomes `\n\n`) and the footer's spec.
+fn split_footer(data: &[u8]) -> Option<(Vec<u8>, &[u8])> {
     if data.len() < 6 || &data[..4] != b"TZif" || data[4] < b'2' || data.last() != Some(&b'\n') {
         return None;
     }
@@ -139,7 +180,7 @@ fn without_footer(data: &[u8]) -> Option<Vec<u8>> {
     }
     let mut out = data[..=start].to_vec();
     out.push(b'\n');
-    Some(out)
+    Some((out, &body[start + 1..]))
 }
 
 fn to_civil(n: NaiveDateTime) -> Option<jiff::civil::DateTime> {
