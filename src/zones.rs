@@ -69,22 +69,72 @@ pub fn zone_dir() -> PathBuf {
 /// The rules of a zone stored with a job (a name PostgreSQL gave), read from PostgreSQL's zone
 /// directory now.
 pub fn load(name: &str) -> Result<Zone, ParseError> {
-    let mut db = DB.lock().unwrap_or_else(|p| p.into_inner());
-    db.get_or_insert_with(|| ZoneDb::new(zone_dir())).load(name)
+    with_db(|db| db.load(name))
 }
 
-/// When the file of a zone was last modified (None for a POSIX spec or an unknown name).
-pub fn modified(name: &str) -> Option<std::time::SystemTime> {
+fn with_db<T>(f: impl FnOnce(&mut ZoneDb) -> T) -> T {
     let mut db = DB.lock().unwrap_or_else(|p| p.into_inner());
-    db.get_or_insert_with(|| ZoneDb::new(zone_dir()))
-        .modified(name)
+    f(db.get_or_insert_with(|| ZoneDb::new(zone_dir())))
 }
 
-/// A zone a user names: accepted when PostgreSQL accepts it for `SET timezone` (every name of
-/// `pg_timezone_names`, POSIX specs), under PostgreSQL's own spelling of it. The error is a
-/// message for 22023.
+/// The top-level names of PostgreSQL's zone directory: a zone whose first part is not one of
+/// them has no file (a POSIX spec).
+pub fn top_level() -> Vec<String> {
+    with_db(|db| db.top_level())
+}
+
+/// Whether the file of a zone changed since `since` (read again if so).
+pub fn changed_since(name: &str, since: std::time::SystemTime) -> bool {
+    with_db(|db| db.changed_since(name, since))
+}
+
+/// A zone name as messages show it: at most 100 characters.
+fn shown(name: &str) -> String {
+    match name.char_indices().nth(100) {
+        Some((i, _)) => format!("{}...", &name[..i]),
+        None => name.to_string(),
+    }
+}
+
+/// Whether pg_pulse's reading of a zone gives PostgreSQL's UTC offset at every hour from the
+/// start of last year to the end of next year (a spec read differently, such as a POSIX rule
+/// with transitions days out of place, is refused rather than followed at other times).
+fn agrees_with_postgresql(zone: &Zone, tz: *const pg_sys::pg_tz) -> bool {
+    use chrono::{Datelike, TimeZone, Utc};
+    let year = Utc::now().year();
+    let start = Utc
+        .with_ymd_and_hms(year - 1, 1, 1, 0, 0, 0)
+        .unwrap()
+        .timestamp();
+    let end = Utc
+        .with_ymd_and_hms(year + 2, 1, 1, 0, 0, 0)
+        .unwrap()
+        .timestamp();
+    (start..end).step_by(3600).all(|t| {
+        let pt: pg_sys::pg_time_t = t;
+        // SAFETY: pg_localtime reads the zone PostgreSQL loaded; NULL when t is out of its range
+        let tm = unsafe { pg_sys::pg_localtime(&pt, tz) };
+        tm.is_null() || unsafe { (*tm).tm_gmtoff } as i64 == zone.offset_at(t) as i64
+    })
+}
+
+thread_local! {
+    /// Names this backend has compared with PostgreSQL's reading (PostgreSQL keeps its own zones
+    /// for the session, so once is enough).
+    static AGREED: std::cell::RefCell<std::collections::HashSet<String>> =
+        std::cell::RefCell::new(std::collections::HashSet::new());
+}
+
+/// A zone a user names: accepted when PostgreSQL's `SET timezone` accepts it as a zone name (every
+/// name of `pg_timezone_names`, POSIX specs) and pg_pulse reads it as PostgreSQL does; stored
+/// under PostgreSQL's own spelling. The error is a message for 22023.
 pub fn resolve(name: &str) -> Result<Zone, String> {
-    let refused = || format!("invalid time zone \"{name}\": PostgreSQL does not know it");
+    let refused = || {
+        format!(
+            "invalid time zone \"{}\": PostgreSQL does not know it",
+            shown(name)
+        )
+    };
     let c = CString::new(name.trim()).map_err(|_| refused())?;
     // SAFETY: pg_tzset takes a C string and returns NULL or a zone it keeps for the session
     let tz = unsafe { pg_sys::pg_tzset(c.as_ptr()) };
@@ -94,5 +144,24 @@ pub fn resolve(name: &str) -> Result<Zone, String> {
     let canonical = unsafe { CStr::from_ptr(pg_sys::pg_get_timezone_name(tz)) }
         .to_string_lossy()
         .into_owned();
-    load(&canonical).map_err(|e| format!("{e} (in {})", zone_dir().display()))
+    let unreadable = || {
+        format!(
+            "time zone \"{}\" is one pg_pulse cannot read as PostgreSQL does; use a zone name of pg_timezone_names",
+            shown(name)
+        )
+    };
+    let zone = load(&canonical).map_err(|_| unreadable())?;
+    if !AGREED.with(|a| a.borrow().contains(&canonical)) {
+        if !agrees_with_postgresql(&zone, tz) {
+            return Err(unreadable());
+        }
+        AGREED.with(|a| {
+            let mut a = a.borrow_mut();
+            if a.len() >= 4096 {
+                a.clear();
+            }
+            a.insert(canonical);
+        });
+    }
+    Ok(zone)
 }

@@ -226,8 +226,15 @@ fn a_changed_zone_file_is_followed_without_a_rebuild() {
     let first = hour(&mut c);
     assert!(first == "10" || first == "11", "{first}");
 
-    // ...abolishes summer time and moves to +03 (the file is replaced, as a tzdata update does)
+    // ...abolishes summer time and moves to +03 (the file is replaced, as a tzdata update does;
+    // dpkg also gives the new file the package's old modification time)
     zic(&dir, &format!("Zone {zone} 3:00 - PTT\n"));
+    let st = std::process::Command::new("touch")
+        .args(["-m", "-d", "2020-01-01 00:00:00"])
+        .arg(dir.join(&zone))
+        .status()
+        .unwrap();
+    assert!(st.success());
     // the same session (PostgreSQL itself keeps the old rules for its own use in a session)
     assert_eq!(at(&mut c, &noon), "2027-07-01 09:00:00+00");
     // a new session: pg_pulse and AT TIME ZONE agree on the new rule
@@ -285,13 +292,18 @@ fn zone_names_are_the_ones_postgresql_knows() {
         );
         assert_eq!(got, pg, "{name}");
     }
-    // names PostgreSQL refuses, and paths out of the zone directory
+    // names PostgreSQL refuses, paths out of the zone directory, numeric offsets (SET timezone
+    // takes them, but they are not zones), and a POSIX spec pg_pulse would read differently from
+    // PostgreSQL (jiff and tzcode disagree on a transition at the end of day 0)
     for name in [
         "Mars/Olympus",
         "../../../etc/passwd",
         "/etc/passwd",
         "",
         "PST",
+        "5",
+        "+05:30",
+        "EST5EDT4,0/0,J365/25",
     ] {
         let (msg, hint) = expect_error(
             c.query("SELECT * FROM pulse.next_runs('@daily', $1, 1)", &[&name]),
@@ -300,6 +312,32 @@ fn zone_names_are_the_ones_postgresql_knows() {
         assert!(msg.contains("time zone"), "{msg}");
         assert!(hint.contains("pg_timezone_names"), "{hint}");
     }
+    // a long name is not echoed whole
+    let (msg, _) = expect_error(
+        c.query(
+            "SELECT * FROM pulse.next_runs('@daily', repeat('x', 100000), 1)",
+            &[],
+        ),
+        "22023",
+    );
+    assert!(msg.len() < 300, "{} bytes", msg.len());
+    // after the year 9999 nothing is computed (zone rules end there)
+    expect_error(
+        c.query(
+            "SELECT * FROM pulse.next_runs('@daily', 'UTC', 1, '250000-01-01 00:00+00')",
+            &[],
+        ),
+        "22023",
+    );
+    let late: i64 = c
+        .query_one(
+            "SELECT count(*) FROM pulse.next_runs('@hourly', 'Europe/Berlin', 10, '9999-12-31 20:00+00')",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    // 21:00 and 22:00 UTC: 23:00 UTC is already the year 10000 in Berlin
+    assert_eq!(late, 2);
     let (_, hint) = expect_error(
         c.execute(
             "SELECT pulse.schedule_job($1, '@daily', 'SELECT 1', timezone => 'Mars/Olympus')",
@@ -308,6 +346,48 @@ fn zone_names_are_the_ones_postgresql_knows() {
         "22023",
     );
     assert!(hint.contains("pg_timezone_names"), "{hint}");
+}
+
+#[test]
+fn a_stored_zone_that_can_no_longer_be_read_is_never_replaced_by_another() {
+    let _jobs = Jobs::new();
+    let mut c = admin();
+    let job = unique("zone_gone");
+    c.execute(
+        "SELECT pulse.schedule_job($1, '0 2 * * *', 'SELECT 1', timezone => 'Europe/Berlin')",
+        &[&job],
+    )
+    .unwrap();
+    // as after an update of the zone database that dropped the name
+    c.execute(
+        "UPDATE pulse.job SET timezone = 'Gone/Zone' WHERE job_name = $1",
+        &[&job],
+    )
+    .unwrap();
+    // pausing needs no zone; anything that computes a run says what to do
+    c.execute("SELECT pulse.toggle_job($1, false)", &[&job])
+        .unwrap();
+    for call in [
+        "SELECT pulse.alter_job($1, comment => 'just a comment')",
+        "SELECT pulse.toggle_job($1, true)",
+    ] {
+        let (msg, hint) = expect_error(c.execute(call, &[&job]), "22023");
+        assert!(msg.contains("Gone/Zone"), "{msg}");
+        assert!(hint.contains("timezone =>"), "{hint}");
+    }
+    let tz: String = c
+        .query_one(
+            "SELECT timezone FROM pulse.job WHERE job_name = $1",
+            &[&job],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(tz, "Gone/Zone");
+    // a new zone mends it
+    c.execute("SELECT pulse.alter_job($1, timezone => 'UTC')", &[&job])
+        .unwrap();
+    c.execute("SELECT pulse.toggle_job($1, true)", &[&job])
+        .unwrap();
 }
 
 #[test]

@@ -2,13 +2,13 @@
 //! `pulse.unschedule_job`.
 
 use super::args::{
-    check, check_run_at, parse_schedule, required, resolve_database, resolve_timezone, Action,
-    Alerts, Retries,
+    check, check_run_at, parse_schedule, required, resolve_database, resolve_timezone,
+    stored_timezone, Action, Alerts, Retries,
 };
 use super::catalog::{find_job, must_find_job, next_for_job, next_from_now};
 use super::{spec, wake};
 use crate::pgutil::{self, from_pg_ts, invalid, privileged, raise};
-use crate::schedule::{Schedule, Zone};
+use crate::schedule::Schedule;
 use pgrx::prelude::*;
 use pgrx::PgSqlErrorCode;
 
@@ -51,7 +51,11 @@ fn toggle_job(job_name: Option<&str>, enabled: Option<bool>) -> bool {
         if job.enabled == enabled {
             return enabled;
         }
-        let next = if enabled { next_for_job(&job) } else { None };
+        let next = if enabled {
+            next_for_job(name, &job)
+        } else {
+            None
+        };
         Spi::run_with_args(
             "UPDATE pulse.job SET enabled = $2, next_run_at = $3, updated_at = now() WHERE job_id = $1",
             &[job.job_id.into(), enabled.into(), next.into()],
@@ -123,7 +127,7 @@ fn alter_job(
         };
         let tz = match timezone {
             Some(t) => resolve_timezone(Some(t)),
-            None => crate::zones::load(&job.timezone).unwrap_or_else(|_| Zone::utc()),
+            None => stored_timezone(name, &job.timezone),
         };
         let new_schedule: Option<String> = match (schedule, run_at) {
             (Some(s), _) => {
@@ -157,7 +161,7 @@ fn alter_job(
                 None => new_run_at,
             }
         } else if !job.enabled {
-            next_for_job(&job)
+            next_for_job(name, &job)
         } else {
             job.next_run_at
         };

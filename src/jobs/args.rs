@@ -54,6 +54,19 @@ pub(super) fn resolve_timezone(tz: Option<&str>) -> Zone {
     }
 }
 
+/// The zone stored with a job, read now; 22023 when it can no longer be read (it is never
+/// replaced by another zone behind the owner's back).
+pub(super) fn stored_timezone(job_name: &str, tz: &str) -> Zone {
+    crate::zones::load(tz).unwrap_or_else(|e| {
+        invalid(
+            format!("job \"{job_name}\": its time zone can no longer be read: {e}"),
+            format!(
+                "Give it a zone PostgreSQL knows: SELECT pulse.alter_job('{job_name}', timezone => 'UTC');"
+            ),
+        )
+    })
+}
+
 pub(super) fn parse_schedule(text: &str, tz: &Zone) -> Schedule {
     Schedule::parse_firing(text, tz, Utc::now())
         .unwrap_or_else(|e| invalid(e.to_string(), schedule::SCHEDULE_HINT))

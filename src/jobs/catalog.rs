@@ -160,10 +160,10 @@ pub(super) fn next_from_now(sched: &Schedule, tz: &Zone) -> Option<TimestampWith
 
 /// next_run_at of a stored job when it is (re)enabled: the next slot from now, or a one-shot's instant
 /// if it has not run yet.
-pub(super) fn next_for_job(job: &Job) -> Option<TimestampWithTimeZone> {
+pub(super) fn next_for_job(name: &str, job: &Job) -> Option<TimestampWithTimeZone> {
     match &job.schedule {
         Some(text) => {
-            let tz = crate::zones::load(&job.timezone).unwrap_or_else(|_| Zone::utc());
+            let tz = super::args::stored_timezone(name, &job.timezone);
             Schedule::parse(text)
                 .ok()
                 .and_then(|s| next_from_now(&s, &tz))

@@ -99,9 +99,9 @@ fn next_runs(
     let sched =
         Schedule::parse(text).unwrap_or_else(|e| invalid(e.to_string(), schedule::SCHEDULE_HINT));
     let after = match after {
-        Some(a) if a.is_finite() => from_pg_ts(a),
+        Some(a) if a.is_finite() && a < to_pg_ts(schedule::last_instant()) => from_pg_ts(a),
         Some(_) => invalid(
-            "after must be a finite timestamp",
+            "after must be a finite timestamp before the year 10000",
             "Pass after => now(), for example.",
         ),
         None => {

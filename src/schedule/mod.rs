@@ -81,11 +81,16 @@ impl Schedule {
     }
 
     /// The first run instant strictly after `after`, or None if the schedule never fires again.
+    /// Schedules end with the year 9999 (zone rules are not defined beyond it).
     pub fn next_after(&self, tz: &Zone, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        match self {
+        if after >= last_instant() {
+            return None;
+        }
+        let next = match self {
             Schedule::EverySeconds(n) => Some(next_seconds(*n, after)),
             Schedule::Cron(c) => next_cron(c, tz, after),
-        }
+        };
+        next.filter(|t| *t < last_instant())
     }
 
     /// The next `count` instants strictly after `after`.
@@ -116,6 +121,13 @@ impl Schedule {
         }
         Ok(s)
     }
+}
+
+/// The end of 9999-12-31 UTC: no run is computed at or after it.
+pub fn last_instant() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(10_000, 1, 1, 0, 0, 0)
+        .single()
+        .expect("a valid date")
 }
 
 /// `N seconds` / `N second`: Some(Ok(n)) for a valid one, Some(Err) for a malformed seconds

@@ -228,7 +228,7 @@ fn time_zone_shifts_the_instant() {
         1,
     );
     assert_eq!(r[0], utc(2026, 12, 1, 11, 0, 0), "03:00 PST");
-    let r = runs("0 3 * * *", "asia/kolkata", utc(2026, 12, 1, 0, 0, 0), 1);
+    let r = runs("0 3 * * *", "Asia/Kolkata", utc(2026, 12, 1, 0, 0, 0), 1);
     assert_eq!(
         r[0],
         utc(2026, 12, 1, 21, 30, 0),
@@ -369,12 +369,29 @@ fn seconds_that_do_not_divide_60_are_a_true_period() {
 }
 
 #[test]
+fn schedules_end_with_the_year_9999() {
+    let late = utc(9999, 12, 31, 23, 0, 0);
+    assert!(runs("0 * * * *", "Europe/Berlin", late, 3).is_empty());
+    assert_eq!(
+        runs("30 seconds", "UTC", late + Duration::minutes(59), 5).len(),
+        1
+    );
+    assert_eq!(
+        runs("@daily", "UTC", utc(9999, 12, 30, 12, 0, 0), 5),
+        vec![utc(9999, 12, 31, 0, 0, 0)]
+    );
+}
+
+#[test]
 fn time_zones_are_read_from_the_directory() {
     let mut db = zonedb::ZoneDb::new("/usr/share/zoneinfo");
     assert_eq!(db.load("Europe/Berlin").unwrap().name(), "Europe/Berlin");
     // as PostgreSQL finds it: ignoring case
-    let berlin = db.load("europe/berlin").unwrap();
+    let berlin = db.load("Europe/Berlin").unwrap();
     assert_eq!(berlin.local(utc(2026, 7, 1, 12, 0, 0)).hour(), 14);
+    // PostgreSQL's spelling is looked up (crate::zones asks PostgreSQL for it); another spelling
+    // would be read as a POSIX spec and refused
+    assert!(db.load("europe/berlin").is_err());
     assert_eq!(db.load("UTC").unwrap().offset_at(0), 0);
     // POSIX specs, as PostgreSQL accepts them when no file has the name
     assert_eq!(db.load("<+03>-03").unwrap().offset_at(0), 3 * 3600);
@@ -458,10 +475,19 @@ fn zone_files_are_read_again_when_they_change() {
     copy("Asia/Tokyo");
     let noon = utc(2026, 7, 1, 12, 0, 0);
     assert_eq!(db.load("Test/Zone").unwrap().local(noon).hour(), 21);
-    let before = db.modified("Test/Zone").unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(20));
+    let since = std::time::SystemTime::now();
+    assert!(!db.changed_since("Test/Zone", since + std::time::Duration::from_secs(5)));
+    // replaced as a package manager does: new content, the old modification time
     copy("America/New_York");
-    assert!(db.modified("Test/Zone").unwrap() > before);
+    let old = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_600_000_000);
+    std::fs::File::options()
+        .write(true)
+        .open(dir.join("Test/Zone"))
+        .unwrap()
+        .set_modified(old)
+        .unwrap();
+    assert!(db.changed_since("Test/Zone", since));
+    assert_eq!(db.top_level(), vec!["Test".to_string()]);
     assert_eq!(db.load("Test/Zone").unwrap().local(noon).hour(), 8);
     std::fs::remove_file(dir.join("Test/Zone")).unwrap();
     assert!(db.load("Test/Zone").is_err());

@@ -1,10 +1,11 @@
 //! Zones by name, read at run time from a zone directory (PostgreSQL's: see `crate::zones`).
 //! Pure Rust with std only, no pgrx.
 //!
-//! A name is looked up as PostgreSQL looks it up: a file of that path under the directory
-//! (exact, else ignoring case), else a POSIX TZ spec. Loaded zones are kept, and a file is read
-//! again when its size, inode or modification time changes, so an updated zone database is
-//! followed by a running server.
+//! A name is PostgreSQL's spelling of a zone (`crate::zones` asks PostgreSQL for it): a file of
+//! that path under the directory, else a POSIX TZ spec. Loaded zones are kept, and a file is read
+//! again when its size, inode, modification or change time differs, so an updated zone database
+//! is followed by a running server (package managers keep a file's old modification time, but
+//! replacing a file gives it a new inode and change time).
 
 use super::cron::ParseError;
 use super::zone::Zone;
@@ -22,6 +23,8 @@ struct Stamp {
     len: u64,
     ino: u64,
     modified: Option<SystemTime>,
+    /// the inode's change time (seconds, nanoseconds): set when the file is written or replaced
+    changed: (i64, i64),
 }
 
 #[derive(Debug)]
@@ -53,6 +56,7 @@ fn stamp_of(path: &Path) -> Option<Stamp> {
         len: m.len(),
         ino: m.ino(),
         modified: m.modified().ok(),
+        changed: (m.ctime(), m.ctime_nsec()),
     })
 }
 
@@ -79,34 +83,41 @@ impl ZoneDb {
         &self.dir
     }
 
-    /// The file of a zone name: the exact path, else one that matches ignoring ASCII case in every
-    /// component (hidden entries skipped), as PostgreSQL finds it.
+    /// The file of a zone name, if there is one.
     fn find_file(&self, name: &str) -> Option<(PathBuf, Stamp)> {
         if !is_relative_path(name) {
             return None;
         }
-        let exact = self.dir.join(name);
-        if let Some(s) = stamp_of(&exact) {
-            return Some((exact, s));
-        }
-        let mut path = self.dir.clone();
-        for part in name.split('/') {
-            let found = std::fs::read_dir(&path)
-                .ok()?
-                .filter_map(|e| e.ok())
-                .map(|e| e.file_name())
-                .find(|f| {
-                    let f = f.to_string_lossy();
-                    !f.starts_with('.') && f.eq_ignore_ascii_case(part)
-                })?;
-            path.push(found);
-        }
+        let path = self.dir.join(name);
         stamp_of(&path).map(|s| (path, s))
     }
 
-    /// When the file of a zone was last modified (None for a POSIX spec or an unknown name).
-    pub fn modified(&self, name: &str) -> Option<SystemTime> {
-        self.find_file(name).and_then(|(_, s)| s.modified)
+    /// The names of the directory's top level (`Europe`, `UTC`, ...): a name whose first part is
+    /// not among them cannot be a file, whatever it is.
+    pub fn top_level(&self) -> Vec<String> {
+        std::fs::read_dir(&self.dir)
+            .map(|d| {
+                d.filter_map(|e| e.ok())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| !n.starts_with('.'))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Whether the file of a zone changed since `since` (its modification or change time is not
+    /// older), reading it again if so. False for a POSIX spec or an unknown name.
+    pub fn changed_since(&mut self, name: &str, since: SystemTime) -> bool {
+        let Some((_, stamp)) = self.find_file(name) else {
+            return false;
+        };
+        let changed = std::time::UNIX_EPOCH
+            + std::time::Duration::new(
+                stamp.changed.0.max(0) as u64,
+                stamp.changed.1.max(0) as u32,
+            );
+        let latest = stamp.modified.map_or(changed, |m| m.max(changed));
+        latest >= since && self.load(name).is_ok()
     }
 
     /// The rules of a zone, read from its file (again if the file changed) or parsed as a POSIX

@@ -395,29 +395,27 @@ fn rescue_lost_runs(pool: &Pool) {
     }
 }
 
-/// Jobs whose zone file changed on disk since `since` (a tzdata update; None: any time): their
-/// next run is computed again with the zone's rules now, from their last slot or now. Jobs due
-/// within a second are left to fire as they are.
+/// Jobs whose zone file changed on disk since `since` (a tzdata update; None: at any time, for
+/// the first look after start): their next run is computed again with the zone's rules now, from
+/// their last slot or now. Jobs due within a second are left to fire as they are.
 fn follow_zone_updates(since: Option<std::time::SystemTime>) {
+    // only names that can be files: the work is bounded by the zone directory, not by how many
+    // POSIX specs jobs name
+    let top = crate::zones::top_level();
     let zones: Vec<String> = Spi::connect(|c| {
         c.select(
-            "SELECT DISTINCT timezone FROM pulse.job WHERE enabled AND schedule IS NOT NULL",
+            "SELECT DISTINCT timezone FROM pulse.job
+              WHERE enabled AND schedule IS NOT NULL AND pg_catalog.split_part(timezone, '/', 1) = ANY($1)",
             None,
-            &[],
+            &[top.into()],
         )
-        .map(|t| {
-            t.filter_map(|r| r.get::<String>(1).ok().flatten())
-                .collect()
-        })
+        .map(|t| t.filter_map(|r| r.get::<String>(1).ok().flatten()).collect())
         .unwrap_or_default()
     });
+    let since = since.unwrap_or(std::time::UNIX_EPOCH);
     let changed: Vec<String> = zones
         .into_iter()
-        .filter(|z| match (since, crate::zones::modified(z)) {
-            (_, None) => false,
-            (None, Some(_)) => true,
-            (Some(s), Some(m)) => m >= s,
-        })
+        .filter(|z| crate::zones::changed_since(z, since))
         .collect();
     if changed.is_empty() {
         return;
@@ -468,7 +466,7 @@ fn follow_zone_updates(since: Option<std::time::SystemTime>) {
     if let Err(e) = r {
         pgrx::error!("could not move jobs to their zones' new rules: {e}");
     }
-    if since.is_some() {
+    if since > std::time::UNIX_EPOCH {
         log!(
             "pg_pulse scheduler: zone files changed ({}): next runs computed again",
             changed.join(", ")
