@@ -11,6 +11,8 @@
 //!   database (`dispatch`, `claim`), hands them out in shared memory (`handoff`) and records the
 //!   outcomes they report (`runs`). Executors (`session`) are sessions of one role in one
 //!   database that run commands as top-level statements (`statements`).
+//! * At housekeeping the scheduler also looks for updated zone files (`zone_updates`) and moves
+//!   the next run of the jobs in those zones.
 //! * One HTTP worker (registered at server start too) sends HTTP job runs and after-commit
 //!   requests through a pool of threads that never call PostgreSQL (`crate::http::client`).
 
@@ -23,6 +25,7 @@ mod scheduler;
 mod session;
 mod settle;
 mod statements;
+mod zone_updates;
 
 pub use control::{http_worker_liveness, scheduler_liveness};
 pub use session::current_run;
