@@ -76,6 +76,15 @@ fn agreement(c: &mut Client, names_sql: &str, oracle: &str) -> (i64, i64, i64, V
     (row.get(0), row.get(1), row.get(2), row.get(3))
 }
 
+/// Fails with the mismatches `agreement` found, if any.
+fn assert_agree(bad: &[String], oracle: &str) {
+    assert!(
+        bad.is_empty(),
+        "pg_pulse and {oracle} disagree:\n{}",
+        bad.join("\n")
+    );
+}
+
 const NOT_ABBREV: &str = "lower(name) NOT IN (SELECT lower(abbrev) FROM pg_timezone_abbrevs)";
 /// the zones the file-change test below writes (and removes) while this one runs
 const NOT_OURS: &str = "name NOT LIKE 'PulseTest%'";
@@ -89,11 +98,7 @@ fn every_zone_agrees_with_postgresql_around_every_transition() {
         &format!("SELECT name FROM pg_timezone_names WHERE {NOT_ABBREV} AND {NOT_OURS}"),
         "timezone(name, {t})",
     );
-    assert!(
-        bad.is_empty(),
-        "pg_pulse and AT TIME ZONE disagree:\n{}",
-        bad.join("\n")
-    );
+    assert_agree(&bad, "AT TIME ZONE");
     let all: i64 = c
         .query_one(
             &format!("SELECT count(*) FROM pg_timezone_names WHERE {NOT_ABBREV} AND {NOT_OURS}"),
@@ -127,11 +132,7 @@ fn every_zone_agrees_with_postgresql_around_every_transition() {
             &format!("SELECT '{name}'::text AS name"),
             "({t})::timestamp",
         );
-        assert!(
-            bad.is_empty(),
-            "pg_pulse and SET timezone disagree:\n{}",
-            bad.join("\n")
-        );
+        assert_agree(&bad, "SET timezone");
         assert_eq!(zones, 1, "{name}");
     }
     c.batch_execute("RESET timezone").unwrap();

@@ -79,10 +79,6 @@ impl ZoneDb {
         }
     }
 
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
     /// The file of a zone name, if there is one.
     fn find_file(&self, name: &str) -> Option<(PathBuf, Stamp)> {
         if !is_relative_path(name) {
