@@ -25,7 +25,8 @@ pub struct Zone {
     later: Option<(i64, TimeZone)>,
 }
 
-fn bad(name: &str, reason: impl Into<String>) -> ParseError {
+/// A refused time zone, naming it and why.
+pub(super) fn bad(name: &str, reason: impl Into<String>) -> ParseError {
     ParseError {
         field: "time zone",
         value: name.to_string(),

@@ -8,7 +8,7 @@
 //! replacing a file gives it a new inode and change time).
 
 use super::cron::ParseError;
-use super::zone::Zone;
+use super::zone::{bad, Zone};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
@@ -39,14 +39,6 @@ struct Cached {
 pub struct ZoneDb {
     dir: PathBuf,
     cache: HashMap<String, Cached>,
-}
-
-fn bad(name: &str, reason: &str) -> ParseError {
-    ParseError {
-        field: "time zone",
-        value: name.to_string(),
-        reason: reason.into(),
-    }
 }
 
 fn stamp_of(path: &Path) -> Option<Stamp> {
