@@ -83,8 +83,8 @@ pub fn top_level() -> Vec<String> {
     with_db(|db| db.top_level())
 }
 
-/// Whether the file of a zone changed since `since` (read again if so).
-pub fn changed_since(name: &str, since: std::time::SystemTime) -> bool {
+/// The rules of a zone whose file changed since `since` (read again), None if it did not.
+pub fn changed_since(name: &str, since: std::time::SystemTime) -> Option<Zone> {
     with_db(|db| db.changed_since(name, since))
 }
 

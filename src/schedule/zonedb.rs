@@ -93,19 +93,20 @@ impl ZoneDb {
             .unwrap_or_default()
     }
 
-    /// Whether the file of a zone changed since `since` (its modification or change time is not
-    /// older), reading it again if so. False for a POSIX spec or an unknown name.
-    pub fn changed_since(&mut self, name: &str, since: SystemTime) -> bool {
-        let Some((_, stamp)) = self.find_file(name) else {
-            return false;
-        };
+    /// The rules of a zone whose file changed since `since` (its modification or change time is
+    /// not older), read again; None when it did not change, or for a POSIX spec or unknown name.
+    pub fn changed_since(&mut self, name: &str, since: SystemTime) -> Option<Zone> {
+        let (_, stamp) = self.find_file(name)?;
         let changed = std::time::UNIX_EPOCH
             + std::time::Duration::new(
                 stamp.changed.0.max(0) as u64,
                 stamp.changed.1.max(0) as u32,
             );
         let latest = stamp.modified.map_or(changed, |m| m.max(changed));
-        latest >= since && self.load(name).is_ok()
+        if latest < since {
+            return None;
+        }
+        self.load(name).ok()
     }
 
     /// The rules of a zone, read from its file (again if the file changed) or parsed as a POSIX

@@ -24,9 +24,10 @@ pub(super) fn follow(since: Option<std::time::SystemTime>) {
         .unwrap_or_default()
     });
     let since = since.unwrap_or(std::time::UNIX_EPOCH);
-    let changed: Vec<String> = zones
+    // each changed zone's new rules, read once for all its jobs
+    let changed: std::collections::HashMap<String, crate::schedule::Zone> = zones
         .into_iter()
-        .filter(|z| crate::zones::changed_since(z, since))
+        .filter_map(|z| crate::zones::changed_since(&z, since).map(|rules| (z, rules)))
         .collect();
     if changed.is_empty() {
         return;
@@ -44,7 +45,7 @@ pub(super) fn follow(since: Option<std::time::SystemTime>) {
                 AND j.timezone = ANY($1)
                 FOR UPDATE OF j SKIP LOCKED",
             None,
-            &[changed.clone().into()],
+            &[changed.keys().cloned().collect::<Vec<String>>().into()],
         )
         .map(|t| {
             t.filter_map(|r| {
@@ -62,12 +63,12 @@ pub(super) fn follow(since: Option<std::time::SystemTime>) {
     let mut ids = Vec::new();
     let mut nexts = Vec::new();
     for (id, text, tz, last) in jobs {
-        let (Ok(s), Ok(tz)) = (Schedule::parse(&text), crate::zones::load(&tz)) else {
+        let (Ok(s), Some(tz)) = (Schedule::parse(&text), changed.get(&tz)) else {
             continue;
         };
         let from = last.map_or(now, |l| now.max(from_pg_ts(l)));
         ids.push(id);
-        nexts.push(s.next_after(&tz, from).map(to_pg_ts));
+        nexts.push(s.next_after(tz, from).map(to_pg_ts));
     }
     let r = Spi::run_with_args(
         "UPDATE pulse.job j SET next_run_at = u.next FROM unnest($1::bigint[], $2::timestamptz[]) AS u(id, next)
@@ -80,7 +81,7 @@ pub(super) fn follow(since: Option<std::time::SystemTime>) {
     if since > std::time::UNIX_EPOCH {
         log!(
             "pg_pulse scheduler: zone files changed ({}): next runs computed again",
-            changed.join(", ")
+            changed.keys().cloned().collect::<Vec<_>>().join(", ")
         );
     }
 }
