@@ -5,7 +5,7 @@
 use super::request::{self, Spec};
 use crate::pgutil::{self, interval_arg, not_null, privileged, raise};
 use pgrx::prelude::*;
-use pgrx::{JsonB, PgBuiltInOids, PgSqlErrorCode};
+use pgrx::{JsonB, PgSqlErrorCode};
 use serde_json::{Map, Value};
 
 fn reject(e: request::Invalid) -> ! {
@@ -268,56 +268,24 @@ fn http_request(
     JsonB(normalize_or_raise(&Value::Object(o)))
 }
 
-const ENQUEUE_SQL: &str =
-    "INSERT INTO pulse.http_request (owner, request, max_attempts, retry_backoff, origin)
-     VALUES ($1, $2, $3, coalesce($4, interval '10 seconds'), $5) RETURNING id";
-
-/// Stores a checked request for the HTTP worker, which sends it after this transaction commits.
-/// Returns its id. `owner`: whose secrets and settings it uses (the caller by default).
+/// Stores a checked request for the HTTP worker, which sends it after this transaction commits
+/// (see `super::outbox`). Returns its id. `owner`: whose secrets and settings it uses (the caller
+/// by default).
 pub fn enqueue(
     request: &Value,
     owner: Option<pg_sys::Oid>,
     max_attempts: i32,
     retry_backoff: Option<Interval>,
-    origin: Option<&str>,
-) -> Result<i64, pgrx::spi::SpiError> {
+) -> Result<i64, String> {
     let owner = owner.unwrap_or_else(pgutil::current_user_oid_outer);
-    let types = [
-        PgBuiltInOids::OIDOID.oid(),
-        PgBuiltInOids::JSONBOID.oid(),
-        PgBuiltInOids::INT4OID.oid(),
-        PgBuiltInOids::INTERVALOID.oid(),
-        PgBuiltInOids::TEXTOID.oid(),
-    ];
-    // a plan prepared once per session: a trigger enqueuing a request for every row it sees
-    // pays for the parse and plan once
-    let id = Spi::connect_mut(|c| {
-        crate::xact::with_plan(c, ENQUEUE_SQL, &types, |c, stmt| {
-            c.update(
-                stmt,
-                Some(1),
-                &[
-                    owner.into(),
-                    JsonB(request.clone()).into(),
-                    max_attempts.into(),
-                    retry_backoff.into(),
-                    origin.into(),
-                ],
-            )?
-            .first()
-            .get_one::<i64>()
-        })?
-    })?
-    .unwrap_or_default();
-    crate::worker::wake_http_at_commit();
-    Ok(id)
+    super::outbox::store(request.to_string(), owner, max_attempts, retry_backoff)
 }
 
 fn send_after_commit(request: Value, max_attempts: i32, retry_backoff: Option<Interval>) -> i64 {
     pgutil::require_scheduler_database();
     let request = normalize_or_raise(&request);
     privileged(move || {
-        enqueue(&request, None, max_attempts, retry_backoff, None)
+        enqueue(&request, None, max_attempts, retry_backoff)
             .unwrap_or_else(|e| pgutil::invalid(format!("could not store the request: {e}"), ""))
     })
 }

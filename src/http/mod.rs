@@ -22,6 +22,7 @@
 //!   `http_delete` / `http`;
 //! * `secrets`: `pulse.set_secret` / `set_secret_from_file` / `drop_secret` (values sealed,
 //!   readable by no role), opening them for the worker, re-sealing them for REASSIGN OWNED;
+//! * `outbox`: the transaction's after-commit requests, written to `pulse.http_request` in bulk;
 //! * `loghook`: the `emit_log_hook` that keeps secret values out of the server log;
 //! * `crate::worker::http`: the HTTP worker that claims, resolves, sends and records.
 
@@ -44,6 +45,8 @@ pub mod tls;
 pub(crate) mod api;
 #[cfg(feature = "pg")]
 mod loghook;
+#[cfg(feature = "pg")]
+mod outbox;
 #[cfg(feature = "pg")]
 pub(crate) mod secrets;
 
