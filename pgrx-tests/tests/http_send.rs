@@ -99,13 +99,18 @@ fn data_written_by_another_role_never_expands_the_owners_secret() {
     assert!(seen
         .iter()
         .any(|s| s.path.ends_with("?note=%7B%7Bsecret%3Aalice_key%7D%7D")));
-    let failed: i64 = admin
-        .query_one(
-            "SELECT count(*) FROM pulse.http_requests WHERE url LIKE $1 AND state <> 'succeeded'",
-            &[&format!("%/ok/{t}%")],
-        )
-        .unwrap()
-        .get(0);
+    // (a request is recorded a moment after it arrived)
+    let failed: i64 = wait_for(30, "the requests recorded", || {
+        let r = admin
+            .query_one(
+                "SELECT count(*) FILTER (WHERE finished_at IS NULL),
+                        count(*) FILTER (WHERE state <> 'succeeded')
+                   FROM pulse.http_requests WHERE url LIKE $1",
+                &[&format!("%/ok/{t}%")],
+            )
+            .unwrap();
+        (r.get::<_, i64>(0) == 0).then(|| r.get::<_, i64>(1))
+    });
     assert_eq!(failed, 0);
 }
 

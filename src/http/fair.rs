@@ -75,6 +75,13 @@ impl<T> FairQueue<T> {
         Some((key, item))
     }
 
+    /// Whether `pop` would return an item now.
+    pub fn poppable(&self, cap: usize) -> bool {
+        self.ring
+            .iter()
+            .any(|k| self.running.get(k).copied().unwrap_or(0) < cap)
+    }
+
     /// An item of `key` taken with `pop` has finished.
     pub fn done(&mut self, key: u32) {
         if let Some(n) = self.running.get_mut(&key) {
@@ -128,12 +135,14 @@ mod tests {
             assert!(q.pop(cap).is_some());
         }
         // owner 7 is at its cap: its next request waits, another owner's goes at once
-        assert!(q.pop(cap).is_none());
+        assert!(q.pop(cap).is_none() && !q.poppable(cap));
         q.push(8, 100);
+        assert!(q.poppable(cap));
         assert_eq!(q.pop(cap), Some((8, 100)));
         q.done(7);
+        assert!(q.poppable(cap));
         assert_eq!(q.pop(cap), Some((7, 14)));
-        assert!(q.pop(cap).is_none());
+        assert!(q.pop(cap).is_none() && !q.poppable(cap));
     }
 
     #[test]

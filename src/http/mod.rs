@@ -15,7 +15,8 @@
 //!   [`keyfile`]: the cluster's key in the data directory, created on first use;
 //! * [`redact`]: what the log hook masks in log lines of statements that set secrets;
 //!   [`sqllex`]: the small SQL lexer it uses (comments, literals decoded, identifiers);
-//! * [`outcome`]: what is stored of a reply, an HTTP run's message and response, retry delays.
+//! * [`outcome`]: what is stored of a reply, an HTTP run's message and response, retry delays;
+//! * [`answered`]: replies held until the worker records them (it sends first while busy).
 //!
 //! Shell (feature `pg`):
 //! * `api`: `pulse.http_request`, and the after-commit `pulse.http_post` / `http_get` /
@@ -26,6 +27,7 @@
 //! * `loghook`: the `emit_log_hook` that keeps secret values out of the server log;
 //! * `crate::worker::http`: the HTTP worker that claims, resolves, sends and records.
 
+pub mod answered;
 pub mod client;
 pub mod fair;
 pub mod keyfile;

@@ -20,6 +20,7 @@ mod claim;
 mod record;
 
 use super::SHARED;
+use crate::http::answered::Answered;
 use crate::http::client::{Failure, FailureKind, Pool, Reply};
 use crate::xact;
 use claim::{claim_requests, claim_runs, recover, resolve};
@@ -122,6 +123,9 @@ pub extern "C-unwind" fn pulse_http_main(_arg: pg_sys::Datum) {
         pool,
         in_flight: HashMap::new(),
         in_flight_bytes: 0,
+        answered: Answered::default(),
+        backlog: false,
+        replies_since_claim: 0,
         next_tag: 1,
         recovered: false,
         pruned_at: None,
@@ -140,16 +144,30 @@ pub extern "C-unwind" fn pulse_http_main(_arg: pg_sys::Datum) {
             w.reconfigure();
         }
         SHARED.exclusive().http_heartbeat_us = chrono::Utc::now().timestamp_micros();
+        // set by a commit that queued requests, or by the scheduler (not by replies)
+        let woken = unsafe { (*pg_sys::MyLatch).is_set != 0 };
         unsafe { pg_sys::ResetLatch(pg_sys::MyLatch) };
         drain_pipe(read_fd);
         pending.store(false, Ordering::Release);
         w.take_replies();
-        let (claimed, next_due_ms) = w.claim();
-        if claimed >= CLAIM_BATCH && w.in_flight.len() < MAX_IN_FLIGHT {
-            continue; // more is waiting
+        let (claimed, next_due_ms) = if w.worth_claiming(woken) {
+            w.claim()
+        } else {
+            (0, None)
+        };
+        if w.backlog {
+            if claimed > 0 && w.unanswered() < MAX_IN_FLIGHT {
+                continue; // more is waiting, and there may be room for it
+            }
+        } else {
+            // nothing more to claim now: record what came back
+            w.record_answered();
         }
         w.prune();
         let mut sleep = next_due_ms.unwrap_or(MAX_SLEEP_MS).clamp(0, MAX_SLEEP_MS);
+        if let Some(d) = w.answered.due_in(Instant::now()) {
+            sleep = sleep.min(d.as_millis() as i64 + 1);
+        }
         sleep = sleep.min(watchdog.check().as_millis() as i64 + 1);
         if let Some(t) = w.pruned_at {
             sleep = sleep.min(PRUNE_EVERY.saturating_sub(t.elapsed()).as_millis() as i64 + 1);
@@ -174,6 +192,7 @@ pub extern "C-unwind" fn pulse_http_main(_arg: pg_sys::Datum) {
     // finished (briefly); anything left stays leased and is recovered at the next start.
     let unstarted = w.pool.take_unstarted();
     w.release(unstarted);
+    w.record_answered();
     let deadline = Instant::now() + Duration::from_secs(3);
     while !w.in_flight.is_empty() && Instant::now() < deadline {
         if let Some(r) = w.pool.recv_timeout(Duration::from_millis(50)) {
@@ -203,9 +222,16 @@ fn concurrency() -> usize {
 
 struct Worker {
     pool: Pool,
+    /// Handed to the pool and not recorded yet (answered or not).
     in_flight: HashMap<u64, InFlight>,
-    /// The sum of the in-flight requests' `bytes`.
+    /// The sum of the `bytes` of the requests not answered yet.
     in_flight_bytes: usize,
+    /// Replies not recorded yet (see `crate::http::answered`).
+    answered: Answered,
+    /// The last claim took all it asked for: more may be waiting.
+    backlog: bool,
+    /// Replies taken from the pool since the last claim.
+    replies_since_claim: usize,
     next_tag: u64,
     recovered: bool,
     pruned_at: Option<Instant>,
@@ -226,27 +252,63 @@ impl Worker {
         self.pool.resize(concurrency());
     }
 
-    /// Records the replies that are ready. Under load (more requests in flight), waits up to
-    /// 5 ms for a bigger batch: one transaction per few hundred replies, not per reply.
+    /// Whether to claim now. While a backlog is being sent, a claim waits until a few replies
+    /// made room or the pool runs short of work (a claim per reply would cost more than the
+    /// replies); a commit or the scheduler (`woken`) may bring another owner's work: at once.
+    fn worth_claiming(&self, woken: bool) -> bool {
+        woken
+            || !self.backlog
+            || self.replies_since_claim >= CLAIM_BATCH / 2
+            || self.unanswered() < CLAIM_BATCH
+    }
+
+    /// Requests handed to the pool and not answered yet.
+    fn unanswered(&self) -> usize {
+        self.in_flight.len() - self.answered.len()
+    }
+
+    /// Takes the replies that are ready and holds them (their requests' bytes are free now);
+    /// records them at once only when they must be (see `crate::http::answered`).
     fn take_replies(&mut self) {
-        let mut batch = Vec::new();
         while let Some(r) = self.pool.try_recv() {
-            batch.push(r);
+            self.pool_reply(r);
         }
-        if batch.is_empty() {
+        if self.answered.must_record(Instant::now()) {
+            self.record_answered();
+        }
+    }
+
+    /// Records the held replies. While requests are still out, waits up to 5 ms for a batch of
+    /// `RECORD_BATCH`: one transaction per few hundred replies, not per reply.
+    fn record_answered(&mut self) {
+        if self.answered.is_empty() {
             return;
         }
         let until = Instant::now() + Duration::from_millis(5);
-        while batch.len() < RECORD_BATCH && self.in_flight.len() > batch.len() {
+        while self.answered.len() < RECORD_BATCH && self.unanswered() > 0 {
             let Some(left) = until.checked_duration_since(Instant::now()) else {
                 break;
             };
             match self.pool.recv_timeout(left) {
-                Some(r) => batch.push(r),
+                Some(r) => {
+                    self.pool_reply(r);
+                }
                 None => break,
             }
         }
+        let batch = self.answered.take();
         self.record(batch);
+    }
+
+    /// Holds one reply taken from the pool.
+    fn pool_reply(&mut self, r: Reply) {
+        if let Some(f) = self.in_flight.get_mut(&r.tag) {
+            self.in_flight_bytes = self.in_flight_bytes.saturating_sub(f.bytes);
+            f.bytes = 0;
+            let ends_run = matches!(f.item, Item::Run { .. });
+            self.answered.push(r, ends_run, Instant::now());
+            self.replies_since_claim += 1;
+        }
     }
 
     /// Gives back claimed work that was never handed to a thread: requests become pending again,
@@ -312,10 +374,12 @@ impl Worker {
         }
     }
 
-    /// Claims work and hands it to the pool. Returns how many requests were claimed and, when
-    /// nothing more is pending now, in how many ms the next pending retry is due.
+    /// Claims work and hands it to the pool; `backlog` says whether more may be waiting. Returns
+    /// how many items were claimed and, when nothing more is pending now, in how many ms the next
+    /// pending retry is due.
     fn claim(&mut self) -> (usize, Option<i64>) {
-        let room = MAX_IN_FLIGHT.saturating_sub(self.in_flight.len());
+        self.replies_since_claim = 0;
+        let room = MAX_IN_FLIGHT.saturating_sub(self.unanswered());
         // (whenever there is room at all: an owner new to the worker must not wait for a whole
         // batch of another owner's replies)
         if room == 0 || self.in_flight_bytes >= MAX_IN_FLIGHT_BYTES {
@@ -330,8 +394,11 @@ impl Worker {
         let max_response = crate::HTTP_MAX_RESPONSE_BYTES.get().max(0) as usize;
         let limits = crate::http_limits();
         let mut per_owner: HashMap<pg_sys::Oid, i32> = HashMap::new();
-        for f in self.in_flight.values() {
-            *per_owner.entry(f.owner).or_insert(0) += 1;
+        let answered: std::collections::HashSet<u64> = self.answered.tags().collect();
+        for (tag, f) in &self.in_flight {
+            if !answered.contains(tag) {
+                *per_owner.entry(f.owner).or_insert(0) += 1;
+            }
         }
         // Each owner in flight may hold at most its share of the room, counting one more owner
         // than there are: whoever comes next always finds room kept for it.
@@ -364,17 +431,17 @@ impl Worker {
             if n_runs == 0 && !durable {
                 xact::async_commit();
             }
-            let next_due = if n_requests < limit {
-                xact::read_one::<f64>(
+            let (next_due, due_now) = if n_requests < limit {
+                let ms = xact::read_one::<f64>(
                     "SELECT (extract(epoch FROM min(next_attempt_at) - clock_timestamp()) * 1000)::float8
                        FROM pulse.http_request WHERE finished_at IS NULL AND state = 'pending'",
                 )
-                .map(|ms| ms.ceil().max(0.0) as i64)
-                // due and not claimed: their owners are at PER_OWNER_IN_FLIGHT, and the replies
-                // that make room wake the loop
-                .filter(|&ms| ms > 0)
+                .map(|ms| ms.ceil().max(0.0) as i64);
+                // due and not claimed: their owners are at their share of the room, and the
+                // replies that make room wake the loop
+                (ms.filter(|&ms| ms > 0), ms == Some(0))
             } else {
-                None
+                (None, true)
             };
             // Built one by one until they fill the byte room; the rest goes back unsent (in this
             // transaction: as if never claimed), to be claimed when replies have made room.
@@ -401,18 +468,26 @@ impl Worker {
                     pgrx::error!("pg_pulse http: could not give back unsent work: {e}");
                 }
             }
-            Some((resolved, n_requests - n_back.min(n_requests), next_due))
+            let backlog = n_runs + n_requests >= limit || due_now || n_back > 0;
+            Some((resolved, backlog, next_due))
         });
-        let (resolved, n, next_due) = match r {
+        let (resolved, backlog, next_due) = match r {
             Ok(Some(x)) => x,
-            Ok(None) => return (0, Some(MAX_SLEEP_MS)),
+            Ok(None) => {
+                self.backlog = false;
+                return (0, Some(MAX_SLEEP_MS));
+            }
             Err(f) => {
                 warning!("pg_pulse http: could not claim requests: {}", f.message);
+                self.backlog = false;
                 return (0, Some(1000));
             }
         };
+        self.backlog = backlog;
+        let n = resolved.len();
         self.recovered = true;
         let mut not_sent = Vec::new();
+        let mut to_send = Vec::with_capacity(resolved.len());
         for (item, owner, res) in resolved {
             let tag = self.next_tag;
             self.next_tag += 1;
@@ -430,7 +505,7 @@ impl Worker {
                             bytes,
                         },
                     );
-                    self.pool.submit(req);
+                    to_send.push(req);
                 }
                 Err(message) => {
                     self.in_flight.insert(
@@ -455,6 +530,7 @@ impl Worker {
                 }
             }
         }
+        self.pool.submit_all(to_send);
         if !not_sent.is_empty() {
             self.record(not_sent);
         }
