@@ -1,7 +1,7 @@
 //! Enqueue benchmark (issue 16), side by side with pg_net when the bench server has it preloaded
 //! (pg_net is not packaged for Debian; scripts/bench.sh preloads it when its library is
 //! installed, for example built from its source): (e) what one `http_post` costs inside a
-//! statement making 5,000 of them, and (f) end to end, from the start of that statement
+//! statement making 5,000 of them, with the commit, and (f) end to end, from the start of that statement
 //! (autocommit) to the last request arriving at a local keep-alive server.
 use super::connect;
 use pulse_e2e::server::Server;
@@ -9,6 +9,15 @@ use std::time::{Duration, Instant};
 
 const N: usize = 5_000;
 const ROUNDS: usize = 5;
+
+/// Rounds of each part: 5, or PULSE_BENCH_ROUNDS.
+fn rounds() -> usize {
+    std::env::var("PULSE_BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&n: &usize| n > 0)
+        .unwrap_or(ROUNDS)
+}
 
 /// The kernel's count of connections dropped because a listen queue was full (each is retried by
 /// its client a second later): `TcpExt ListenOverflows` in /proc/net/netstat, 0 where unreadable.
@@ -47,26 +56,84 @@ fn statement(system: &str) -> String {
     )
 }
 
-/// (e) milliseconds per call: the statement in a transaction that rolls back (nothing is sent).
+/// (e) milliseconds per call: the statement and its commit (pg_pulse stores a transaction's
+/// requests in bulk when it commits), then waits until they were sent.
 fn enqueue_ms(c: &mut postgres::Client, system: &str, url: &str) -> f64 {
     let mut tx = c.transaction().unwrap();
     let t = Instant::now();
     tx.execute(&statement(system), &[&url]).unwrap();
+    tx.commit().unwrap();
     let ms = t.elapsed().as_secs_f64() * 1000.0 / N as f64;
-    tx.rollback().unwrap();
+    quiesce(c, system);
     ms
+}
+
+/// CPU seconds (user and system) a process has used so far, 0 where unreadable.
+fn cpu_s(pid: &str) -> f64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let f: Vec<&str> = s
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    let t = |i: usize| f.get(i).and_then(|x| x.parse::<f64>().ok()).unwrap_or(0.0);
+    (t(11) + t(12)) / 100.0
+}
+
+/// The processes whose CPU a round reports: the session's backend, the system's worker, and
+/// this program (the HTTP server).
+fn processes(c: &mut postgres::Client, system: &str) -> Vec<(String, String)> {
+    let worker = if system == "net" {
+        "pg_net%"
+    } else {
+        "pg_pulse http"
+    };
+    let w: Option<i32> = c
+        .query_opt(
+            "SELECT pid FROM pg_stat_activity WHERE backend_type LIKE $1 LIMIT 1",
+            &[&worker],
+        )
+        .unwrap()
+        .map(|r| r.get(0));
+    let b: i32 = c.query_one("SELECT pg_backend_pid()", &[]).unwrap().get(0);
+    vec![
+        ("backend".into(), b.to_string()),
+        ("worker".into(), w.unwrap_or(0).to_string()),
+        (
+            "of which main thread".into(),
+            format!("{0}/task/{0}", w.unwrap_or(0)),
+        ),
+        ("server".into(), "self".into()),
+    ]
 }
 
 /// (f) requests/s from the statement's start until the last of them arrived.
 fn end_to_end(c: &mut postgres::Client, srv: &Server, system: &str, round: usize) -> f64 {
     let prefix = format!("/ok/e2e-{system}-{round}/");
+    let procs = processes(c, system);
+    let cpu0: Vec<f64> = procs.iter().map(|(_, p)| cpu_s(p)).collect();
     let t0 = Instant::now();
     c.execute(&statement(system), &[&srv.url(&prefix)]).unwrap();
+    let stmt = t0.elapsed();
     let deadline = Instant::now() + Duration::from_secs(180);
     loop {
         let (n, last) = srv.count(&prefix);
         if n >= N {
             let rate = N as f64 / (last.unwrap() - t0).as_secs_f64();
+            let first = srv.seen(&prefix).iter().map(|s| s.at).min().unwrap();
+            let cpu: Vec<String> = procs
+                .iter()
+                .zip(&cpu0)
+                .map(|((name, p), t)| format!("{name} {:.0}", (cpu_s(p) - t) * 1000.0))
+                .collect();
+            eprintln!(
+                "[enqueue] (f) {system} round {round}: statement {:.0} ms, first arrival {:.0} ms, last {:.0} ms; CPU ms until then: {}",
+                stmt.as_secs_f64() * 1000.0,
+                (first - t0).as_secs_f64() * 1000.0,
+                (last.unwrap() - t0).as_secs_f64() * 1000.0,
+                cpu.join(", ")
+            );
             quiesce(c, system);
             return rate;
         }
@@ -125,17 +192,18 @@ pub fn run(port: u16) {
             .get(0);
         systems.insert(0, "net");
     }
-    eprintln!("[enqueue] (e) {N} http_post in one statement, {ROUNDS} rounds each ...");
+    let rounds = rounds();
+    eprintln!("[enqueue] (e) {N} http_post in one statement, {rounds} rounds each ...");
     let mut per_call: Vec<Vec<f64>> = vec![Vec::new(); systems.len()];
-    for _ in 0..ROUNDS {
+    for _ in 0..rounds {
         for (i, s) in systems.iter().enumerate() {
-            per_call[i].push(enqueue_ms(&mut c, s, &srv.url("/ok/never/")));
+            per_call[i].push(enqueue_ms(&mut c, s, &srv.url("/ok/enqueue/")));
         }
     }
-    eprintln!("[enqueue] (f) {N} requests end to end, {ROUNDS} rounds each ...");
+    eprintln!("[enqueue] (f) {N} requests end to end, {rounds} rounds each ...");
     let mut rate: Vec<Vec<f64>> = vec![Vec::new(); systems.len()];
     let mut overflows = vec![0u64; systems.len()];
-    for round in 0..ROUNDS {
+    for round in 0..rounds {
         for (i, s) in systems.iter().enumerate() {
             let before = listen_overflows();
             rate[i].push(end_to_end(&mut c, &srv, s, round));
@@ -148,7 +216,7 @@ pub fn run(port: u16) {
     }
     let e: Vec<f64> = per_call.iter_mut().map(|v| median(v)).collect();
     let f: Vec<f64> = rate.iter_mut().map(|v| median(v)).collect();
-    println!("\nEnqueue (issue 16): {N} http_post calls in one statement, median of {ROUNDS} rounds, alternating");
+    println!("\nEnqueue (issue 16): {N} http_post calls in one statement, median of {rounds} rounds, alternating");
     if net {
         println!(
             "{:<58} {:>14} {:>16}",
@@ -158,7 +226,7 @@ pub fn run(port: u16) {
         );
         println!(
             "{:<58} {:>14} {:>16}",
-            "(e) enqueue: ms per call (rolled back: nothing sent)",
+            "(e) enqueue: ms per call (statement and commit)",
             format!("{:.4}", e[1]),
             format!("{:.4}", e[0])
         );
@@ -180,7 +248,7 @@ pub fn run(port: u16) {
         );
     } else {
         println!(
-            "(e) enqueue: ms per call (rolled back: nothing sent)        {:>14.4}",
+            "(e) enqueue: ms per call (statement and commit)             {:>14.4}",
             e[0]
         );
         println!(
