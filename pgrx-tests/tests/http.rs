@@ -228,6 +228,8 @@ fn retries_500_then_success_and_429_retry_after() {
         gap >= Duration::from_millis(900),
         "Retry-After honoured: {gap:?}"
     );
+    // and the retry is claimed when it is due (the worker sleeps until then, not longer)
+    assert!(gap < Duration::from_secs(5), "the retry waited {gap:?}");
     let attempts: i32 = a
         .query_one(
             "SELECT attempts FROM pulse.http_requests WHERE id = $1",

@@ -193,3 +193,99 @@ fn requests_from_a_deferred_trigger_are_sent() {
         .unwrap();
     drop_role(&mut a, &role);
 }
+
+/// One role's requests that take long to answer (a backlog the worker is busy sending) do not
+/// hold back another role's retry (due at its time) or a prepared transaction's request (whose
+/// commit wakes nobody); dropping and making the extension again in the transaction that made a
+/// request leaves nothing behind. On a cluster of the test's own (it drops the extension).
+#[test]
+fn a_slow_backlog_holds_nothing_back_and_a_dropped_table_takes_its_requests() {
+    let srv = Server::start();
+    let cl = Cluster::start(
+        "outbox",
+        &[
+            "pulse.http_allowed_hosts = '127.0.0.1'",
+            "max_prepared_transactions = 4",
+        ],
+    );
+    let mut a = cl.connect();
+    a.batch_execute(
+        "CREATE EXTENSION pg_pulse;
+         CREATE ROLE outbox_slow LOGIN; CREATE ROLE outbox_quick LOGIN;
+         GRANT USAGE ON SCHEMA pulse TO outbox_slow, outbox_quick;",
+    )
+    .unwrap();
+    let mut slow = connect_port("outbox_slow", cl.port);
+    let mut quick = connect_port("outbox_quick", cl.port);
+    // more than the slow role's share of the worker's room, each answered after 30 s
+    slow.execute(
+        "SELECT count(pulse.http_post($1, timeout => '1 minute')) FROM generate_series(1, 1100) g",
+        &[&srv.url("/slow/30000")],
+    )
+    .unwrap();
+    wait_for(
+        20,
+        "the slow role's requests on every thread it may use",
+        || (srv.connections() >= 14).then_some(()),
+    );
+    // a retry of the other role: 500 first, then 200, one second apart
+    let key = unique("flaky");
+    let id: i64 = quick
+        .query_one(
+            "SELECT pulse.http(pulse.http_request('GET', $1), max_attempts => 3, retry_backoff => '1 second')",
+            &[&srv.url(&format!("/flaky/{key}"))],
+        )
+        .unwrap()
+        .get(0);
+    let t = std::time::Instant::now();
+    let (state, code, _) = wait_request_final(&mut quick, id);
+    assert_eq!((state.as_str(), code), ("succeeded", Some(200)));
+    // its second attempt is due a second after the first was recorded (held up to a second
+    // while the worker has a backlog), and claimed when due: well within 10 s
+    let took = t.elapsed();
+    eprintln!("the retry succeeded after {took:?}");
+    assert!(took < std::time::Duration::from_secs(10), "the retry waited {took:?}");
+    // a prepared transaction's request
+    quick
+        .batch_execute(&format!(
+            "BEGIN; SELECT pulse.http_post('{}'); PREPARE TRANSACTION 'outbox_p';",
+            srv.url("/ok/prepared")
+        ))
+        .unwrap();
+    let t = std::time::Instant::now();
+    a.batch_execute("COMMIT PREPARED 'outbox_p'").unwrap();
+    srv.wait_for("/ok/prepared", 1, std::time::Duration::from_secs(15));
+    eprintln!("the prepared request arrived after {:?}", t.elapsed());
+    // the slow role's backlog goes (pending rows deleted, in flight ones answered)
+    a.batch_execute("DELETE FROM pulse.http_request WHERE state = 'pending'")
+        .unwrap();
+
+    // a request made before the extension was dropped and made again, in one transaction
+    quick
+        .batch_execute(&format!(
+            "SELECT pulse.http_post('{}')",
+            srv.url("/ok/before")
+        ))
+        .unwrap();
+    let mut tx = a.transaction().unwrap();
+    tx.execute("SELECT pulse.http_post($1)", &[&srv.url("/ok/dropped")])
+        .unwrap();
+    tx.batch_execute("DROP EXTENSION pg_pulse CASCADE; CREATE EXTENSION pg_pulse;")
+        .unwrap();
+    tx.commit().unwrap();
+    let n: i64 = a
+        .query_one("SELECT count(*) FROM pulse.http_request", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        n, 0,
+        "the dropped table's request was written into the new one"
+    );
+    // and every later commit works
+    let id: i64 = a
+        .query_one("SELECT pulse.http_post($1)", &[&srv.url("/ok/after")])
+        .unwrap()
+        .get(0);
+    assert_eq!(wait_request_final(&mut a, id).0, "succeeded");
+    assert!(srv.seen("/ok/dropped").is_empty());
+}

@@ -32,14 +32,18 @@ struct Row {
     max_attempts: i32,
     retry_backoff: Option<Interval>,
     subid: pg_sys::SubTransactionId,
+    /// The sequence the id came from: a row whose table was dropped (and made again) in this
+    /// transaction is not written into the new one.
+    seq: pg_sys::Oid,
 }
 
 #[derive(Default)]
 struct Kept {
     rows: Vec<Row>,
     bytes: usize,
-    /// The lowest subtransaction id of the kept rows.
+    /// The lowest and highest subtransaction ids of the kept rows.
     min_subid: Option<pg_sys::SubTransactionId>,
+    max_subid: Option<pg_sys::SubTransactionId>,
 }
 
 thread_local! {
@@ -64,7 +68,9 @@ pub fn store(
     retry_backoff: Option<Interval>,
 ) -> Result<i64, String> {
     register();
-    let id = next_id()?;
+    let seq = sequence().ok_or("the sequence pulse.http_request_id_seq is missing")?;
+    let id = unsafe { pgrx::direct_function_call::<i64>(pg_sys::nextval_oid, &[seq.into_datum()]) }
+        .ok_or("nextval returned NULL")?;
     let subid = unsafe { pg_sys::GetCurrentSubTransactionId() };
     let row = Row {
         id,
@@ -73,6 +79,7 @@ pub fn store(
         max_attempts,
         retry_backoff,
         subid,
+        seq,
     };
     let (at_once, full) = KEPT.with(|k| {
         let mut k = k.borrow_mut();
@@ -81,6 +88,7 @@ pub fn store(
         }
         k.bytes += row.request.len();
         k.min_subid.get_or_insert(subid);
+        k.max_subid = k.max_subid.max(Some(subid));
         k.rows.push(row);
         (None, k.rows.len() >= MAX_ROWS || k.bytes >= MAX_BYTES)
     });
@@ -93,8 +101,8 @@ pub fn store(
     Ok(id)
 }
 
-/// The next id of `pulse.http_request` (its sequence, as the column default would take it).
-fn next_id() -> Result<i64, String> {
+/// The sequence of `pulse.http_request`'s ids (None: the extension is not there).
+fn sequence() -> Option<pg_sys::Oid> {
     let seq = unsafe {
         let nsp = pg_sys::get_namespace_oid(c"pulse".as_ptr(), true);
         if nsp == pg_sys::Oid::INVALID {
@@ -103,11 +111,7 @@ fn next_id() -> Result<i64, String> {
             pg_sys::get_relname_relid(c"http_request_id_seq".as_ptr(), nsp)
         }
     };
-    if seq == pg_sys::Oid::INVALID {
-        return Err("the sequence pulse.http_request_id_seq is missing".into());
-    }
-    unsafe { pgrx::direct_function_call::<i64>(pg_sys::nextval_oid, &[seq.into_datum()]) }
-        .ok_or_else(|| "nextval returned NULL".into())
+    (seq != pg_sys::Oid::INVALID).then_some(seq)
 }
 
 /// Inserts every kept row.
@@ -116,7 +120,10 @@ fn flush() -> Result<(), String> {
     insert(rows)
 }
 
-fn insert(rows: Vec<Row>) -> Result<(), String> {
+fn insert(mut rows: Vec<Row>) -> Result<(), String> {
+    // rows of a table dropped in this transaction went with it
+    let seq = sequence();
+    rows.retain(|r| Some(r.seq) == seq);
     if rows.is_empty() {
         return Ok(());
     }
@@ -183,14 +190,8 @@ unsafe extern "C-unwind" fn on_xact(event: pg_sys::XactEvent::Type, _arg: *mut s
                 return;
             }
             // the extension may have been dropped in this transaction: its requests are gone
-            // with it
-            let present = unsafe {
-                let nsp = pg_sys::get_namespace_oid(c"pulse".as_ptr(), true);
-                nsp != pg_sys::Oid::INVALID
-                    && pg_sys::get_relname_relid(c"http_request".as_ptr(), nsp)
-                        != pg_sys::Oid::INVALID
-            };
-            let r = if present {
+            // with it (and are not written into a table made again since: see `insert`)
+            let r = if sequence().is_some() {
                 // (no statement is running at commit: the insert needs a snapshot of its own)
                 unsafe { pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot()) };
                 let r = pgutil::privileged(flush);
@@ -232,11 +233,12 @@ unsafe extern "C-unwind" fn on_subxact(
     }
     KEPT.with(|k| {
         let mut k = k.borrow_mut();
-        if !k.rows.iter().any(|r| r.subid >= my_subid) {
+        if k.max_subid.is_none_or(|m| m < my_subid) {
             return;
         }
         k.rows.retain(|r| r.subid < my_subid);
         k.bytes = k.rows.iter().map(|r| r.request.len()).sum();
         k.min_subid = k.rows.iter().map(|r| r.subid).min();
+        k.max_subid = k.rows.iter().map(|r| r.subid).max();
     });
 }

@@ -39,6 +39,8 @@ const MAX_IN_FLIGHT: usize = 2000;
 pub(crate) const MAX_IN_FLIGHT_BYTES: usize = 64 << 20;
 /// Requests claimed per transaction.
 const CLAIM_BATCH: usize = 500;
+/// While a backlog is being sent, a claim runs at least this often (see `Worker::worth_claiming`).
+const BACKLOG_CLAIM_EVERY: Duration = Duration::from_secs(1);
 /// Under load, replies are recorded in batches of up to this many.
 const RECORD_BATCH: usize = 500;
 /// The longest sleep without a reason.
@@ -126,6 +128,8 @@ pub extern "C-unwind" fn pulse_http_main(_arg: pg_sys::Datum) {
         answered: Answered::default(),
         backlog: false,
         replies_since_claim: 0,
+        claimed_at: Instant::now(),
+        due_at: None,
         next_tag: 1,
         recovered: false,
         pruned_at: None,
@@ -159,13 +163,17 @@ pub extern "C-unwind" fn pulse_http_main(_arg: pg_sys::Datum) {
             if claimed > 0 && w.unanswered() < MAX_IN_FLIGHT {
                 continue; // more is waiting, and there may be room for it
             }
-        } else {
-            // nothing more to claim now: record what came back
-            w.record_answered();
+        } else if w.record_answered() {
+            // nothing more to claim now: what came back is recorded; a claim then sees when
+            // the retries it queued are due
+            continue;
         }
         w.prune();
         let mut sleep = next_due_ms.unwrap_or(MAX_SLEEP_MS).clamp(0, MAX_SLEEP_MS);
         if let Some(d) = w.answered.due_in(Instant::now()) {
+            sleep = sleep.min(d.as_millis() as i64 + 1);
+        }
+        if let Some(d) = w.next_claim_in() {
             sleep = sleep.min(d.as_millis() as i64 + 1);
         }
         sleep = sleep.min(watchdog.check().as_millis() as i64 + 1);
@@ -232,6 +240,9 @@ struct Worker {
     backlog: bool,
     /// Replies taken from the pool since the last claim.
     replies_since_claim: usize,
+    /// When the last claim ran, and when the next pending retry it saw is due.
+    claimed_at: Instant,
+    due_at: Option<Instant>,
     next_tag: u64,
     recovered: bool,
     pruned_at: Option<Instant>,
@@ -255,11 +266,28 @@ impl Worker {
     /// Whether to claim now. While a backlog is being sent, a claim waits until a few replies
     /// made room or the pool runs short of work (a claim per reply would cost more than the
     /// replies); a commit or the scheduler (`woken`) may bring another owner's work: at once.
+    /// However long one owner's requests take to answer, a pending retry is claimed when it is
+    /// due, and anything else (a prepared transaction's requests, committed without a wake-up)
+    /// within `BACKLOG_CLAIM_EVERY`.
     fn worth_claiming(&self, woken: bool) -> bool {
         woken
             || !self.backlog
             || self.replies_since_claim >= CLAIM_BATCH / 2
             || self.unanswered() < CLAIM_BATCH
+            || self.next_claim_in().is_some_and(|d| d.is_zero())
+    }
+
+    /// While a backlog is being sent: how long until the next claim is due in any case.
+    fn next_claim_in(&self) -> Option<Duration> {
+        if !self.backlog {
+            return None;
+        }
+        let now = Instant::now();
+        let every = (self.claimed_at + BACKLOG_CLAIM_EVERY).saturating_duration_since(now);
+        Some(match self.due_at {
+            Some(t) => every.min(t.saturating_duration_since(now)),
+            None => every,
+        })
     }
 
     /// Requests handed to the pool and not answered yet.
@@ -280,9 +308,9 @@ impl Worker {
 
     /// Records the held replies. While requests are still out, waits up to 5 ms for a batch of
     /// `RECORD_BATCH`: one transaction per few hundred replies, not per reply.
-    fn record_answered(&mut self) {
+    fn record_answered(&mut self) -> bool {
         if self.answered.is_empty() {
-            return;
+            return false;
         }
         let until = Instant::now() + Duration::from_millis(5);
         while self.answered.len() < RECORD_BATCH && self.unanswered() > 0 {
@@ -298,6 +326,7 @@ impl Worker {
         }
         let batch = self.answered.take();
         self.record(batch);
+        true
     }
 
     /// Holds one reply taken from the pool.
@@ -379,6 +408,7 @@ impl Worker {
     /// pending retry is due.
     fn claim(&mut self) -> (usize, Option<i64>) {
         self.replies_since_claim = 0;
+        self.claimed_at = Instant::now();
         let room = MAX_IN_FLIGHT.saturating_sub(self.unanswered());
         // (whenever there is room at all: an owner new to the worker must not wait for a whole
         // batch of another owner's replies)
@@ -432,14 +462,21 @@ impl Worker {
                 xact::async_commit();
             }
             let (next_due, due_now) = if n_requests < limit {
-                let ms = xact::read_one::<f64>(
-                    "SELECT (extract(epoch FROM min(next_attempt_at) - clock_timestamp()) * 1000)::float8
-                       FROM pulse.http_request WHERE finished_at IS NULL AND state = 'pending'",
-                )
-                .map(|ms| ms.ceil().max(0.0) as i64);
                 // due and not claimed: their owners are at their share of the room, and the
                 // replies that make room wake the loop
-                (ms.filter(|&ms| ms > 0), ms == Some(0))
+                let due_now = xact::read_one::<bool>(
+                    "SELECT EXISTS (SELECT FROM pulse.http_request WHERE finished_at IS NULL
+                                       AND state = 'pending' AND next_attempt_at <= clock_timestamp())",
+                )
+                .unwrap_or(false);
+                // the next retry (however many are due now)
+                let next = xact::read_one::<f64>(
+                    "SELECT (extract(epoch FROM min(next_attempt_at) - clock_timestamp()) * 1000)::float8
+                       FROM pulse.http_request WHERE finished_at IS NULL AND state = 'pending'
+                        AND next_attempt_at > clock_timestamp()",
+                )
+                .map(|ms| ms.ceil().max(1.0) as i64);
+                (next, due_now)
             } else {
                 (None, true)
             };
@@ -484,6 +521,7 @@ impl Worker {
             }
         };
         self.backlog = backlog;
+        self.due_at = next_due.map(|ms| Instant::now() + Duration::from_millis(ms as u64));
         let n = resolved.len();
         self.recovered = true;
         let mut not_sent = Vec::new();
