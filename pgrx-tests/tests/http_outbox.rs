@@ -32,63 +32,84 @@ fn settled(c: &mut Client, owner: &str, prefix: &str) -> i64 {
     })
 }
 
+/// Each case twice: as a transaction's first requests (written at once) and after 8 others
+/// (kept in memory and written at commit).
 #[test]
 fn requests_follow_their_subtransactions() {
     let srv = Server::start();
     let mut a = admin();
     let role = new_role(&mut a, "outbox_user");
     let mut u = connect_as(&role);
-    let p = format!("/ok/{}/", unique("sub"));
-    let url = |x: &str| srv.url(&format!("{p}{x}"));
-    let post = |x: &str| format!("SELECT pulse.http_post('{}');", url(x));
-    // (one statement at a time: statements sent together run in one transaction)
-    u.batch_execute(&post("a1")).unwrap();
-    u.batch_execute(&format!(
-        "BEGIN; {b} ROLLBACK;
-         BEGIN; {c1} SAVEPOINT s; {c2} ROLLBACK TO s; {c3} COMMIT;
-         BEGIN; SAVEPOINT a; SAVEPOINT b; {d1} RELEASE b; ROLLBACK TO a; {d2} COMMIT;
-         BEGIN; {f1} SAVEPOINT s; {f2} ROLLBACK TO s; SAVEPOINT t; {f3} RELEASE t; COMMIT;
-         BEGIN; {g1} SAVEPOINT s; {g2} RELEASE s; SAVEPOINT t; {g3} ROLLBACK TO t; COMMIT;
-         DO $$ BEGIN
-           PERFORM pulse.http_post('{e1}');
-           BEGIN PERFORM pulse.http_post('{e2}'); RAISE EXCEPTION 'x'; EXCEPTION WHEN others THEN NULL; END;
-           BEGIN PERFORM pulse.http_post('{e3}'); END;
-           PERFORM pulse.http_post('{e4}');
-         END $$;",
-        b = post("b"),
-        c1 = post("c1"),
-        c2 = post("c2"),
-        c3 = post("c3"),
-        d1 = post("d1"),
-        d2 = post("d2"),
-        f1 = post("f1"),
-        f2 = post("f2"),
-        f3 = post("f3"),
-        g1 = post("g1"),
-        g2 = post("g2"),
-        g3 = post("g3"),
-        e1 = url("e1"),
-        e2 = url("e2"),
-        e3 = url("e3"),
-        e4 = url("e4"),
-    ))
-    .unwrap();
-    let expected = [
-        "a1", "c1", "c3", "d2", "e1", "e3", "e4", "f1", "f3", "g1", "g2",
-    ];
-    assert_eq!(settled(&mut u, &role, &p), expected.len() as i64);
-    let stored: Vec<String> = u
-        .query(
-            "SELECT substr(url, strpos(url, $1) + length($1)) FROM pulse.http_requests
-              WHERE url LIKE '%' || $1 || '%' ORDER BY 1",
-            &[&p],
-        )
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    assert_eq!(stored, expected);
-    assert_eq!(paths(&srv, &p), expected, "sent exactly the committed ones");
+    for kept in [false, true] {
+        let p = format!("/ok/{}/", unique("sub"));
+        let url = |x: &str| srv.url(&format!("{p}{x}"));
+        // requests that come first in a transaction (to a refused host, nothing is sent)
+        let fill = if kept {
+            "SELECT count(pulse.http_post('http://10.255.255.1/fill/' || g)) FROM generate_series(1, 8) g;"
+        } else {
+            ""
+        };
+        let post = |x: &str| format!("SELECT pulse.http_post('{}');", url(x));
+        // (one statement at a time: statements sent together run in one transaction)
+        u.batch_execute(&format!("BEGIN; {fill} {} COMMIT;", post("a1")))
+            .unwrap();
+        u.batch_execute(&format!(
+            "BEGIN; {fill} {b} ROLLBACK;
+             BEGIN; {fill} {c1} SAVEPOINT s; {c2} ROLLBACK TO s; {c3} COMMIT;
+             BEGIN; {fill} SAVEPOINT a; SAVEPOINT b; {d1} RELEASE b; ROLLBACK TO a; {d2} COMMIT;
+             BEGIN; {fill} {f1} SAVEPOINT s; {f2} ROLLBACK TO s; SAVEPOINT t; {f3} RELEASE t; COMMIT;
+             BEGIN; {fill} {g1} SAVEPOINT s; {g2} RELEASE s; SAVEPOINT t; {g3} ROLLBACK TO t; COMMIT;
+             DO $$ BEGIN
+               PERFORM count(pulse.http_post('http://10.255.255.1/fill/' || g))
+                  FROM generate_series(1, CASE WHEN {kept} THEN 8 ELSE 0 END) g;
+               PERFORM pulse.http_post('{e1}');
+               BEGIN PERFORM pulse.http_post('{e2}'); RAISE EXCEPTION 'x'; EXCEPTION WHEN others THEN NULL; END;
+               BEGIN PERFORM pulse.http_post('{e3}'); END;
+               PERFORM pulse.http_post('{e4}');
+             END $$;",
+            b = post("b"),
+            c1 = post("c1"),
+            c2 = post("c2"),
+            c3 = post("c3"),
+            d1 = post("d1"),
+            d2 = post("d2"),
+            f1 = post("f1"),
+            f2 = post("f2"),
+            f3 = post("f3"),
+            g1 = post("g1"),
+            g2 = post("g2"),
+            g3 = post("g3"),
+            e1 = url("e1"),
+            e2 = url("e2"),
+            e3 = url("e3"),
+            e4 = url("e4"),
+        ))
+        .unwrap();
+        let expected = [
+            "a1", "c1", "c3", "d2", "e1", "e3", "e4", "f1", "f3", "g1", "g2",
+        ];
+        assert_eq!(
+            settled(&mut u, &role, &p),
+            expected.len() as i64,
+            "kept: {kept}"
+        );
+        let stored: Vec<String> = u
+            .query(
+                "SELECT substr(url, strpos(url, $1) + length($1)) FROM pulse.http_requests
+                  WHERE url LIKE '%' || $1 || '%' ORDER BY 1",
+                &[&p],
+            )
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        assert_eq!(stored, expected, "kept: {kept}");
+        assert_eq!(
+            paths(&srv, &p),
+            expected,
+            "sent exactly the committed ones (kept: {kept})"
+        );
+    }
     drop(u);
     drop_role(&mut a, &role);
 }
@@ -244,7 +265,10 @@ fn a_slow_backlog_holds_nothing_back_and_a_dropped_table_takes_its_requests() {
     // while the worker has a backlog), and claimed when due: well within 10 s
     let took = t.elapsed();
     eprintln!("the retry succeeded after {took:?}");
-    assert!(took < std::time::Duration::from_secs(10), "the retry waited {took:?}");
+    assert!(
+        took < std::time::Duration::from_secs(10),
+        "the retry waited {took:?}"
+    );
     // a prepared transaction's request
     quick
         .batch_execute(&format!(
@@ -268,8 +292,12 @@ fn a_slow_backlog_holds_nothing_back_and_a_dropped_table_takes_its_requests() {
         ))
         .unwrap();
     let mut tx = a.transaction().unwrap();
-    tx.execute("SELECT pulse.http_post($1)", &[&srv.url("/ok/dropped")])
-        .unwrap();
+    // (the first 8 are written at once, the rest kept until the commit)
+    tx.execute(
+        "SELECT count(pulse.http_post($1 || g)) FROM generate_series(1, 20) g",
+        &[&srv.url("/ok/dropped/")],
+    )
+    .unwrap();
     tx.batch_execute("DROP EXTENSION pg_pulse CASCADE; CREATE EXTENSION pg_pulse;")
         .unwrap();
     tx.commit().unwrap();

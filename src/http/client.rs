@@ -312,18 +312,26 @@ impl Pool {
         self.submit_all(vec![r]);
     }
 
-    /// Hands in several requests at once (the threads are woken once).
+    /// Hands in several requests at once.
     pub fn submit_all(&self, rs: Vec<Request>) {
         if rs.is_empty() {
             return;
         }
         let now = Instant::now();
+        let n = rs.len();
         let mut w = self.lock();
         for r in rs {
             w.queue.push(r.key, (r, now));
         }
         drop(w);
-        self.waiting.1.notify_all();
+        // as many threads as there are requests (waking all for one costs each a context switch)
+        if n >= self.size {
+            self.waiting.1.notify_all();
+        } else {
+            for _ in 0..n {
+                self.waiting.1.notify_one();
+            }
+        }
     }
 
     /// Takes back the requests no thread has started: their tags (they were never sent).

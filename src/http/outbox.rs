@@ -1,7 +1,8 @@
 //! The after-commit requests of the current transaction, written to `pulse.http_request` in bulk:
-//! `pulse.http_post` & co. take an id from the table's sequence and keep the row in memory; the
-//! rows are inserted with one statement when the transaction commits (or prepares), when many
-//! are waiting, or at once when the subtransaction rules below need it. Nobody else sees a
+//! `pulse.http_post` & co. take an id from the table's sequence; a transaction's first
+//! `AT_ONCE` rows are inserted at once, the rest kept in memory and inserted with one statement
+//! when the transaction commits (or prepares), when many are waiting, or at once when the
+//! subtransaction rules below need it. Nobody else sees a
 //! request before its transaction commits, so storing it later changes nothing for others: the
 //! HTTP worker sends it after the commit, as before, and a rollback sends nothing.
 //!
@@ -19,6 +20,10 @@ use crate::pgutil;
 use pgrx::prelude::*;
 use std::cell::{Cell, RefCell};
 
+/// A transaction's first requests are inserted at once, one by one: a transaction that makes a
+/// few pays nothing more at its commit (which is when they start on their way), and one that
+/// makes many has the rest written together.
+const AT_ONCE: usize = 8;
 /// Rows kept at most before they are inserted (in one statement).
 const MAX_ROWS: usize = 10_000;
 /// Bytes of kept requests at most before they are inserted.
@@ -44,6 +49,8 @@ struct Kept {
     /// The lowest and highest subtransaction ids of the kept rows.
     min_subid: Option<pg_sys::SubTransactionId>,
     max_subid: Option<pg_sys::SubTransactionId>,
+    /// Requests made in this transaction (since the last bulk insert).
+    made: usize,
 }
 
 thread_local! {
@@ -83,7 +90,8 @@ pub fn store(
     };
     let (at_once, full) = KEPT.with(|k| {
         let mut k = k.borrow_mut();
-        if COMMITTING.get() || k.min_subid.is_some_and(|m| m < subid) {
+        k.made += 1;
+        if k.made <= AT_ONCE || COMMITTING.get() || k.min_subid.is_some_and(|m| m < subid) {
             return (Some(row), false);
         }
         k.bytes += row.request.len();

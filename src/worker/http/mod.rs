@@ -464,19 +464,26 @@ impl Worker {
             let (next_due, due_now) = if n_requests < limit {
                 // due and not claimed: their owners are at their share of the room, and the
                 // replies that make room wake the loop
-                let due_now = xact::read_one::<bool>(
+                // and the next retry (however many are due now); run as a writing statement, so
+                // that it sees this transaction's claim
+                let r = Spi::connect_mut(|c| {
+                    c.update(
                     "SELECT EXISTS (SELECT FROM pulse.http_request WHERE finished_at IS NULL
-                                       AND state = 'pending' AND next_attempt_at <= clock_timestamp())",
+                                       AND state = 'pending' AND next_attempt_at <= clock_timestamp()),
+                            (SELECT (extract(epoch FROM min(next_attempt_at) - clock_timestamp()) * 1000)::float8
+                               FROM pulse.http_request WHERE finished_at IS NULL AND state = 'pending'
+                                AND next_attempt_at > clock_timestamp())",
+                    Some(1),
+                    &[],
+                )?
+                .first()
+                .get_two::<bool, f64>()
+                })
+                .unwrap_or((None, None));
+                (
+                    r.1.map(|ms| ms.ceil().max(1.0) as i64),
+                    r.0.unwrap_or(false),
                 )
-                .unwrap_or(false);
-                // the next retry (however many are due now)
-                let next = xact::read_one::<f64>(
-                    "SELECT (extract(epoch FROM min(next_attempt_at) - clock_timestamp()) * 1000)::float8
-                       FROM pulse.http_request WHERE finished_at IS NULL AND state = 'pending'
-                        AND next_attempt_at > clock_timestamp()",
-                )
-                .map(|ms| ms.ceil().max(1.0) as i64);
-                (next, due_now)
             } else {
                 (None, true)
             };
