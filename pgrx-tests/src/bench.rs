@@ -351,6 +351,20 @@ fn wait_count(c: &mut Client, system: &str, scenario: &str, n: i64) {
     }
 }
 
+/// CPU seconds (user and system) used so far by `pid` ("self", a PID, or "PID/task/TID" for one
+/// thread), 0 where unreadable.
+fn cpu_s(pid: &str) -> f64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let f: Vec<&str> = s
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    let t = |i: usize| f.get(i).and_then(|x| x.parse::<f64>().ok()).unwrap_or(0.0);
+    (t(11) + t(12)) / ticks_per_second()
+}
+
 /// utime + stime of a process, in clock ticks (/proc/PID/stat fields 14 and 15).
 fn cpu_ticks(pid: i32) -> u64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read /proc stat");

@@ -3,7 +3,7 @@
 //! installed, for example built from its source): (e) what one `http_post` costs inside a
 //! statement making 5,000 of them, with the commit, and (f) end to end, from the start of that statement
 //! (autocommit) to the last request arriving at a local keep-alive server.
-use super::connect;
+use super::{connect, cpu_s};
 use pulse_e2e::server::Server;
 use std::time::{Duration, Instant};
 
@@ -66,19 +66,6 @@ fn enqueue_ms(c: &mut postgres::Client, system: &str, url: &str) -> f64 {
     let ms = t.elapsed().as_secs_f64() * 1000.0 / N as f64;
     quiesce(c, system);
     ms
-}
-
-/// CPU seconds (user and system) a process has used so far, 0 where unreadable.
-fn cpu_s(pid: &str) -> f64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let f: Vec<&str> = s
-        .rsplit(')')
-        .next()
-        .unwrap_or("")
-        .split_whitespace()
-        .collect();
-    let t = |i: usize| f.get(i).and_then(|x| x.parse::<f64>().ok()).unwrap_or(0.0);
-    (t(11) + t(12)) / 100.0
 }
 
 /// The processes whose CPU a round reports: the session's backend, the system's worker, and

@@ -66,18 +66,7 @@ pub fn run(port: u16) {
         )
         .unwrap()
         .get(0);
-    let cpu = |pid: &str| -> f64 {
-        let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        let f: Vec<&str> = s
-            .rsplit(')')
-            .next()
-            .unwrap_or("")
-            .split_whitespace()
-            .collect();
-        let ticks: f64 = f.get(11).and_then(|x| x.parse().ok()).unwrap_or(0.0)
-            + f.get(12).and_then(|x| x.parse().ok()).unwrap_or(0.0);
-        ticks / 100.0
-    };
+    let cpu = super::cpu_s;
     let (w0, me0) = (cpu(&worker.to_string()), cpu("self"));
     let conns_before = srv.connections();
     let mut tx = c.transaction().unwrap();
