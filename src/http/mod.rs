@@ -16,7 +16,8 @@
 //! * [`redact`]: what the log hook masks in log lines of statements that set secrets;
 //!   [`sqllex`]: the small SQL lexer it uses (comments, literals decoded, identifiers);
 //! * [`outcome`]: what is stored of a reply, an HTTP run's message and response, retry delays;
-//! * [`answered`]: replies held until the worker records them (it sends first while busy).
+//! * [`answered`]: replies held until the worker records them (it sends first while busy);
+//!   [`pace`]: when the worker claims more work.
 //!
 //! Shell (feature `pg`):
 //! * `api`: `pulse.http_request`, and the after-commit `pulse.http_post` / `http_get` /
@@ -32,6 +33,7 @@ pub mod client;
 pub mod fair;
 pub mod keyfile;
 pub mod outcome;
+pub mod pace;
 pub mod policy;
 pub mod redact;
 pub mod request;

@@ -1,15 +1,21 @@
 //! Claiming work for the HTTP worker: pending after-commit requests and due HTTP runs
-//! (`FOR UPDATE SKIP LOCKED`), the recovery of work a restart left in flight, and the placeholder
+//! (`FOR UPDATE SKIP LOCKED`), within the worker's room and each owner's share of it, handed to
+//! the pool (`Worker::claim`); the recovery of work a restart left in flight; and the placeholder
 //! values of a claimed request, looked up as its owner (the pure resolution is
 //! `crate::http::resolve`).
 
-use super::Item;
+use super::{
+    record, InFlight, Item, Worker, CLAIM_BATCH, DURABLE_CLAIMS_AFTER_START, MAX_IN_FLIGHT,
+    MAX_IN_FLIGHT_BYTES, MAX_SLEEP_MS,
+};
+use crate::http::client::{Failure, FailureKind, Reply};
 use crate::http::resolve::{self, Resolved};
 use crate::http::template::{Resolve, Var};
 use crate::pgutil::from_pg_ts;
 use crate::xact;
 use pgrx::prelude::*;
 use serde_json::Value;
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 /// What a claim read, before its placeholders are resolved.
@@ -296,4 +302,195 @@ fn claimed_request(
         context_id: id,
         scheduled_for: from_pg_ts(row.get(7).ok()??),
     })
+}
+
+impl Worker {
+    /// Claims work and hands it to the pool (and tells `pace` whether more may be waiting).
+    /// Returns how many items were claimed and, when it looked, in how many ms the next pending
+    /// retry is due.
+    pub(super) fn claim(&mut self) -> (usize, Option<i64>) {
+        self.pace.claiming(Instant::now());
+        let room = MAX_IN_FLIGHT.saturating_sub(self.unanswered());
+        // (whenever there is room at all: an owner new to the worker must not wait for a whole
+        // batch of another owner's replies)
+        if room == 0 || self.in_flight_bytes >= MAX_IN_FLIGHT_BYTES {
+            return (0, None);
+        }
+        // what this claim may build: at least one request
+        let byte_room = MAX_IN_FLIGHT_BYTES - self.in_flight_bytes;
+        let limit = room.min(CLAIM_BATCH);
+        let recovered = self.recovered;
+        let durable = self.started.elapsed() < DURABLE_CLAIMS_AFTER_START;
+        let pid = unsafe { pg_sys::MyProcPid };
+        let max_response = crate::HTTP_MAX_RESPONSE_BYTES.get().max(0) as usize;
+        let limits = crate::http_limits();
+        let mut per_owner: HashMap<pg_sys::Oid, i32> = HashMap::new();
+        let answered: std::collections::HashSet<u64> = self.answered.tags().collect();
+        for (tag, f) in &self.in_flight {
+            if !answered.contains(tag) {
+                *per_owner.entry(f.owner).or_insert(0) += 1;
+            }
+        }
+        // Each owner in flight may hold at most its share of the room, counting one more owner
+        // than there are: whoever comes next always finds room kept for it.
+        let per_owner_cap = MAX_IN_FLIGHT / (per_owner.len() + 1);
+        let in_flight: Vec<(pg_sys::Oid, i32)> = per_owner.into_iter().collect();
+        let r = xact::run(move || {
+            // claimed rows are updated by ctid (stable: they are locked), which must be a TID scan
+            // even when the statistics still say the table is tiny
+            crate::pgutil::set_xact_guc(c"enable_seqscan", c"off");
+            let present = xact::read_one::<bool>(
+                "SELECT pg_catalog.to_regclass('pulse.http_request') IS NOT NULL",
+            )
+            .unwrap_or(false);
+            if !present {
+                return None;
+            }
+            if !recovered {
+                recover();
+            }
+            let mut claimed = claim_runs(pid, limit, per_owner_cap, &in_flight);
+            let n_runs = claimed.len();
+            claimed.extend(claim_requests(limit, per_owner_cap, &in_flight));
+            let n_requests = claimed.len() - n_runs;
+            // Claimed HTTP runs commit durably (the server's synchronous_commit) before anything
+            // is sent: a crash then finds them `running` and fails them, never sends a slot again
+            // under a new run. The flush also covers the scheduler's asynchronous commit that
+            // queued them. One durable commit per claim; requests alone commit asynchronously (a
+            // lost claim only means they are sent, as they would be anyway), except just after
+            // the worker started (see DURABLE_CLAIMS_AFTER_START).
+            if n_runs == 0 && !durable {
+                xact::async_commit();
+            }
+            let (next_due, due_now) = if n_requests < limit {
+                // Due and not claimed: their owners are at their share of the room, and the
+                // replies that make room wake the loop. And when the next retry is due (however
+                // many are due now). A writing statement, so that it sees this claim.
+                let r = Spi::connect_mut(|c| {
+                    c.update(
+                    "SELECT EXISTS (SELECT FROM pulse.http_request WHERE finished_at IS NULL
+                                       AND state = 'pending' AND next_attempt_at <= clock_timestamp()),
+                            (SELECT (extract(epoch FROM min(next_attempt_at) - clock_timestamp()) * 1000)::float8
+                               FROM pulse.http_request WHERE finished_at IS NULL AND state = 'pending'
+                                AND next_attempt_at > clock_timestamp())",
+                    Some(1),
+                    &[],
+                )?
+                .first()
+                .get_two::<bool, f64>()
+                })
+                .unwrap_or((None, None));
+                (
+                    r.1.map(|ms| ms.ceil().max(1.0) as i64),
+                    r.0.unwrap_or(false),
+                )
+            } else {
+                (None, true)
+            };
+            // Built one by one until they fill the byte room; the rest goes back unsent (in this
+            // transaction: as if never claimed), to be claimed when replies have made room.
+            let mut built = 0usize;
+            let mut resolved: Vec<(Item, pg_sys::Oid, crate::http::resolve::Resolved)> = Vec::new();
+            let (mut back_requests, mut back_runs) = (Vec::new(), Vec::new());
+            for c in claimed {
+                if built >= byte_room {
+                    match c.item {
+                        Item::Request { id, .. } => back_requests.push(id),
+                        Item::Run { run_id, .. } => back_runs.push(run_id),
+                    }
+                    continue;
+                }
+                let r = resolve(&c, &limits, max_response);
+                if let Ok((req, _)) = &r {
+                    built = built.saturating_add(request_bytes(req));
+                }
+                resolved.push((c.item.clone(), c.owner, r));
+            }
+            let n_back = back_requests.len();
+            if !back_requests.is_empty() || !back_runs.is_empty() {
+                if let Err(e) = record::release(back_requests, back_runs) {
+                    pgrx::error!("pg_pulse http: could not give back unsent work: {e}");
+                }
+            }
+            let backlog = n_runs + n_requests >= limit || due_now || n_back > 0;
+            Some((resolved, backlog, next_due))
+        });
+        let (resolved, backlog, next_due) = match r {
+            Ok(Some(x)) => x,
+            Ok(None) => {
+                self.pace.claimed(false, None);
+                return (0, Some(MAX_SLEEP_MS));
+            }
+            Err(f) => {
+                warning!("pg_pulse http: could not claim requests: {}", f.message);
+                self.pace.claimed(false, None);
+                return (0, Some(1000));
+            }
+        };
+        self.pace.claimed(
+            backlog,
+            next_due.map(|ms| Instant::now() + Duration::from_millis(ms as u64)),
+        );
+        let n = resolved.len();
+        self.recovered = true;
+        let mut not_sent = Vec::new();
+        let mut to_send = Vec::with_capacity(resolved.len());
+        for (item, owner, res) in resolved {
+            let tag = self.next_tag;
+            self.next_tag += 1;
+            match res {
+                Ok((mut req, secrets)) => {
+                    req.tag = tag;
+                    let bytes = request_bytes(&req);
+                    self.in_flight_bytes += bytes;
+                    self.in_flight.insert(
+                        tag,
+                        InFlight {
+                            item,
+                            owner,
+                            secrets,
+                            bytes,
+                        },
+                    );
+                    to_send.push(req);
+                }
+                Err(message) => {
+                    self.in_flight.insert(
+                        tag,
+                        InFlight {
+                            item,
+                            owner,
+                            secrets: Vec::new(),
+                            bytes: 0,
+                        },
+                    );
+                    not_sent.push(Reply {
+                        tag,
+                        result: Err(Failure {
+                            kind: FailureKind::NotSent,
+                            message,
+                        }),
+                        queued: Duration::ZERO,
+                        headers_after: None,
+                        total: Duration::ZERO,
+                    });
+                }
+            }
+        }
+        self.pool.submit_all(to_send);
+        if !not_sent.is_empty() {
+            self.record(not_sent);
+        }
+        (n, next_due)
+    }
+}
+
+/// The memory a built request holds: URL, headers, body.
+fn request_bytes(r: &crate::http::client::Request) -> usize {
+    r.url.len()
+        + r.headers
+            .iter()
+            .map(|(k, v)| k.len() + v.len())
+            .sum::<usize>()
+        + r.body.as_ref().map_or(0, Vec::len)
 }

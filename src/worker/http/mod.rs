@@ -2,11 +2,14 @@
 //! `pulse.http_post` & co. through the thread pool of `crate::http::client`.
 //!
 //! The main thread (the only one that calls PostgreSQL) loops:
-//! 1. takes the pool's replies and records them in one transaction (request rows in one
-//!    statement; runs through the same `finish_run` as SQL jobs), queueing retries;
+//! 1. takes the pool's replies and holds them (`crate::http::answered`);
 //! 2. claims pending requests and due HTTP runs (`FOR UPDATE SKIP LOCKED`), resolves their
 //!    placeholders as their owner (secrets, settings, run context) and hands them to the pool;
-//! 3. sleeps on its latch (set when a request is committed, or by the scheduler for due runs) and
+//!    while a backlog is being sent, only now and then (`crate::http::pace`);
+//! 3. when nothing more can be claimed (or the held replies are too many, too large or too old),
+//!    records the replies in one transaction (request rows in one statement; runs through the
+//!    same `finish_run` as SQL jobs), queueing retries;
+//! 4. sleeps on its latch (set when a request is committed, or by the scheduler for due runs) and
 //!    on a pipe the HTTP threads write to when they have replies.
 //!
 //! Resolved values live only in memory: what is stored is the template. Secret values are also
@@ -21,9 +24,9 @@ mod record;
 
 use super::SHARED;
 use crate::http::answered::Answered;
-use crate::http::client::{Failure, FailureKind, Pool, Reply};
+use crate::http::client::{Pool, Reply};
+use crate::http::pace::Pace;
 use crate::xact;
-use claim::{claim_requests, claim_runs, recover, resolve};
 use pgrx::bgworkers::{BackgroundWorker, SignalWakeFlags};
 use pgrx::prelude::*;
 use std::collections::HashMap;
@@ -39,8 +42,6 @@ const MAX_IN_FLIGHT: usize = 2000;
 pub(crate) const MAX_IN_FLIGHT_BYTES: usize = 64 << 20;
 /// Requests claimed per transaction.
 const CLAIM_BATCH: usize = 500;
-/// While a backlog is being sent, a claim runs at least this often (see `Worker::worth_claiming`).
-const BACKLOG_CLAIM_EVERY: Duration = Duration::from_secs(1);
 /// Under load, replies are recorded in batches of up to this many.
 const RECORD_BATCH: usize = 500;
 /// The longest sleep without a reason.
@@ -126,10 +127,7 @@ pub extern "C-unwind" fn pulse_http_main(_arg: pg_sys::Datum) {
         in_flight: HashMap::new(),
         in_flight_bytes: 0,
         answered: Answered::default(),
-        backlog: false,
-        replies_since_claim: 0,
-        claimed_at: Instant::now(),
-        due_at: None,
+        pace: Pace::new(Instant::now()),
         next_tag: 1,
         recovered: false,
         pruned_at: None,
@@ -154,12 +152,15 @@ pub extern "C-unwind" fn pulse_http_main(_arg: pg_sys::Datum) {
         drain_pipe(read_fd);
         pending.store(false, Ordering::Release);
         w.take_replies();
-        let (claimed, next_due_ms) = if w.worth_claiming(woken) {
-            w.claim()
-        } else {
-            (0, None)
-        };
-        if w.backlog {
+        let (claimed, next_due_ms) =
+            if w.pace
+                .worth_claiming(Instant::now(), woken, w.unanswered(), CLAIM_BATCH)
+            {
+                w.claim()
+            } else {
+                (0, None)
+            };
+        if w.pace.backlog() {
             if claimed > 0 && w.unanswered() < MAX_IN_FLIGHT {
                 continue; // more is waiting, and there may be room for it
             }
@@ -173,7 +174,7 @@ pub extern "C-unwind" fn pulse_http_main(_arg: pg_sys::Datum) {
         if let Some(d) = w.answered.due_in(Instant::now()) {
             sleep = sleep.min(d.as_millis() as i64 + 1);
         }
-        if let Some(d) = w.next_claim_in() {
+        if let Some(d) = w.pace.next_claim_in(Instant::now()) {
             sleep = sleep.min(d.as_millis() as i64 + 1);
         }
         sleep = sleep.min(watchdog.check().as_millis() as i64 + 1);
@@ -236,13 +237,8 @@ struct Worker {
     in_flight_bytes: usize,
     /// Replies not recorded yet (see `crate::http::answered`).
     answered: Answered,
-    /// The last claim took all it asked for: more may be waiting.
-    backlog: bool,
-    /// Replies taken from the pool since the last claim.
-    replies_since_claim: usize,
-    /// When the last claim ran, and when the next pending retry it saw is due.
-    claimed_at: Instant,
-    due_at: Option<Instant>,
+    /// When to claim (see `crate::http::pace`).
+    pace: Pace,
     next_tag: u64,
     recovered: bool,
     pruned_at: Option<Instant>,
@@ -261,33 +257,6 @@ impl Worker {
             warning!("pg_pulse http: {e}; HTTPS requests fail until it is fixed");
         }
         self.pool.resize(concurrency());
-    }
-
-    /// Whether to claim now. While a backlog is being sent, a claim waits until a few replies
-    /// made room or the pool runs short of work (a claim per reply would cost more than the
-    /// replies); a commit or the scheduler (`woken`) may bring another owner's work: at once.
-    /// However long one owner's requests take to answer, a pending retry is claimed when it is
-    /// due, and anything else (a prepared transaction's requests, committed without a wake-up)
-    /// within `BACKLOG_CLAIM_EVERY`.
-    fn worth_claiming(&self, woken: bool) -> bool {
-        woken
-            || !self.backlog
-            || self.replies_since_claim >= CLAIM_BATCH / 2
-            || self.unanswered() < CLAIM_BATCH
-            || self.next_claim_in().is_some_and(|d| d.is_zero())
-    }
-
-    /// While a backlog is being sent: how long until the next claim is due in any case.
-    fn next_claim_in(&self) -> Option<Duration> {
-        if !self.backlog {
-            return None;
-        }
-        let now = Instant::now();
-        let every = (self.claimed_at + BACKLOG_CLAIM_EVERY).saturating_duration_since(now);
-        Some(match self.due_at {
-            Some(t) => every.min(t.saturating_duration_since(now)),
-            None => every,
-        })
     }
 
     /// Requests handed to the pool and not answered yet.
@@ -336,7 +305,7 @@ impl Worker {
             f.bytes = 0;
             let ends_run = matches!(f.item, Item::Run { .. });
             self.answered.push(r, ends_run, Instant::now());
-            self.replies_since_claim += 1;
+            self.pace.answered();
         }
     }
 
@@ -403,185 +372,6 @@ impl Worker {
         }
     }
 
-    /// Claims work and hands it to the pool; `backlog` says whether more may be waiting. Returns
-    /// how many items were claimed and, when nothing more is pending now, in how many ms the next
-    /// pending retry is due.
-    fn claim(&mut self) -> (usize, Option<i64>) {
-        self.replies_since_claim = 0;
-        self.claimed_at = Instant::now();
-        let room = MAX_IN_FLIGHT.saturating_sub(self.unanswered());
-        // (whenever there is room at all: an owner new to the worker must not wait for a whole
-        // batch of another owner's replies)
-        if room == 0 || self.in_flight_bytes >= MAX_IN_FLIGHT_BYTES {
-            return (0, None);
-        }
-        // what this claim may build: at least one request
-        let byte_room = MAX_IN_FLIGHT_BYTES - self.in_flight_bytes;
-        let limit = room.min(CLAIM_BATCH);
-        let recovered = self.recovered;
-        let durable = self.started.elapsed() < DURABLE_CLAIMS_AFTER_START;
-        let pid = unsafe { pg_sys::MyProcPid };
-        let max_response = crate::HTTP_MAX_RESPONSE_BYTES.get().max(0) as usize;
-        let limits = crate::http_limits();
-        let mut per_owner: HashMap<pg_sys::Oid, i32> = HashMap::new();
-        let answered: std::collections::HashSet<u64> = self.answered.tags().collect();
-        for (tag, f) in &self.in_flight {
-            if !answered.contains(tag) {
-                *per_owner.entry(f.owner).or_insert(0) += 1;
-            }
-        }
-        // Each owner in flight may hold at most its share of the room, counting one more owner
-        // than there are: whoever comes next always finds room kept for it.
-        let per_owner_cap = MAX_IN_FLIGHT / (per_owner.len() + 1);
-        let in_flight: Vec<(pg_sys::Oid, i32)> = per_owner.into_iter().collect();
-        let r = xact::run(move || {
-            // claimed rows are updated by ctid (stable: they are locked), which must be a TID scan
-            // even when the statistics still say the table is tiny
-            crate::pgutil::set_xact_guc(c"enable_seqscan", c"off");
-            let present = xact::read_one::<bool>(
-                "SELECT pg_catalog.to_regclass('pulse.http_request') IS NOT NULL",
-            )
-            .unwrap_or(false);
-            if !present {
-                return None;
-            }
-            if !recovered {
-                recover();
-            }
-            let mut claimed = claim_runs(pid, limit, per_owner_cap, &in_flight);
-            let n_runs = claimed.len();
-            claimed.extend(claim_requests(limit, per_owner_cap, &in_flight));
-            let n_requests = claimed.len() - n_runs;
-            // Claimed HTTP runs commit durably (the server's synchronous_commit) before anything
-            // is sent: a crash then finds them `running` and fails them, never sends a slot again
-            // under a new run. The flush also covers the scheduler's asynchronous commit that
-            // queued them. One durable commit per claim; requests alone commit asynchronously (a
-            // lost claim only means they are sent, as they would be anyway), except just after
-            // the worker started (see DURABLE_CLAIMS_AFTER_START).
-            if n_runs == 0 && !durable {
-                xact::async_commit();
-            }
-            let (next_due, due_now) = if n_requests < limit {
-                // due and not claimed: their owners are at their share of the room, and the
-                // replies that make room wake the loop
-                // and the next retry (however many are due now); run as a writing statement, so
-                // that it sees this transaction's claim
-                let r = Spi::connect_mut(|c| {
-                    c.update(
-                    "SELECT EXISTS (SELECT FROM pulse.http_request WHERE finished_at IS NULL
-                                       AND state = 'pending' AND next_attempt_at <= clock_timestamp()),
-                            (SELECT (extract(epoch FROM min(next_attempt_at) - clock_timestamp()) * 1000)::float8
-                               FROM pulse.http_request WHERE finished_at IS NULL AND state = 'pending'
-                                AND next_attempt_at > clock_timestamp())",
-                    Some(1),
-                    &[],
-                )?
-                .first()
-                .get_two::<bool, f64>()
-                })
-                .unwrap_or((None, None));
-                (
-                    r.1.map(|ms| ms.ceil().max(1.0) as i64),
-                    r.0.unwrap_or(false),
-                )
-            } else {
-                (None, true)
-            };
-            // Built one by one until they fill the byte room; the rest goes back unsent (in this
-            // transaction: as if never claimed), to be claimed when replies have made room.
-            let mut built = 0usize;
-            let mut resolved: Vec<(Item, pg_sys::Oid, crate::http::resolve::Resolved)> = Vec::new();
-            let (mut back_requests, mut back_runs) = (Vec::new(), Vec::new());
-            for c in claimed {
-                if built >= byte_room {
-                    match c.item {
-                        Item::Request { id, .. } => back_requests.push(id),
-                        Item::Run { run_id, .. } => back_runs.push(run_id),
-                    }
-                    continue;
-                }
-                let r = resolve(&c, &limits, max_response);
-                if let Ok((req, _)) = &r {
-                    built = built.saturating_add(request_bytes(req));
-                }
-                resolved.push((c.item.clone(), c.owner, r));
-            }
-            let n_back = back_requests.len();
-            if !back_requests.is_empty() || !back_runs.is_empty() {
-                if let Err(e) = record::release(back_requests, back_runs) {
-                    pgrx::error!("pg_pulse http: could not give back unsent work: {e}");
-                }
-            }
-            let backlog = n_runs + n_requests >= limit || due_now || n_back > 0;
-            Some((resolved, backlog, next_due))
-        });
-        let (resolved, backlog, next_due) = match r {
-            Ok(Some(x)) => x,
-            Ok(None) => {
-                self.backlog = false;
-                return (0, Some(MAX_SLEEP_MS));
-            }
-            Err(f) => {
-                warning!("pg_pulse http: could not claim requests: {}", f.message);
-                self.backlog = false;
-                return (0, Some(1000));
-            }
-        };
-        self.backlog = backlog;
-        self.due_at = next_due.map(|ms| Instant::now() + Duration::from_millis(ms as u64));
-        let n = resolved.len();
-        self.recovered = true;
-        let mut not_sent = Vec::new();
-        let mut to_send = Vec::with_capacity(resolved.len());
-        for (item, owner, res) in resolved {
-            let tag = self.next_tag;
-            self.next_tag += 1;
-            match res {
-                Ok((mut req, secrets)) => {
-                    req.tag = tag;
-                    let bytes = request_bytes(&req);
-                    self.in_flight_bytes += bytes;
-                    self.in_flight.insert(
-                        tag,
-                        InFlight {
-                            item,
-                            owner,
-                            secrets,
-                            bytes,
-                        },
-                    );
-                    to_send.push(req);
-                }
-                Err(message) => {
-                    self.in_flight.insert(
-                        tag,
-                        InFlight {
-                            item,
-                            owner,
-                            secrets: Vec::new(),
-                            bytes: 0,
-                        },
-                    );
-                    not_sent.push(Reply {
-                        tag,
-                        result: Err(Failure {
-                            kind: FailureKind::NotSent,
-                            message,
-                        }),
-                        queued: Duration::ZERO,
-                        headers_after: None,
-                        total: Duration::ZERO,
-                    });
-                }
-            }
-        }
-        self.pool.submit_all(to_send);
-        if !not_sent.is_empty() {
-            self.record(not_sent);
-        }
-        (n, next_due)
-    }
-
     /// Every minute: finished requests older than pulse.http_retention go, 1,000 per transaction.
     fn prune(&mut self) {
         if self.pruned_at.is_some_and(|t| t.elapsed() < PRUNE_EVERY) {
@@ -628,14 +418,4 @@ impl Worker {
             }
         }
     }
-}
-
-/// The memory a built request holds: URL, headers, body.
-fn request_bytes(r: &crate::http::client::Request) -> usize {
-    r.url.len()
-        + r.headers
-            .iter()
-            .map(|(k, v)| k.len() + v.len())
-            .sum::<usize>()
-        + r.body.as_ref().map_or(0, Vec::len)
 }
