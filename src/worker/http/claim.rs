@@ -365,19 +365,11 @@ impl Worker {
             let (next_due, due_now) = if n_requests < limit {
                 // Due and not claimed: their owners are at their share of the room, and the
                 // replies that make room wake the loop. And when the next retry is due (however
-                // many are due now). A writing statement, so that it sees this claim.
+                // many are due now).
                 let r = Spi::connect_mut(|c| {
-                    c.update(
-                    "SELECT EXISTS (SELECT FROM pulse.http_request WHERE finished_at IS NULL
-                                       AND state = 'pending' AND next_attempt_at <= clock_timestamp()),
-                            (SELECT (extract(epoch FROM min(next_attempt_at) - clock_timestamp()) * 1000)::float8
-                               FROM pulse.http_request WHERE finished_at IS NULL AND state = 'pending'
-                                AND next_attempt_at > clock_timestamp())",
-                    Some(1),
-                    &[],
-                )?
-                .first()
-                .get_two::<bool, f64>()
+                    xact::with_plan(c, DUE_SQL, &[], |c, stmt| {
+                        c.select(stmt, Some(1), &[])?.first().get_two::<bool, f64>()
+                    })?
                 })
                 .unwrap_or((None, None));
                 (
@@ -494,3 +486,12 @@ fn request_bytes(r: &crate::http::client::Request) -> usize {
             .sum::<usize>()
         + r.body.as_ref().map_or(0, Vec::len)
 }
+
+/// Whether pending requests are due now, and in how many ms the next later one is. A plan
+/// prepared as a writing one (`xact::with_plan`): it sees the claim that ran before it in the
+/// transaction, and, run through `select`, assigns no transaction id.
+const DUE_SQL: &str = "SELECT EXISTS (SELECT FROM pulse.http_request WHERE finished_at IS NULL
+                                AND state = 'pending' AND next_attempt_at <= clock_timestamp()),
+                      (SELECT (extract(epoch FROM min(next_attempt_at) - clock_timestamp()) * 1000)::float8
+                         FROM pulse.http_request WHERE finished_at IS NULL AND state = 'pending'
+                          AND next_attempt_at > clock_timestamp())";
