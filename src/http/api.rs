@@ -268,24 +268,14 @@ fn http_request(
     JsonB(normalize_or_raise(&Value::Object(o)))
 }
 
-/// Stores a checked request for the HTTP worker, which sends it after this transaction commits
-/// (see `super::outbox`). Returns its id. `owner`: whose secrets and settings it uses (the caller
-/// by default).
-pub fn enqueue(
-    request: &Value,
-    owner: Option<pg_sys::Oid>,
-    max_attempts: i32,
-    retry_backoff: Option<Interval>,
-) -> Result<i64, String> {
-    let owner = owner.unwrap_or_else(pgutil::current_user_oid_outer);
-    super::outbox::store(request.to_string(), owner, max_attempts, retry_backoff)
-}
-
 fn send_after_commit(request: Value, max_attempts: i32, retry_backoff: Option<Interval>) -> i64 {
     pgutil::require_scheduler_database();
     let request = normalize_or_raise(&request);
+    // stored for the HTTP worker, which sends it after this transaction commits, with the
+    // caller's secrets and settings
     privileged(move || {
-        enqueue(&request, None, max_attempts, retry_backoff)
+        let owner = pgutil::current_user_oid_outer();
+        super::outbox::store(request.to_string(), owner, max_attempts, retry_backoff)
             .unwrap_or_else(|e| pgutil::invalid(format!("could not store the request: {e}"), ""))
     })
 }

@@ -101,9 +101,9 @@ pub fn store(
         (None, k.rows.len() >= MAX_ROWS || k.bytes >= MAX_BYTES)
     });
     if let Some(row) = at_once {
-        insert(vec![row])?;
+        insert(vec![row], seq)?;
     } else if full {
-        flush()?;
+        flush(seq)?;
     }
     crate::worker::wake_http_at_commit();
     Ok(id)
@@ -122,16 +122,16 @@ fn sequence() -> Option<pg_sys::Oid> {
     (seq != pg_sys::Oid::INVALID).then_some(seq)
 }
 
-/// Inserts every kept row.
-fn flush() -> Result<(), String> {
+/// Inserts every kept row; `seq`: the current table's sequence (see `insert`).
+fn flush(seq: pg_sys::Oid) -> Result<(), String> {
     let rows = KEPT.with(|k| std::mem::take(&mut *k.borrow_mut())).rows;
-    insert(rows)
+    insert(rows, seq)
 }
 
-fn insert(mut rows: Vec<Row>) -> Result<(), String> {
-    // rows of a table dropped in this transaction went with it
-    let seq = sequence();
-    rows.retain(|r| Some(r.seq) == seq);
+/// Inserts rows into the table whose sequence is `seq` (the current one); rows whose ids came
+/// from another sequence belonged to a table dropped in this transaction and went with it.
+fn insert(mut rows: Vec<Row>, seq: pg_sys::Oid) -> Result<(), String> {
+    rows.retain(|r| r.seq == seq);
     if rows.is_empty() {
         return Ok(());
     }
@@ -199,10 +199,10 @@ unsafe extern "C-unwind" fn on_xact(event: pg_sys::XactEvent::Type, _arg: *mut s
             }
             // the extension may have been dropped in this transaction: its requests are gone
             // with it (and are not written into a table made again since: see `insert`)
-            let r = if sequence().is_some() {
+            let r = if let Some(seq) = sequence() {
                 // (no statement is running at commit: the insert needs a snapshot of its own)
                 unsafe { pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot()) };
-                let r = pgutil::privileged(flush);
+                let r = pgutil::privileged(move || flush(seq));
                 unsafe { pg_sys::PopActiveSnapshot() };
                 r
             } else {
