@@ -57,10 +57,6 @@ impl Answered {
         self.replies.is_empty()
     }
 
-    pub fn tags(&self) -> impl Iterator<Item = u64> + '_ {
-        self.replies.iter().map(|r| r.tag)
-    }
-
     /// Whether the held replies must be recorded now, although more work may be waiting: too
     /// many, too large, too old, or one of them ends a run.
     pub fn must_record(&self, now: Instant) -> bool {
@@ -152,6 +148,6 @@ mod tests {
         };
         a.push(failed, true, t);
         assert!(a.must_record(t));
-        assert_eq!(a.tags().collect::<Vec<_>>(), vec![3]);
+        assert_eq!(a.take().iter().map(|r| r.tag).collect::<Vec<_>>(), vec![3]);
     }
 }

@@ -325,11 +325,8 @@ impl Worker {
         let max_response = crate::HTTP_MAX_RESPONSE_BYTES.get().max(0) as usize;
         let limits = crate::http_limits();
         let mut per_owner: HashMap<pg_sys::Oid, i32> = HashMap::new();
-        let answered: std::collections::HashSet<u64> = self.answered.tags().collect();
-        for (tag, f) in &self.in_flight {
-            if !answered.contains(tag) {
-                *per_owner.entry(f.owner).or_insert(0) += 1;
-            }
+        for f in self.in_flight.values().filter(|f| !f.answered) {
+            *per_owner.entry(f.owner).or_insert(0) += 1;
         }
         // Each owner in flight may hold at most its share of the room, counting one more owner
         // than there are: whoever comes next always finds room kept for it.
@@ -442,6 +439,7 @@ impl Worker {
                             owner,
                             secrets,
                             bytes,
+                            answered: false,
                         },
                     );
                     to_send.push(req);
@@ -454,6 +452,7 @@ impl Worker {
                             owner,
                             secrets: Vec::new(),
                             bytes: 0,
+                            answered: false,
                         },
                     );
                     not_sent.push(Reply {

@@ -77,8 +77,10 @@ pub(super) struct InFlight {
     pub owner: pg_sys::Oid,
     /// (name, value) of the secrets in the request, scrubbed from what comes back.
     pub secrets: crate::http::resolve::Secrets,
-    /// Bytes of the built request (counted in `Worker::in_flight_bytes`).
+    /// Bytes of the built request (counted in `Worker::in_flight_bytes` until it is answered).
     pub bytes: usize,
+    /// Its answer came and is held in `Worker::answered` (not recorded yet).
+    pub answered: bool,
 }
 
 #[pg_guard]
@@ -303,6 +305,7 @@ impl Worker {
         if let Some(f) = self.in_flight.get_mut(&r.tag) {
             self.in_flight_bytes = self.in_flight_bytes.saturating_sub(f.bytes);
             f.bytes = 0;
+            f.answered = true;
             let ends_run = matches!(f.item, Item::Run { .. });
             self.answered.push(r, ends_run, Instant::now());
             self.pace.answered();
