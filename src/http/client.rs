@@ -407,18 +407,18 @@ fn worker(waiting: Arc<(Mutex<Waiting>, Condvar)>, done: mpsc::Sender<Reply>, in
             headers_after: outcome.1.map(|t: Instant| t - start),
             total: start.elapsed(),
         };
-        // This thread takes its next request itself, at once. Another thread is woken only when
-        // more can start (one that waits for this key's cap, say): waking one for nothing costs
-        // two context switches per request.
+        // This thread takes its next request itself, at once (unless it is to exit). Another
+        // thread is woken only when more can start (one that waits for this key's cap, say):
+        // waking one for nothing costs two context switches per request.
         {
             let mut w = relock();
             w.queue.done(key);
+            let cap = w.cap;
             if w.quit == 0 {
-                let cap = w.cap;
                 next = w.queue.pop(cap).map(|(k, (r, t))| (k, r, t));
-                if w.queue.poppable(cap) {
-                    cv.notify_one();
-                }
+            }
+            if w.queue.poppable(cap) {
+                cv.notify_one();
             }
         }
         if done.send(reply).is_err() {
