@@ -98,6 +98,7 @@ fn processes(c: &mut postgres::Client, system: &str) -> Vec<(String, String)> {
 /// (f) requests/s from the statement's start until the last of them arrived.
 fn end_to_end(c: &mut postgres::Client, srv: &Server, system: &str, round: usize) -> f64 {
     let prefix = format!("/ok/e2e-{system}-{round}/");
+    srv.forget();
     let procs = processes(c, system);
     let cpu0: Vec<f64> = procs.iter().map(|(_, p)| cpu_s(p)).collect();
     let t0 = Instant::now();
@@ -148,6 +149,37 @@ fn quiesce(c: &mut postgres::Client, system: &str) {
     if system == "net" {
         // the responses of the round are written in one go after the queue is empty
         std::thread::sleep(Duration::from_millis(200));
+    }
+    settle();
+}
+
+/// Waits (at most 5 s) until the machine is quiet: under 10% of its CPU busy over 200 ms. What
+/// a round leaves running (a worker writing responses, autovacuum of the tables a round filled)
+/// would otherwise take CPU from the next round, of either system.
+fn settle() {
+    // busy and total jiffies of all CPUs, from the first line of /proc/stat
+    let sample = || -> (u64, u64) {
+        let text = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+        let v: Vec<u64> = text
+            .lines()
+            .next()
+            .unwrap_or("")
+            .split_whitespace()
+            .skip(1)
+            .filter_map(|x| x.parse().ok())
+            .collect();
+        let total: u64 = v.iter().take(8).sum();
+        let idle = v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0);
+        (total - idle, total)
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        let (b0, t0) = sample();
+        std::thread::sleep(Duration::from_millis(200));
+        let (b1, t1) = sample();
+        if t1 > t0 && (b1 - b0) * 10 < t1 - t0 {
+            return;
+        }
     }
 }
 

@@ -69,6 +69,7 @@ pub fn run(port: u16) {
     let cpu = super::cpu_s;
     let (w0, me0) = (cpu(&worker.to_string()), cpu("self"));
     let conns_before = srv.connections();
+    srv.forget();
     let mut tx = c.transaction().unwrap();
     tx.execute(
         &format!(
@@ -108,6 +109,7 @@ pub fn run(port: u16) {
 
     // (b) single requests, idle worker
     eprintln!("[http] (b) 50 single requests, idle worker ...");
+    srv.forget();
     let mut idle = Vec::new();
     for i in 0..50 {
         std::thread::sleep(Duration::from_millis(200));

@@ -147,6 +147,14 @@ impl Server {
         }
     }
 
+    /// Forgets the requests received so far. A benchmark calls it between rounds: `count` and
+    /// `seen` scan every recorded request under the lock the serving threads take to record one,
+    /// so polling a record that grows round after round would take CPU and the lock from the
+    /// server it measures.
+    pub fn forget(&self) {
+        self.state.seen.lock().unwrap().clear();
+    }
+
     /// TCP connections accepted so far.
     pub fn connections(&self) -> usize {
         self.state.connections.load(Ordering::Relaxed)
