@@ -427,34 +427,15 @@ impl Worker {
         for (item, owner, res) in resolved {
             let tag = self.next_tag;
             self.next_tag += 1;
-            match res {
+            let (secrets, bytes) = match res {
                 Ok((mut req, secrets)) => {
                     req.tag = tag;
                     let bytes = request_bytes(&req);
                     self.in_flight_bytes += bytes;
-                    self.in_flight.insert(
-                        tag,
-                        InFlight {
-                            item,
-                            owner,
-                            secrets,
-                            bytes,
-                            answered: false,
-                        },
-                    );
                     to_send.push(req);
+                    (secrets, bytes)
                 }
                 Err(message) => {
-                    self.in_flight.insert(
-                        tag,
-                        InFlight {
-                            item,
-                            owner,
-                            secrets: Vec::new(),
-                            bytes: 0,
-                            answered: false,
-                        },
-                    );
                     not_sent.push(Reply {
                         tag,
                         result: Err(Failure {
@@ -465,8 +446,19 @@ impl Worker {
                         headers_after: None,
                         total: Duration::ZERO,
                     });
+                    (Vec::new(), 0)
                 }
-            }
+            };
+            self.in_flight.insert(
+                tag,
+                InFlight {
+                    item,
+                    owner,
+                    secrets,
+                    bytes,
+                    answered: false,
+                },
+            );
         }
         self.pool.submit_all(to_send);
         if !not_sent.is_empty() {
