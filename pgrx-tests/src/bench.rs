@@ -351,26 +351,22 @@ fn wait_count(c: &mut Client, system: &str, scenario: &str, n: i64) {
     }
 }
 
-/// CPU seconds (user and system) used so far by `pid` ("self", a PID, or "PID/task/TID" for one
-/// thread), 0 where unreadable.
-fn cpu_s(pid: &str) -> f64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let f: Vec<&str> = s
-        .rsplit(')')
-        .next()
-        .unwrap_or("")
-        .split_whitespace()
-        .collect();
-    let t = |i: usize| f.get(i).and_then(|x| x.parse::<f64>().ok()).unwrap_or(0.0);
-    (t(11) + t(12)) / ticks_per_second()
+/// utime + stime in clock ticks (/proc/PID/stat fields 14 and 15) of `pid` ("self", a PID, or
+/// "PID/task/TID" for one thread); None where unreadable.
+fn stat_ticks(pid: &str) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let f: Vec<&str> = stat.rsplit(')').next()?.split_whitespace().collect();
+    Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
 }
 
-/// utime + stime of a process, in clock ticks (/proc/PID/stat fields 14 and 15).
+/// CPU seconds (user and system) used so far by `pid` (as in `stat_ticks`), 0 where unreadable.
+fn cpu_s(pid: &str) -> f64 {
+    stat_ticks(pid).unwrap_or(0) as f64 / ticks_per_second()
+}
+
+/// utime + stime of a process, in clock ticks.
 fn cpu_ticks(pid: i32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read /proc stat");
-    let after = &stat[stat.rfind(')').expect("comm") + 2..];
-    let f: Vec<&str> = after.split_whitespace().collect();
-    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+    stat_ticks(&pid.to_string()).expect("read /proc stat")
 }
 
 fn ctx_switches(pid: i32) -> u64 {
